@@ -91,6 +91,19 @@ def stack_status(
         typer.echo(f"  {name:<8} pid {proc['pid']:<8} port {proc['port']}  {state}")
 
 
+@app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Check that Kafka and Redis (from settings or the local stack) answer."""
+    settings = _settings(ctx)
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+        local_stack.check_endpoints(settings, endpoints)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"kafka: {endpoints.kafka_bootstrap} answers")
+    typer.echo(f"redis: {endpoints.redis_url} answers")
+
+
 @app.command("env")
 def env(ctx: typer.Context) -> None:
     """Print ``export`` lines for the ``feast`` CLI: ``eval "$(fraudstream env)"``."""
@@ -104,7 +117,9 @@ def env(ctx: typer.Context) -> None:
 
 
 @app.command(
-    "feast", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    "feast",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
 )
 def feast_cli(ctx: typer.Context) -> None:
     """Run the ``feast`` CLI on the feature repo with the Redis connection from settings."""
@@ -116,6 +131,18 @@ def feast_cli(ctx: typer.Context) -> None:
     child_env = {**os.environ, **feast_environment(settings, endpoints)}
     argv = [sys.executable, "-m", "feast.cli.cli", "-c", str(settings.feast.repo_path), *ctx.args]
     raise typer.Exit(subprocess.call(argv, env=child_env))
+
+
+@app.command("demo")
+def demo(ctx: typer.Context) -> None:
+    """Bring the local stack up and show its status (the whole pipeline follows)."""
+    settings = _settings(ctx)
+    try:
+        for line in local_stack.up(settings):
+            typer.echo(line)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(local_stack.status(settings), indent=2))
 
 
 if __name__ == "__main__":

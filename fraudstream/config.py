@@ -248,7 +248,7 @@ def _settings_from(env: Mapping[str, str], env_file: Path | None) -> Settings:
         os.environ.clear()
         os.environ.update(env)
         file_arg: Any = env_file if env_file is not None and env_file.is_file() else None
-        return Settings(_env_file=file_arg)  # type: ignore[call-arg]
+        return Settings(_env_file=file_arg)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -292,7 +292,7 @@ def redis_url_with_auth(url: str, redis: RedisSettings) -> str:
 
 
 def feast_connection_string(url: str, redis: RedisSettings) -> str:
-    """Feast's Redis ``connection_string`` (``host:port,db=N,ssl=true,password=...``) for ``url``."""
+    """Feast's Redis ``connection_string`` (``host:port,db=N,ssl=true,...``) for ``url``."""
     parts = urlsplit(url)
     items = [f"{parts.hostname}:{parts.port}"]
     db = parts.path.lstrip("/")

@@ -112,7 +112,7 @@ def admin(kafka: KafkaSettings, bootstrap: str) -> AdminClient:
 
 
 def check_kafka(kafka: KafkaSettings, bootstrap: str, timeout_s: float = 5.0) -> int:
-    """Ask the cluster for metadata; return the number of brokers or raise :class:`KafkaUnavailable`."""
+    """Ask the cluster for metadata; return the broker count or raise :class:`KafkaUnavailable`."""
     conf = confluent_config(kafka, bootstrap)
     errors: list[str] = []
     conf["error_cb"] = lambda err: errors.append(str(err))

@@ -97,7 +97,7 @@ def process_running(info: ProcessInfo) -> bool:
     proc = Path(f"/proc/{info.pid}")
     if proc.exists():
         try:
-            exe = Path(os.readlink(proc / "exe").removesuffix(" (deleted)"))
+            exe = Path(str((proc / "exe").readlink()).removesuffix(" (deleted)"))
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             return False
@@ -198,9 +198,7 @@ def redis_client(url: str, settings: Settings) -> redis.Redis:
     }
     if settings.redis.ssl_ca_certs is not None and url.startswith("rediss://"):
         kwargs["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
-    client: redis.Redis = redis.Redis.from_url(
-        redis_url_with_auth(url, settings.redis), **kwargs
-    )
+    client: redis.Redis = redis.Redis.from_url(redis_url_with_auth(url, settings.redis), **kwargs)
     return client
 
 
@@ -367,7 +365,12 @@ def status(settings: Settings) -> dict[str, Any]:
     if state is None:
         return result
     processes = {
-        name: {"pid": info.pid, "port": info.port, "running": process_running(info), "log": info.log}
+        name: {
+            "pid": info.pid,
+            "port": info.port,
+            "running": process_running(info),
+            "log": info.log,
+        }
         for name, info in state.processes.items()
     }
     result["processes"] = processes

@@ -93,9 +93,7 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 
 @pytest.fixture
-def topic_factory(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
-) -> Callable[..., str]:
+def topic_factory(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Callable[..., str]:
     """Create a fresh topic for this test: ``topic_factory("in", partitions=2)``."""
     settings = Settings()
 
