@@ -1,0 +1,257 @@
+"""The canonical transaction event, for one message and for a whole table.
+
+One event (a Kafka message value, JSON) is validated by :class:`TransactionEvent`;
+a table of events (Parquet, a DataFrame) by :func:`validate_frame`, with the same
+rules, vectorised. Identifiers may arrive as strings or integers and are stored as
+strings; timestamps must carry an offset and are stored in UTC. The JSON Schema in
+``docs/transaction.schema.json`` is generated from :class:`TransactionEvent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from fraudstream.errors import FraudstreamError
+
+log = logging.getLogger(__name__)
+
+#: Columns of the canonical table, in order; ``currency`` is optional.
+EVENT_COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]
+OPTIONAL_COLUMNS = ["currency"]
+LABEL_COLUMN = "is_fraud"
+MAX_ID_LENGTH = 128
+
+
+class InvalidEvents(FraudstreamError):
+    """A table or message breaks the event schema; the message names rows and columns."""
+
+
+def _identifier(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a string or an integer")
+    text = str(value)
+    if not text or len(text) > MAX_ID_LENGTH or text != text.strip():
+        raise ValueError(f"must be 1 to {MAX_ID_LENGTH} characters without surrounding spaces")
+    return text
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string with an offset, e.g. 2026-01-31T12:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"{value!r} has no UTC offset (add Z or +00:00)")
+    return parsed.astimezone(UTC)
+
+
+def _amount(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"must be a finite number > 0, got {value!r}")
+    return number
+
+
+Identifier = Annotated[str, BeforeValidator(_identifier)]
+UtcTimestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+Amount = Annotated[float, BeforeValidator(_amount)]
+
+
+class TransactionEvent(BaseModel):
+    """One card transaction as it arrives on the ``transactions`` topic (keyed by customer)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", title="TransactionEvent")
+
+    transaction_id: Identifier = Field(description="unique id (string or integer)")
+    timestamp: UtcTimestamp = Field(description="ISO-8601 with offset; stored as UTC")
+    customer_id: Identifier = Field(description="card / customer (string or integer)")
+    terminal_id: Identifier = Field(description="merchant terminal (string or integer)")
+    amount: Amount = Field(description="finite, > 0")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217")
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the message as producers send it."""
+        id_schema = {
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]
+        }
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "TransactionEvent",
+            "description": cls.__doc__,
+            "type": "object",
+            "required": ["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"],
+            "properties": {
+                "transaction_id": {**id_schema, "description": "unique id"},
+                "timestamp": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "ISO-8601 with a UTC offset (Z or +hh:mm); stored as UTC",
+                },
+                "customer_id": {**id_schema, "description": "card / customer; the message key"},
+                "terminal_id": {**id_schema, "description": "merchant terminal"},
+                "amount": {"type": "number", "exclusiveMinimum": 0, "description": "finite"},
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            },
+            "additionalProperties": True,
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = self.model_dump(exclude_none=True)
+        data["timestamp"] = self.timestamp.isoformat().replace("+00:00", "Z")
+        return data
+
+
+def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+    index = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(str(i) for i in index[:limit])
+    more = f" and {len(index) - limit} more" if len(index) > limit else ""
+    return f"{len(index)} row(s) (positions {shown}{more})"
+
+
+ID_DTYPE = "string[pyarrow]"
+
+
+def _ids(series: pd.Series, column: str) -> pd.Series:
+    if series.isna().any():
+        raise InvalidEvents(f"column {column!r}: missing values in {_rows(series.isna())}")
+    if pd.api.types.is_bool_dtype(series):
+        raise InvalidEvents(f"column {column!r}: booleans are not identifiers")
+    if pd.api.types.is_float_dtype(series):
+        whole = np.mod(series.to_numpy(), 1) == 0
+        if not whole.all():
+            raise InvalidEvents(f"column {column!r}: non-integer numbers in {_rows(~whole)}")
+        series = series.astype("int64")
+    if pd.api.types.is_integer_dtype(series):
+        text = pa.compute.cast(pa.array(series.to_numpy()), pa.string())
+        return pd.Series(pd.array(text, dtype=ID_DTYPE), index=series.index)
+    if series.map(type).isin([bool, float]).any():
+        kinds = series.map(type).isin([bool, float])
+        raise InvalidEvents(f"column {column!r}: booleans or floats among ids in {_rows(kinds)}")
+    text = series.astype(str).astype(ID_DTYPE)
+    bad = (text.str.len() == 0) | (text.str.len() > MAX_ID_LENGTH) | (text != text.str.strip())
+    if bad.any():
+        raise InvalidEvents(f"column {column!r}: empty, too long or padded ids in {_rows(bad)}")
+    return text
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(series):
+        raise InvalidEvents(
+            "column 'timestamp': naive datetimes (no time zone); localise them to UTC first "
+            "or use the handbook adapter, which documents that its times are UTC"
+        )
+    text = series.astype("string")
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    unparsable = parsed.isna().to_numpy()
+    if unparsable.any():
+        raise InvalidEvents(f"column 'timestamp': unparsable timestamps in {_rows(unparsable)}")
+    naive = ~text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).to_numpy()
+    if naive.any():
+        raise InvalidEvents(f"column 'timestamp': no UTC offset in {_rows(naive)}")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def validate_frame(df: pd.DataFrame, *, keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Return the canonical table for ``df`` or raise :class:`InvalidEvents` naming what is wrong.
+
+    Output columns: :data:`EVENT_COLUMNS`, ``currency`` when present, and the extra columns
+    named in ``keep`` (for example the label). Rows are sorted by timestamp (stable).
+    """
+    missing = [c for c in EVENT_COLUMNS if c not in df.columns]
+    if missing:
+        raise InvalidEvents(f"missing column(s) {missing}; found {list(df.columns)}")
+    absent = [c for c in keep if c not in df.columns]
+    if absent:
+        raise InvalidEvents(f"missing column(s) {absent}")
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for column in ("transaction_id", "customer_id", "terminal_id"):
+        out[column] = _ids(df[column].reset_index(drop=True), column).array
+    out["timestamp"] = _utc(df["timestamp"].reset_index(drop=True)).array
+    amount = pd.to_numeric(df["amount"].reset_index(drop=True), errors="coerce").astype("float64")
+    bad_amount = ~np.isfinite(amount.to_numpy()) | (amount.to_numpy() <= 0)
+    if bad_amount.any():
+        raise InvalidEvents(
+            f"column 'amount': NaN, infinite or non-positive in {_rows(bad_amount)}"
+        )
+    out["amount"] = amount.to_numpy()
+    if "currency" in df.columns:
+        out["currency"] = df["currency"].reset_index(drop=True).astype("string").to_numpy()
+    for column in keep:
+        out[column] = df[column].reset_index(drop=True).to_numpy()
+    duplicated = out["transaction_id"].duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        raise InvalidEvents(f"column 'transaction_id': duplicate ids in {_rows(duplicated)}")
+    out["timestamp"] = out["timestamp"].astype("datetime64[ns, UTC]")
+    return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+#: Handbook Parquet column → canonical column.
+HANDBOOK_COLUMNS = {
+    "TRANSACTION_ID": "transaction_id",
+    "TX_DATETIME": "timestamp",
+    "CUSTOMER_ID": "customer_id",
+    "TERMINAL_ID": "terminal_id",
+    "TX_AMOUNT": "amount",
+    "TX_FRAUD": LABEL_COLUMN,
+    "TX_FRAUD_SCENARIO": "fraud_scenario",
+}
+
+
+#: The handbook rounds its simulated amounts to cents, so a few are 0.00. The adapter
+#: repairs those to the smallest positive amount; the count is in ``df.attrs["repairs"]``.
+HANDBOOK_MIN_AMOUNT = 0.01
+
+
+def from_handbook(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical table from the handbook's columns (its naive ``TX_DATETIME`` is UTC).
+
+    Documented repair: amounts of exactly 0.00 become :data:`HANDBOOK_MIN_AMOUNT`; the count
+    is logged and kept in ``attrs["repairs"]["zero_amount_to_0.01"]``. Anything else invalid
+    is an error, as for any table.
+    """
+    missing = [c for c in HANDBOOK_COLUMNS if c not in df.columns and c != "TX_FRAUD_SCENARIO"]
+    if missing:
+        raise InvalidEvents(f"not a handbook table: missing column(s) {missing}")
+    renamed = df.rename(columns=HANDBOOK_COLUMNS)
+    stamps = renamed["timestamp"]
+    if not isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        renamed["timestamp"] = pd.to_datetime(stamps).dt.tz_localize("UTC")
+    zero = renamed["amount"] == 0
+    if zero.any():
+        renamed.loc[zero, "amount"] = HANDBOOK_MIN_AMOUNT
+        log.warning(
+            "handbook adapter: %d amount(s) of 0.00 set to %.2f", zero.sum(), HANDBOOK_MIN_AMOUNT
+        )
+    keep = tuple(c for c in (LABEL_COLUMN, "fraud_scenario") if c in renamed.columns)
+    out = validate_frame(renamed, keep=keep)
+    out.attrs["repairs"] = {"zero_amount_to_0.01": int(zero.sum())}
+    return out
+
+
+def is_handbook(columns: list[str]) -> bool:
+    return "TX_DATETIME" in columns and "TX_AMOUNT" in columns
+
+
+def read_transactions(path: str | Any) -> pd.DataFrame:
+    """Read a Parquet file in canonical or handbook columns into the canonical table."""
+    df = pd.read_parquet(path)
+    if is_handbook(list(df.columns)):
+        return from_handbook(df)
+    keep = tuple(c for c in (LABEL_COLUMN, "fraud_scenario") if c in df.columns)
+    return validate_frame(df, keep=keep)
