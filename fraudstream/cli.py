@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import subprocess
-import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fraudstream import stack as local_stack
 from fraudstream.config import Settings, load_settings, masked
 from fraudstream.errors import FraudstreamError
-from fraudstream.feast_env import feast_environment
+from fraudstream.feast_env import feast_environment, run_feast
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="fraudstream: real-time card-fraud scoring on Kafka, Feast/Redis and XGBoost.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+features_app = typer.Typer(help="Compute and load features.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded local Kafka + Redis stack.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+app.add_typer(features_app, name="features")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -128,9 +131,7 @@ def feast_cli(ctx: typer.Context) -> None:
         endpoints = local_stack.resolve_endpoints(settings)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
-    child_env = {**os.environ, **feast_environment(settings, endpoints)}
-    argv = [sys.executable, "-m", "feast.cli.cli", "-c", str(settings.feast.repo_path), *ctx.args]
-    raise typer.Exit(subprocess.call(argv, env=child_env))
+    raise typer.Exit(run_feast(settings, endpoints, list(ctx.args)))
 
 
 @app.command("demo")
@@ -143,6 +144,134 @@ def demo(ctx: typer.Context) -> None:
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps(local_stack.status(settings), indent=2))
+
+
+def _events(path: Path) -> pd.DataFrame:
+    from fraudstream.schema import read_transactions
+
+    if not path.is_file():
+        raise fail(f"{path}: no such file")
+    try:
+        events = read_transactions(path)
+    except FraudstreamError as exc:
+        raise fail(f"{path}: {exc}") from None
+    for kind, count in events.attrs.get("repairs", {}).items():
+        if count:
+            typer.echo(f"repaired {count} row(s): {kind}", err=True)
+    return events
+
+
+@app.command("simulate")
+def simulate_cmd(
+    out: Annotated[Path, typer.Option(help="Parquet file to write")],
+    customers: Annotated[int, typer.Option(min=1)] = 5000,
+    terminals: Annotated[int, typer.Option(min=1)] = 10000,
+    days: Annotated[int, typer.Option(min=1)] = 183,
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (UTC)")] = "2018-04-01",
+    seed: int = 0,
+) -> None:
+    """Simulate labelled card transactions (the handbook's generative process)."""
+    from fraudstream.simulate import simulate, write_parquet
+
+    try:
+        df = simulate(customers=customers, terminals=terminals, days=days, start=start, seed=seed)
+    except (FraudstreamError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    write_parquet(df, out)
+    typer.echo(
+        f"wrote {len(df):,} transactions ({df['is_fraud'].mean():.3%} fraud, "
+        f"{len(df) / days:,.0f}/day) to {out}"
+    )
+
+
+@features_app.command("backfill")
+def features_backfill(
+    ctx: typer.Context,
+    transactions: Annotated[Path, typer.Option(help="labelled Parquet (canonical or handbook)")],
+) -> None:
+    """Compute the offline tables of every feature view from a history of transactions."""
+    from training.backfill import backfill
+
+    settings = _settings(ctx)
+    result = backfill(_events(transactions), settings.feast.repo_path)
+    typer.echo(
+        f"customer_features: {result.customer_rows:,} rows -> {result.customer_path}\n"
+        f"terminal_features: {result.terminal_rows:,} rows -> {result.terminal_path}\n"
+        f"took {result.seconds:.1f}s"
+    )
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option(help="artifact directory (default: model dir setting)")
+    ] = None,
+    transactions: Annotated[
+        Path | None, typer.Option(help="labelled Parquet; default: freshly simulated data")
+    ] = None,
+    train_start: Annotated[
+        str | None,
+        typer.Option(help="first training day YYYY-MM-DD; default: the latest that fits"),
+    ] = None,
+    train_days: Annotated[int, typer.Option(min=1)] = 7,
+    delay_days: Annotated[int, typer.Option(min=0)] = 7,
+    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    retrieval: Annotated[str, typer.Option(help="feast | asof")] = "feast",
+    seed: Annotated[int, typer.Option(help="simulation seed when no --transactions")] = 0,
+) -> None:
+    """Backfill, build the training set through Feast, train, evaluate, write the artifact."""
+    from datetime import date, timedelta
+
+    from fraudstream.feast_env import open_store
+    from fraudstream.schema import validate_frame
+    from fraudstream.simulate import simulate
+    from training.evaluate import Split
+    from training.train import train
+
+    settings = _settings(ctx)
+    if retrieval not in ("feast", "asof"):
+        raise fail("--retrieval must be feast or asof")
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    if transactions is not None:
+        events = _events(transactions)
+    else:
+        typer.echo(
+            "no --transactions: simulating 5,000 customers, 10,000 terminals, 90 days", err=True
+        )
+        events = validate_frame(simulate(days=90, seed=seed), keep=("is_fraud", "fraud_scenario"))
+    span = train_days + delay_days + test_days
+    if train_start is None:
+        last_day = events["timestamp"].max().date()
+        start_day = last_day - timedelta(days=span - 1)
+    else:
+        try:
+            start_day = date.fromisoformat(train_start)
+        except ValueError:
+            raise fail(f"--train-start {train_start!r} is not YYYY-MM-DD") from None
+    split = Split(start_day, train_days, delay_days, test_days)
+    if run_feast(settings, endpoints, ["apply"]) != 0:
+        raise fail("feast apply failed (see above)")
+    store = open_store(settings, endpoints)
+    try:
+        result = train(events, split, out or settings.model.dir, store, retrieval=retrieval)
+    except (FraudstreamError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    m = result.metrics
+    typer.echo(f"model {result.manifest['model_version']} -> {result.out_dir}")
+    typer.echo("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    summary = {
+        "model_version": result.manifest["model_version"],
+        "auc_roc": round(m["auc_roc"], 4),
+        "average_precision": round(m["average_precision"], 4),
+        "card_precision_at_100": round(m["card_precision_at_100"], 4),
+        "test_rows": m["n"],
+        "out": str(result.out_dir),
+    }
+    typer.echo(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,20 @@ def _terminal_defs() -> list[Feature]:
     return out
 
 
+CUSTOMER_VIEW = "customer_features"
+TERMINAL_VIEW = "terminal_features"
+#: Offline (Parquet) file of each feature view, under ``<feature repo>/data/``.
+OFFLINE_FILES = {
+    CUSTOMER_VIEW: "customer_features.parquet",
+    TERMINAL_VIEW: "terminal_features.parquet",
+}
+
+
+def feature_dtype(feature: Feature) -> str:
+    """``int64`` for counts and flags, ``float64`` otherwise."""
+    return "int64" if "_nb_" in feature.name or feature.name.startswith("tx_") else "float64"
+
+
 REQUEST_FEATURES = [
     Feature("amount", "request", "transaction amount"),
     Feature("tx_during_weekend", "request", "1 if Saturday or Sunday (UTC)"),
@@ -231,3 +245,22 @@ def request_features(timestamp: pd.Series, amount: pd.Series) -> pd.DataFrame:
         },
         index=timestamp.index,
     )
+
+
+# ---------------------------------------------------------------- the model's inputs
+
+#: Model inputs in order. A new model version with other inputs gets a new feature service.
+MODEL_FEATURES: list[Feature] = HANDBOOK_FEATURES
+FEATURE_SERVICE = "fraud_model_v1"
+#: Feature service name → Feast view → feature names it serves (``feature_repo`` reads this).
+MODEL_FEATURE_SERVICES: dict[str, dict[str, list[str]]] = {
+    FEATURE_SERVICE: {
+        CUSTOMER_VIEW: [f.name for f in MODEL_FEATURES if f.source == "customer"],
+        TERMINAL_VIEW: [f.name for f in MODEL_FEATURES if f.source == "terminal"],
+    }
+}
+
+
+def feast_references(features: Sequence[Feature]) -> list[str]:
+    """``view:name`` of the Feast-served features among ``features`` (request ones aside)."""
+    return [f.feast_reference for f in features if f.source != "request"]

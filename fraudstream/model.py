@@ -1,0 +1,175 @@
+"""Model artifacts: an XGBoost model file (UBJ) and ``manifest.json``, never pickle.
+
+:func:`save_artifact` writes both atomically; :func:`load_artifact` verifies the SHA-256
+of the model file against the manifest before XGBoost reads a byte of it, and checks
+that the model's feature names are the manifest's, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from fraudstream.errors import FraudstreamError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.ubj"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class ModelError(FraudstreamError):
+    """A model artifact is missing, tampered with, or inconsistent."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Scores at or above ``decline`` decline; at or above ``review`` go to review."""
+
+    review: float
+    decline: float
+
+    def action(self, score: float) -> str:
+        if score >= self.decline:
+            return "decline"
+        if score >= self.review:
+            return "review"
+        return "approve"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A verified, loaded model with its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    booster: xgb.Booster
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.manifest["features"]]
+
+    @property
+    def thresholds(self) -> Thresholds:
+        t = self.manifest["thresholds"]
+        return Thresholds(review=float(t["review"]), decline=float(t["decline"]))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probability per row of ``matrix`` (columns in :attr:`feature_names` order)."""
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
+            raise ModelError(
+                f"expected {len(self.feature_names)} columns, got shape {matrix.shape}"
+            )
+        return np.asarray(
+            self.booster.inplace_predict(np.ascontiguousarray(matrix, dtype=np.float32)),
+            dtype=np.float64,
+        )
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """SHAP contributions per feature (last column: bias), in log-odds."""
+        dmatrix = xgb.DMatrix(matrix.astype(np.float32), feature_names=self.feature_names)
+        return np.asarray(self.booster.predict(dmatrix, pred_contribs=True))
+
+
+def save_artifact(
+    out_dir: Path,
+    booster: xgb.Booster,
+    manifest: dict[str, Any],
+    extra_files: dict[str, Path] | None = None,
+) -> Path:
+    """Write the model, its manifest and ``extra_files`` (reports) into ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model_path = staging / MODEL_FILE
+        booster.save_model(str(model_path))
+        full = {
+            "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+            **manifest,
+            "model_file": MODEL_FILE,
+            "model_sha256": sha256_file(model_path),
+            "xgboost_version": xgb.__version__,
+        }
+        for name, source in (extra_files or {}).items():
+            shutil.copy2(source, staging / name)
+        (staging / MANIFEST_FILE).write_text(json.dumps(full, indent=2, default=str))
+        if out_dir.exists():
+            backup = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(backup, ignore_errors=True)
+            out_dir.rename(backup)
+            staging.rename(out_dir)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_artifact(path: Path) -> ModelArtifact:
+    """Load and verify the artifact in ``path``; raise :class:`ModelError` naming the problem."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ModelError(f"{manifest_path}: no model manifest (train one with `fraudstream train`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
+    for key in ("model_version", "model_file", "model_sha256", "features", "thresholds"):
+        if key not in manifest:
+            raise ModelError(f"{manifest_path}: missing key {key!r}")
+    model_path = path / manifest["model_file"]
+    if Path(manifest["model_file"]).name != manifest["model_file"] or model_path.suffix not in (
+        ".ubj",
+        ".json",
+    ):
+        raise ModelError(f"{manifest_path}: model_file must be a .ubj or .json file beside it")
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: model file missing")
+    actual = sha256_file(model_path)
+    if actual != manifest["model_sha256"]:
+        raise ModelError(
+            f"{model_path}: SHA-256 {actual} does not match the manifest's "
+            f"{manifest['model_sha256']}; refusing to load"
+        )
+    booster = xgb.Booster()
+    booster.load_model(str(model_path))
+    booster.set_param({"nthread": 1})
+    names = [f["name"] for f in manifest["features"]]
+    if booster.feature_names is not None and list(booster.feature_names) != names:
+        raise ModelError(
+            f"{model_path}: model features {booster.feature_names} != manifest {names}"
+        )
+    log.info("loaded model %s from %s", manifest["model_version"], path)
+    return ModelArtifact(path=path, manifest=manifest, booster=booster)
+
+
+def environment_threads() -> int:
+    """Threads for training (scoring always uses one)."""
+    return max(1, min(2, os.cpu_count() or 1))
