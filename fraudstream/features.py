@@ -133,9 +133,10 @@ def _sum_between(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
 def customer_features(events: pd.DataFrame) -> pd.DataFrame:
     """Customer window features for every row of ``events``, current transaction included.
 
-    ``events`` needs ``customer_id``, ``timestamp`` (UTC) and ``amount``. A row sees the
-    rows of its customer that are earlier in time, or equally timed and earlier in the
-    table, and itself. Returns a frame aligned with ``events``' index.
+    ``events`` needs ``customer_id``, ``timestamp`` (UTC) and ``amount``. A row at time t
+    sees every transaction of its customer in ``(t - w, t]``, other transactions at the
+    very same instant included (so tied rows share their values, as a point-in-time join
+    returns them). Returns a frame aligned with ``events``' index.
     """
     n = len(events)
     ms = to_ms(events["timestamp"])
@@ -144,16 +145,16 @@ def customer_features(events: pd.DataFrame) -> pd.DataFrame:
     max_w = max(CUSTOMER_WINDOWS_DAYS) * MS_PER_DAY
     key, _ = _entity_time_key(codes[order], ms[order], max_w)
     amount = events["amount"].to_numpy(dtype=np.float64)[order]
-    position = np.arange(n)
+    # (t - w, t]: every transaction of the customer at time t counts, ties included
+    end = np.searchsorted(key, key, side="right")
     out = {}
     for w in CUSTOMER_WINDOWS_DAYS:
         start = np.searchsorted(key, key - w * MS_PER_DAY, side="right")
-        count = position - start + 1
-        total = _sum_between(amount, start, position + 1)
+        count = end - start
+        total = _sum_between(amount, start, end)
         out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
         out[f"customer_avg_amount_{w}d"] = total / count
     result = pd.DataFrame(out)
-    unsorted = pd.DataFrame(index=np.arange(n), columns=result.columns)
     unsorted = result.set_axis(order).sort_index()
     unsorted.index = events.index
     return unsorted

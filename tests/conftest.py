@@ -121,3 +121,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[], S
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return lambda: load_settings()
+
+
+@pytest.fixture
+def feature_repo_copy(tmp_path: Path) -> Path:
+    """A private copy of ``feature_repo/`` (definitions and yaml; data written per test)."""
+    import shutil
+
+    repo = tmp_path / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy2(REPO_ROOT / "feature_repo" / name, repo / name)
+    return repo

@@ -14,7 +14,11 @@ pytestmark = pytest.mark.unit
 
 
 def handbook_customer(df: pd.DataFrame) -> pd.DataFrame:
-    """The handbook's own way: a time-based rolling window per customer, current included."""
+    """The handbook's own way: a time-based rolling window per customer, current included.
+
+    pandas' rolling is positional for equal timestamps; the definition (t - w, t] includes
+    every transaction at t, which is the value at the last of the tied rows.
+    """
     out = []
     for _, g in df.groupby("customer_id", sort=False):
         g = g.sort_values("timestamp", kind="stable").set_index("timestamp")
@@ -24,7 +28,10 @@ def handbook_customer(df: pd.DataFrame) -> pd.DataFrame:
             total = g["amount"].rolling(f"{w}D").sum()
             cols[f"customer_nb_tx_{w}d"] = count.to_numpy()
             cols[f"customer_avg_amount_{w}d"] = (total / count).to_numpy()
-        out.append(pd.DataFrame(cols, index=g["row"].to_numpy()))
+        frame = pd.DataFrame(cols, index=g["row"].to_numpy())
+        ties = g.index.to_numpy()
+        frame = frame.groupby(ties, sort=False).transform("last").set_axis(frame.index)
+        out.append(frame)
     return pd.concat(out).sort_index()
 
 
@@ -48,6 +55,10 @@ def handbook_terminal(df: pd.DataFrame, delay: int = 7) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sample() -> pd.DataFrame:
     raw = simulate(customers=150, terminals=300, days=75, seed=7)
+    # make some transactions share the instant of the customer's previous one (ties)
+    previous = raw.groupby("customer_id")["timestamp"].shift(1)
+    tie = previous.notna() & (np.random.default_rng(0).random(len(raw)) < 0.02)
+    raw.loc[tie, "timestamp"] = previous[tie]
     df = validate_frame(raw, keep=("is_fraud",))
     df["row"] = np.arange(len(df))
     return df
@@ -57,6 +68,7 @@ def test_customer_windows_match_pandas(sample: pd.DataFrame) -> None:
     ours = customer_features(sample)
     ref = handbook_customer(sample)
     assert len(ours) == len(sample) > 5000
+    assert sample.duplicated(["customer_id", "timestamp"]).any()  # ties are exercised
     for column in ref.columns:
         np.testing.assert_allclose(
             ours[column].to_numpy(), ref[column].to_numpy(), rtol=0, atol=1e-9
