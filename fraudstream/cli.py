@@ -135,15 +135,21 @@ def feast_cli(ctx: typer.Context) -> None:
 
 
 @app.command("demo")
-def demo(ctx: typer.Context) -> None:
-    """Bring the local stack up and show its status (the whole pipeline follows)."""
+def demo(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(min=22, help="days of history to simulate")] = 60,
+    seed: int = 0,
+) -> None:
+    """Start the local stack, simulate, backfill, train, materialise, and show the results."""
+    from fraudstream.demo import run_demo
+
     settings = _settings(ctx)
     try:
         for line in local_stack.up(settings):
             typer.echo(line)
+        run_demo(settings, days=days, seed=seed, echo=typer.echo)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
-    typer.echo(json.dumps(local_stack.status(settings), indent=2))
 
 
 def _events(path: Path) -> pd.DataFrame:

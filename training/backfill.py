@@ -93,6 +93,8 @@ def backfill(events: pd.DataFrame, repo_path: Path) -> BackfillResult:
     customer_path = out / OFFLINE_FILES[CUSTOMER_VIEW]
     terminal_path = out / OFFLINE_FILES[TERMINAL_VIEW]
     for table, path in ((customers, customer_path), (terminals, terminal_path)):
+        # microseconds: DuckDB (Feast's offline store) cannot cast TIMESTAMPTZ_NS
+        table["event_timestamp"] = table["event_timestamp"].astype("datetime64[us, UTC]")
         tmp = path.with_suffix(".tmp")
         table.to_parquet(tmp, index=False)
         tmp.replace(path)
