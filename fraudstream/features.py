@@ -160,6 +160,39 @@ def customer_features(events: pd.DataFrame) -> pd.DataFrame:
     return unsorted
 
 
+HISTORY_COLUMNS = ["customer_id", "timestamp", "amount"]
+
+
+def update_customer_features(
+    history: pd.DataFrame, new: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The incremental path: features of ``new`` events given each customer's ``history``.
+
+    ``history`` holds the customers' earlier transactions (``customer_id``, ``timestamp``,
+    ``amount``) of at least the last :data:`CUSTOMER_HISTORY_MS`; ``new`` the micro-batch.
+    Runs :func:`customer_features` on both, so the stream computes what the backfill
+    computes. Returns the features of ``new`` (aligned with its index) and the new history,
+    pruned to what any later event can still need.
+    """
+    new_rows = new[HISTORY_COLUMNS]
+    relevant = history[history["customer_id"].isin(new_rows["customer_id"])]
+    both = pd.concat([relevant[HISTORY_COLUMNS], new_rows], ignore_index=True)
+    features = customer_features(both).iloc[len(relevant) :]
+    features.index = new.index
+    merged = pd.concat([history[HISTORY_COLUMNS], new_rows], ignore_index=True)
+    return features, prune_history(merged)
+
+
+def prune_history(history: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows older than the longest window before each customer's latest transaction."""
+    if history.empty:
+        return history
+    ms = to_ms(history["timestamp"])
+    latest = pd.Series(ms).groupby(history["customer_id"].to_numpy()).transform("max").to_numpy()
+    keep = ms > latest - CUSTOMER_HISTORY_MS
+    return history[keep].reset_index(drop=True)
+
+
 def _terminal_window_counts(
     codes: np.ndarray,
     ms: np.ndarray,
