@@ -27,7 +27,9 @@ def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     )
 
 
-def test_simulate_then_train(tmp_path: Path, kafka_bootstrap: str, redis_url: str, feature_repo_copy: Path) -> None:
+def test_simulate_then_train(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, feature_repo_copy: Path
+) -> None:
     env = {
         "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FRAUDSTREAM_REDIS__URL": redis_url,
@@ -36,7 +38,19 @@ def test_simulate_then_train(tmp_path: Path, kafka_bootstrap: str, redis_url: st
     }
     data = tmp_path / "tx.parquet"
     sim = cli(
-        ["simulate", "--customers", "800", "--terminals", "1600", "--days", "45", "--seed", "3", "--out", str(data)],
+        [
+            "simulate",
+            "--customers",
+            "800",
+            "--terminals",
+            "1600",
+            "--days",
+            "45",
+            "--seed",
+            "3",
+            "--out",
+            str(data),
+        ],
         tmp_path,
         env,
     )
@@ -56,7 +70,11 @@ def test_simulate_then_train(tmp_path: Path, kafka_bootstrap: str, redis_url: st
     assert not list(out.glob("*.pkl")) and not list(out.glob("*.pickle"))
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert manifest["model_sha256"] == sha256_file(out / "model.ubj")
-    assert [f["name"] for f in manifest["features"]][:3] == ["amount", "tx_during_weekend", "tx_during_night"]
+    assert [f["name"] for f in manifest["features"]][:3] == [
+        "amount",
+        "tx_during_weekend",
+        "tx_during_night",
+    ]
     assert all(":" in f["feast_reference"] for f in manifest["features"])
     assert manifest["thresholds"]["review"] <= manifest["thresholds"]["decline"]
     assert manifest["data"]["rows"] > 10_000
@@ -69,7 +87,9 @@ def test_simulate_then_train(tmp_path: Path, kafka_bootstrap: str, redis_url: st
         load_artifact(out)
 
 
-def test_bad_input_is_named(tmp_path: Path, kafka_bootstrap: str, redis_url: str, feature_repo_copy: Path) -> None:
+def test_bad_input_is_named(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, feature_repo_copy: Path
+) -> None:
     import pandas as pd
 
     bad = tmp_path / "bad.parquet"

@@ -1,0 +1,183 @@
+"""Model quality and training time on the handbook dataset, and Feast vs a DuckDB ASOF join.
+
+    .venv/bin/python benchmarks/training.py [--data PATH] [--weeks 2018-07-04,...] [--all-rows]
+
+Starts a private local stack (Redis for Feast) and a private copy of the feature repo,
+then, in one run:
+
+1. the handbook protocol (train from 2018-07-25): the full ``train`` pipeline, timed by
+   stage (read, backfill, Feast training set, fit, evaluate), with its test metrics;
+2. the same for each weekly window in ``--weeks`` (mean ± std of the metrics);
+3. the training-set build for the protocol's rows through Feast ``get_historical_features``
+   and through the DuckDB ASOF join generated from the Feast registry, side by side, checked
+   equal; with ``--all-rows`` also for every transaction of the dataset.
+
+Prints a Markdown summary and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudstream import stack
+from fraudstream.config import Settings
+from fraudstream.feast_env import open_store, run_feast
+from fraudstream.features import MODEL_FEATURES
+from fraudstream.schema import read_transactions
+from training.backfill import backfill
+from training.dataset import asof_features, historical_features
+from training.evaluate import Split, train_test_split
+from training.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDBOOK = ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.parquet"
+METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
+
+
+def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=HANDBOOK)
+    parser.add_argument("--protocol-start", default="2018-07-25")
+    parser.add_argument("--weeks", default="2018-07-04,2018-07-11,2018-07-18,2018-07-25,2018-08-01")
+    parser.add_argument(
+        "--all-rows", action="store_true", help="also time Feast vs ASOF on every row"
+    )
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+    repo = work / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy2(ROOT / "feature_repo" / name, repo / name)
+    base = Settings(stack={"dir": work / "stack"}, feast={"repo_path": repo})
+    stack.up(base)
+    try:
+        endpoints = stack.resolve_endpoints(base)
+        results = run(args, base, endpoints, work)
+    finally:
+        stack.down(base)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results, default=float))
+
+
+def run(
+    args: argparse.Namespace, settings: Settings, endpoints: stack.Endpoints, work: Path
+) -> dict:
+    events, read_s = timed(read_transactions, args.data)
+    backfill(events, settings.feast.repo_path)
+    assert run_feast(settings, endpoints, ["apply"]) == 0
+    store = open_store(settings, endpoints)
+
+    protocol = Split(date.fromisoformat(args.protocol_start))
+    result, wall_s = timed(train, events, protocol, work / "model", store)
+    timings = {"read_validate_s": read_s, **result.timings, "train_call_wall_s": wall_s}
+    timings["pipeline_s"] = read_s + wall_s
+    protocol_metrics = {k: result.metrics[k] for k in METRICS}
+
+    weekly = {}
+    for start in [s for s in args.weeks.split(",") if s]:
+        r = train(
+            events,
+            Split(date.fromisoformat(start)),
+            work / f"model-{start}",
+            store,
+            backfill_first=False,
+        )
+        weekly[start] = {k: r.metrics[k] for k in METRICS}
+    summary = {
+        k: {
+            "mean": statistics.fmean(w[k] for w in weekly.values()),
+            "std": statistics.stdev([w[k] for w in weekly.values()]) if len(weekly) > 1 else 0.0,
+        }
+        for k in METRICS
+    }
+
+    train_df, test_df = train_test_split(events, protocol)
+    rows = pd.concat([train_df, test_df], ignore_index=True)
+    retrieval = {"protocol_rows": compare(store, rows)}
+    if args.all_rows:
+        retrieval["all_rows"] = compare(store, events)
+
+    out = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores",
+        "protocol": {"train_start": args.protocol_start, **protocol_metrics},
+        "timings": timings,
+        "weekly": weekly,
+        "weekly_summary": summary,
+        "retrieval": retrieval,
+    }
+    print_markdown(out)
+    return out
+
+
+def compare(store, rows: pd.DataFrame) -> dict:  # type: ignore[no-untyped-def]
+    feast_rows, feast_s = timed(historical_features, store, rows, MODEL_FEATURES)
+    asof_rows, asof_s = timed(asof_features, store, rows, MODEL_FEATURES)
+    equal = bool(
+        np.allclose(
+            feast_rows.to_numpy(float),
+            asof_rows.to_numpy(float),
+            rtol=0,
+            atol=1e-12,
+            equal_nan=True,
+        )
+    )
+    return {
+        "rows": len(rows),
+        "feast_s": feast_s,
+        "asof_s": asof_s,
+        "ratio": feast_s / asof_s,
+        "equal": equal,
+    }
+
+
+def print_markdown(out: dict) -> None:
+    p = out["protocol"]
+    print(
+        f"\nHandbook protocol (train from {p['train_start']}): "
+        f"AUC ROC {p['auc_roc']:.4f}, AP {p['average_precision']:.4f}, CP@100 {p['card_precision_at_100']:.4f}"
+    )
+    print("\n| stage | seconds |\n|---|---|")
+    for k, v in out["timings"].items():
+        print(f"| {k} | {v:.1f} |")
+    print("\n| train start | AUC ROC | AP | CP@100 |\n|---|---|---|---|")
+    for start, m in out["weekly"].items():
+        print(
+            f"| {start} | {m['auc_roc']:.4f} | {m['average_precision']:.4f} | {m['card_precision_at_100']:.4f} |"
+        )
+    s = out["weekly_summary"]
+    print(
+        "| mean ± std | "
+        + " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in METRICS)
+        + " |"
+    )
+    print(
+        "\n| rows | Feast get_historical_features (s) | DuckDB ASOF (s) | ratio | equal |\n|---|---|---|---|---|"
+    )
+    for r in out["retrieval"].values():
+        print(
+            f"| {r['rows']:,} | {r['feast_s']:.2f} | {r['asof_s']:.2f} | {r['ratio']:.1f}× | {r['equal']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
