@@ -59,8 +59,9 @@ def build(
             await sink_topic.send(key=event.key, value=event.value)
             yield None
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types it too narrowly
+    def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
         emit("assigned", partitions=len(assigned))
 
     return app
