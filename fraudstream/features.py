@@ -2,23 +2,27 @@
 
 Three families:
 
-* **customer** features (real time): windows over the customer's own transactions in
-  ``(t - w, t]``, the current one included. :func:`customer_features` computes them for
-  every row of an event table from the rows of the same customer at or before it. The
-  backfill calls it on the whole history; the stream calls it on the customer's recent
-  history (its state) followed by the new events and keeps the new rows. Same code,
-  same numbers.
-* **terminal** features (batch, label-based): count and fraud rate of the terminal's
-  transactions in ``(a - d - w, a - d]`` with the label delay ``d``. With the anchor ``a``
-  equal to the transaction time this is the handbook definition
-  (:func:`terminal_features`); the served view anchors at the start of each UTC day
-  (:func:`terminal_daily_snapshots`), since labels are only known a delay later and the
-  view is recomputed and materialised daily.
-* **request** features: computed from the transaction itself and the customer features
-  (:func:`request_features`): weekend and night flags, amount ratios.
+* **customer** features (real time), from the customer's own transactions only:
+  count and mean amount in ``(t - w, t]`` (the current transaction and any other at the
+  same instant included: the handbook's windows); the mean amount of the *earlier*
+  transactions in ``(t - w, t)``; and how many earlier transactions in the last 14 days
+  were large for the customer. :func:`customer_features` computes them for every row of
+  an event table. The backfill calls it on the whole history; the stream calls it on the
+  customer's recent history followed by the new events (:func:`update_customer_features`).
+  Same code, same numbers.
+* **terminal** features (label-based, labels usable only :data:`LABEL_DELAY_DAYS` after
+  the transaction): count and fraud share of the terminal's transactions in
+  ``(a - d - w, a - d]`` (the handbook's), and the fraud run that ends at the terminal's
+  latest transaction with a usable label (its label, length and age). ``a`` is the anchor:
+  the transaction time for the handbook definition (:func:`terminal_features`), or any
+  instant, such as "now" for a refresh (:func:`terminal_snapshots`).
+* **request** features, from the transaction itself and the customer features
+  (:func:`request_features`): the amount, weekend and night flags (UTC) and the amount
+  relative to the customer's earlier mean amounts.
 
 All windows are exact: integer milliseconds since the epoch, binary search on a key that
-orders rows by entity and then time.
+orders rows by entity and then time. Missing values (no history) are NaN, which XGBoost
+treats as missing.
 """
 
 from __future__ import annotations
@@ -31,43 +35,13 @@ import pandas as pd
 
 MS_PER_DAY = 86_400_000
 CUSTOMER_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
+CUSTOMER_PREVIOUS_WINDOWS_DAYS: tuple[int, ...] = (30, 60, 120)
+BIG_AMOUNT_RATIO = 3.0
+BIG_AMOUNT_LOOKBACK_DAYS = 14
 TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 LABEL_DELAY_DAYS = 7
-#: How much customer history the stream must keep to compute every customer window.
-CUSTOMER_HISTORY_MS = max(CUSTOMER_WINDOWS_DAYS) * MS_PER_DAY
-
-
-@dataclass(frozen=True)
-class Feature:
-    """A model input: its name and where it comes from (Feast view or request)."""
-
-    name: str
-    source: str  # "customer" | "terminal" | "request"
-    description: str
-
-    @property
-    def feast_reference(self) -> str:
-        """``view:feature`` for Feast features, ``request:name`` for request features."""
-        view = {"customer": "customer_features", "terminal": "terminal_features"}.get(self.source)
-        return f"{view}:{self.name}" if view else f"request:{self.name}"
-
-
-def _customer_defs() -> list[Feature]:
-    out = []
-    for w in CUSTOMER_WINDOWS_DAYS:
-        out.append(Feature(f"customer_nb_tx_{w}d", "customer", f"transactions in (t-{w}d, t]"))
-        out.append(Feature(f"customer_avg_amount_{w}d", "customer", f"mean amount in (t-{w}d, t]"))
-    return out
-
-
-def _terminal_defs() -> list[Feature]:
-    out = []
-    for w in TERMINAL_WINDOWS_DAYS:
-        span = f"(a-{LABEL_DELAY_DAYS}d-{w}d, a-{LABEL_DELAY_DAYS}d]"
-        out.append(Feature(f"terminal_nb_tx_{w}d", "terminal", f"transactions in {span}"))
-        out.append(Feature(f"terminal_risk_{w}d", "terminal", f"fraud share in {span}, 0 if none"))
-    return out
-
+#: How much customer history the stream must keep to compute every customer feature.
+CUSTOMER_HISTORY_MS = max(*CUSTOMER_WINDOWS_DAYS, *CUSTOMER_PREVIOUS_WINDOWS_DAYS) * MS_PER_DAY
 
 CUSTOMER_VIEW = "customer_features"
 TERMINAL_VIEW = "terminal_features"
@@ -76,22 +50,114 @@ OFFLINE_FILES = {
     CUSTOMER_VIEW: "customer_features.parquet",
     TERMINAL_VIEW: "terminal_features.parquet",
 }
+_VIEW_OF = {"customer": CUSTOMER_VIEW, "terminal": TERMINAL_VIEW}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature: its name, where it comes from, and (request features) what it reads."""
+
+    name: str
+    source: str  # "customer" | "terminal" | "request"
+    description: str
+    dtype: str = "float64"  # "int64" for counts and flags
+    needs: tuple[str, ...] = ()  # served features a request feature is computed from
+
+    @property
+    def feast_reference(self) -> str:
+        """``view:feature`` for Feast features, ``request:name`` for request features."""
+        view = _VIEW_OF.get(self.source)
+        return f"{view}:{self.name}" if view else f"request:{self.name}"
+
+
+def _customer_defs() -> list[Feature]:
+    out = []
+    for w in CUSTOMER_WINDOWS_DAYS:
+        out.append(
+            Feature(f"customer_nb_tx_{w}d", "customer", f"transactions in (t-{w}d, t]", "int64")
+        )
+        out.append(Feature(f"customer_avg_amount_{w}d", "customer", f"mean amount in (t-{w}d, t]"))
+    for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+        out.append(
+            Feature(
+                f"customer_prev_avg_amount_{w}d",
+                "customer",
+                f"mean amount of the earlier transactions in (t-{w}d, t); NaN if none",
+            )
+        )
+    out.append(
+        Feature(
+            f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d",
+            "customer",
+            f"earlier transactions in (t-{BIG_AMOUNT_LOOKBACK_DAYS}d, t) whose amount was over "
+            f"{BIG_AMOUNT_RATIO:g}x the customer's earlier 30-day mean",
+            "int64",
+        )
+    )
+    return out
+
+
+def _terminal_defs() -> list[Feature]:
+    out = []
+    d = LABEL_DELAY_DAYS
+    for w in TERMINAL_WINDOWS_DAYS:
+        span = f"(a-{d}d-{w}d, a-{d}d]"
+        out.append(Feature(f"terminal_nb_tx_{w}d", "terminal", f"transactions in {span}", "int64"))
+        out.append(Feature(f"terminal_risk_{w}d", "terminal", f"fraud share in {span}, 0 if none"))
+    last = f"the terminal's latest transaction at or before a-{d}d"
+    out += [
+        Feature("terminal_last_known_fraud", "terminal", f"label of {last}; 0 if none", "int64"),
+        Feature(
+            "terminal_fraud_run_len",
+            "terminal",
+            f"frauds in a row ending at {last}; 0 if it is genuine or absent",
+            "int64",
+        ),
+        Feature(
+            "terminal_fraud_run_age_d",
+            "terminal",
+            "days from the first fraud of that run to a; NaN without a run",
+        ),
+    ]
+    return out
+
+
+def _request_defs() -> list[Feature]:
+    out = [
+        Feature("amount", "request", "transaction amount"),
+        Feature("tx_during_weekend", "request", "1 if Saturday or Sunday (UTC)", "int64"),
+        Feature("tx_during_night", "request", "1 if the UTC hour is <= 6", "int64"),
+    ]
+    for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+        out.append(
+            Feature(
+                f"amount_to_prev_avg_{w}d",
+                "request",
+                f"amount / customer_prev_avg_amount_{w}d; NaN without earlier transactions",
+                needs=(f"customer_prev_avg_amount_{w}d",),
+            )
+        )
+    return out
+
+
+CUSTOMER_FEATURES = _customer_defs()
+TERMINAL_FEATURES = _terminal_defs()
+REQUEST_FEATURES = _request_defs()
+ALL_FEATURES = {f.name: f for f in REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES}
+
+#: The handbook's 15 features plus the amount.
+HANDBOOK_FEATURES: list[Feature] = [
+    ALL_FEATURES[n]
+    for n in (
+        ["amount", "tx_during_weekend", "tx_during_night"]
+        + [f"customer_{k}_{w}d" for w in CUSTOMER_WINDOWS_DAYS for k in ("nb_tx", "avg_amount")]
+        + [f"terminal_{k}_{w}d" for w in TERMINAL_WINDOWS_DAYS for k in ("nb_tx", "risk")]
+    )
+]
 
 
 def feature_dtype(feature: Feature) -> str:
-    """``int64`` for counts and flags, ``float64`` otherwise."""
-    return "int64" if "_nb_" in feature.name or feature.name.startswith("tx_") else "float64"
-
-
-REQUEST_FEATURES = [
-    Feature("amount", "request", "transaction amount"),
-    Feature("tx_during_weekend", "request", "1 if Saturday or Sunday (UTC)"),
-    Feature("tx_during_night", "request", "1 if the UTC hour is <= 6"),
-]
-CUSTOMER_FEATURES = _customer_defs()
-TERMINAL_FEATURES = _terminal_defs()
-#: The handbook's 15 features plus the amount, in the handbook's order of families.
-HANDBOOK_FEATURES: list[Feature] = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
+    return feature.dtype
 
 
 # ---------------------------------------------------------------- the kernel
@@ -131,33 +197,46 @@ def _sum_between(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
 
 
 def customer_features(events: pd.DataFrame) -> pd.DataFrame:
-    """Customer window features for every row of ``events``, current transaction included.
+    """Customer features for every row of ``events`` (see the module docstring).
 
     ``events`` needs ``customer_id``, ``timestamp`` (UTC) and ``amount``. A row at time t
-    sees every transaction of its customer in ``(t - w, t]``, other transactions at the
-    very same instant included (so tied rows share their values, as a point-in-time join
-    returns them). Returns a frame aligned with ``events``' index.
+    sees the transactions of its customer up to t; "earlier" means strictly before t, so
+    transactions at the very same instant share their values, as a point-in-time join
+    returns them. Returns a frame aligned with ``events``' index.
     """
     n = len(events)
     ms = to_ms(events["timestamp"])
     codes = _codes(events["customer_id"])
     order = np.lexsort((np.arange(n), ms, codes))  # entity, time, arrival
-    max_w = max(CUSTOMER_WINDOWS_DAYS) * MS_PER_DAY
-    key, _ = _entity_time_key(codes[order], ms[order], max_w)
+    key, _ = _entity_time_key(codes[order], ms[order], CUSTOMER_HISTORY_MS)
     amount = events["amount"].to_numpy(dtype=np.float64)[order]
-    # (t - w, t]: every transaction of the customer at time t counts, ties included
-    end = np.searchsorted(key, key, side="right")
-    out = {}
+    upto = np.searchsorted(key, key, side="right")  # end of (.., t]
+    before = np.searchsorted(key, key, side="left")  # end of (.., t)
+
+    def since(days: int) -> np.ndarray:
+        return np.searchsorted(key, key - days * MS_PER_DAY, side="right")
+
+    out: dict[str, np.ndarray] = {}
     for w in CUSTOMER_WINDOWS_DAYS:
-        start = np.searchsorted(key, key - w * MS_PER_DAY, side="right")
-        count = end - start
-        total = _sum_between(amount, start, end)
+        start = since(w)
+        count = upto - start
         out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
-        out[f"customer_avg_amount_{w}d"] = total / count
-    result = pd.DataFrame(out)
-    unsorted = result.set_axis(order).sort_index()
-    unsorted.index = events.index
-    return unsorted
+        out[f"customer_avg_amount_{w}d"] = _sum_between(amount, start, upto) / count
+    for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+        start = since(w)
+        count = before - start
+        total = _sum_between(amount, start, before)
+        out[f"customer_prev_avg_amount_{w}d"] = np.divide(
+            total, count, out=np.full(n, np.nan), where=count > 0
+        )
+    with np.errstate(invalid="ignore"):
+        big = amount > BIG_AMOUNT_RATIO * out["customer_prev_avg_amount_30d"]  # NaN: not big
+    big_total = np.concatenate(([0], np.cumsum(big, dtype=np.int64)))
+    start = since(BIG_AMOUNT_LOOKBACK_DAYS)
+    out[f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d"] = big_total[before] - big_total[start]
+    result = pd.DataFrame(out, index=order).sort_index()
+    result.index = events.index
+    return result[[f.name for f in CUSTOMER_FEATURES]]
 
 
 HISTORY_COLUMNS = ["customer_id", "timestamp", "amount"]
@@ -193,7 +272,7 @@ def prune_history(history: pd.DataFrame) -> pd.DataFrame:
     return history[keep].reset_index(drop=True)
 
 
-def _terminal_window_counts(
+def _terminal_anchored(
     codes: np.ndarray,
     ms: np.ndarray,
     labels: np.ndarray,
@@ -201,100 +280,157 @@ def _terminal_window_counts(
     anchor_ms: np.ndarray,
     delay_days: int,
 ) -> dict[str, np.ndarray]:
-    """Count and fraud share of each anchor's terminal in ``(a - d - w, a - d]``."""
+    """Terminal features of each anchor ``(terminal code, instant)`` from labelled rows."""
+    if len(ms) == 0:
+        raise ValueError("terminal features need at least one labelled transaction")
     max_back = (delay_days + max(TERMINAL_WINDOWS_DAYS)) * MS_PER_DAY
     all_ms = np.concatenate((ms, anchor_ms))
     origin = int(all_ms.min())
     stride = int(all_ms.max()) - origin + max_back + 1
-    if (max(int(codes.max(initial=0)), int(anchor_codes.max(initial=0))) + 1) * stride >= 2**62:
+    top = max(int(codes.max(initial=0)), int(anchor_codes.max(initial=0))) + 1
+    if top * stride >= 2**62:
         raise OverflowError("too many terminals over too long a time span for one key")
-    order = np.lexsort((ms, codes))
-    key = codes[order] * stride + (ms[order] - origin) + max_back
-    fraud = labels[order].astype(np.float64)
+    order = np.lexsort((np.arange(len(ms)), ms, codes))
+    sorted_codes, sorted_ms = codes[order], ms[order]
+    key = sorted_codes * stride + (sorted_ms - origin) + max_back
+    fraud = labels[order].astype(np.int64)
     akey = anchor_codes * stride + (anchor_ms - origin) + max_back
     end = np.searchsorted(key, akey - delay_days * MS_PER_DAY, side="right")
     out: dict[str, np.ndarray] = {}
     for w in TERMINAL_WINDOWS_DAYS:
         start = np.searchsorted(key, akey - (delay_days + w) * MS_PER_DAY, side="right")
         count = end - start
-        frauds = _sum_between(fraud, start, end)
+        frauds = _sum_between(fraud.astype(np.float64), start, end)
         out[f"terminal_nb_tx_{w}d"] = count.astype(np.int64)
         out[f"terminal_risk_{w}d"] = np.divide(
             frauds, count, out=np.zeros(len(count)), where=count > 0
         )
-    return out
+    # Fraud runs: for each sorted row, the position just before its run of frauds began.
+    pos = np.arange(len(key))
+    first_of_terminal = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    reset = np.where(fraud == 0, pos, np.where(first_of_terminal, pos - 1, -1))
+    before_run = np.maximum.accumulate(reset)
+    run_len = pos - before_run
+    last = np.clip(end - 1, 0, None)
+    has_last = (end > 0) & (sorted_codes[last] == anchor_codes)
+    last_label = np.where(has_last, fraud[last], 0)
+    length = np.where(has_last & (last_label == 1), run_len[last], 0)
+    run_start_ms = sorted_ms[np.minimum(before_run[last] + 1, len(key) - 1)]
+    out["terminal_last_known_fraud"] = last_label.astype(np.int64)
+    out["terminal_fraud_run_len"] = length.astype(np.int64)
+    out["terminal_fraud_run_age_d"] = np.where(
+        length > 0, (anchor_ms - run_start_ms) / MS_PER_DAY, np.nan
+    )
+    return {f.name: out[f.name] for f in TERMINAL_FEATURES}
 
 
 def terminal_features(
     events: pd.DataFrame, label: str = "is_fraud", delay_days: int = LABEL_DELAY_DAYS
 ) -> pd.DataFrame:
-    """The handbook's terminal features at each transaction's own time (anchor ``a = t``).
+    """Terminal features at each transaction's own time (anchor ``a = t``): the handbook's.
 
     ``events`` needs ``terminal_id``, ``timestamp`` and the label column.
     """
     ms = to_ms(events["timestamp"])
     codes = _codes(events["terminal_id"])
     labels = events[label].to_numpy()
-    out = _terminal_window_counts(codes, ms, labels, codes, ms, delay_days)
+    out = _terminal_anchored(codes, ms, labels, codes, ms, delay_days)
     return pd.DataFrame(out, index=events.index)
 
 
-def terminal_daily_snapshots(
+def terminal_snapshots(
     events: pd.DataFrame,
-    days: Sequence[pd.Timestamp] | pd.DatetimeIndex,
+    anchors: Sequence[pd.Timestamp] | pd.DatetimeIndex,
     label: str = "is_fraud",
     delay_days: int = LABEL_DELAY_DAYS,
 ) -> pd.DataFrame:
-    """Terminal features of every terminal in ``events`` as of the start of each day in ``days``.
+    """Terminal features of every terminal in ``events`` as of each instant in ``anchors``.
 
-    Returns ``terminal_id``, ``event_timestamp`` (the day start, UTC) and the features: the
-    rows of the served terminal view. Only labels of transactions at least ``delay_days``
-    before the day start are used.
+    Returns ``terminal_id``, ``event_timestamp`` (the anchor, UTC) and the features: rows
+    for the terminal view as of a given time (for example "now", before a materialisation).
+    Only labels of transactions at least ``delay_days`` before the anchor are used.
     """
-    day_index = pd.DatetimeIndex(days)
+    anchor_index = pd.DatetimeIndex(anchors)
     terminals, codes = np.unique(events["terminal_id"].to_numpy(dtype=object), return_inverse=True)
     codes = codes.astype(np.int64)
     ms = to_ms(events["timestamp"])
     labels = events[label].to_numpy()
-    day_ms = to_ms(pd.Series(day_index))
-    anchor_codes = np.repeat(np.arange(len(terminals), dtype=np.int64), len(day_ms))
-    anchor_ms = np.tile(day_ms, len(terminals))
-    out = _terminal_window_counts(codes, ms, labels, anchor_codes, anchor_ms, delay_days)
+    anchor_ms_one = to_ms(pd.Series(anchor_index))
+    anchor_codes = np.repeat(np.arange(len(terminals), dtype=np.int64), len(anchor_ms_one))
+    anchor_ms = np.tile(anchor_ms_one, len(terminals))
+    out = _terminal_anchored(codes, ms, labels, anchor_codes, anchor_ms, delay_days)
     frame = pd.DataFrame(out)
-    frame.insert(
-        0, "terminal_id", pd.array(terminals[anchor_codes].astype(str), dtype="string[pyarrow]")
-    )
+    ids = terminals[anchor_codes].astype(str)
+    frame.insert(0, "terminal_id", pd.array(ids, dtype="string[pyarrow]"))
     frame.insert(1, "event_timestamp", pd.to_datetime(anchor_ms, unit="ms", utc=True))
     return frame
 
 
-def request_features(timestamp: pd.Series, amount: pd.Series) -> pd.DataFrame:
-    """Features of the transaction itself: amount, weekend and night flags (UTC)."""
+def request_features(
+    timestamp: pd.Series, amount: pd.Series, served: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Features of the transaction itself, and its amount against the served customer means.
+
+    ``served`` holds the ``needs`` of the request features (the customer's earlier means),
+    aligned with ``timestamp``; without it only the amount and the time flags are returned.
+    """
     ts = pd.DatetimeIndex(timestamp).tz_convert("UTC")
-    return pd.DataFrame(
+    value = np.asarray(amount, dtype=np.float64)
+    out = pd.DataFrame(
         {
-            "amount": np.asarray(amount, dtype=np.float64),
+            "amount": value,
             "tx_during_weekend": (ts.dayofweek >= 5).astype(np.int64),
             "tx_during_night": (ts.hour <= 6).astype(np.int64),
         },
         index=timestamp.index,
     )
+    if served is not None:
+        for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+            mean = np.asarray(served[f"customer_prev_avg_amount_{w}d"], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[f"amount_to_prev_avg_{w}d"] = np.where(mean > 0, value / mean, np.nan)
+    return out
 
 
 # ---------------------------------------------------------------- the model's inputs
 
-#: Model inputs in order. A new model version with other inputs gets a new feature service.
-MODEL_FEATURES: list[Feature] = HANDBOOK_FEATURES
+#: Model inputs in order: the handbook's 16, then the features that measurably helped
+#: (ablation in benchmarks/RESULTS.md). A new model version with other inputs gets a new
+#: feature service.
+MODEL_FEATURES: list[Feature] = HANDBOOK_FEATURES + [
+    ALL_FEATURES[n]
+    for n in (
+        "terminal_last_known_fraud",
+        "terminal_fraud_run_len",
+        "terminal_fraud_run_age_d",
+        "amount_to_prev_avg_30d",
+        "amount_to_prev_avg_60d",
+        "amount_to_prev_avg_120d",
+        f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d",
+    )
+]
 FEATURE_SERVICE = "fraud_model_v1"
-#: Feature service name → Feast view → feature names it serves (``feature_repo`` reads this).
-MODEL_FEATURE_SERVICES: dict[str, dict[str, list[str]]] = {
-    FEATURE_SERVICE: {
-        CUSTOMER_VIEW: [f.name for f in MODEL_FEATURES if f.source == "customer"],
-        TERMINAL_VIEW: [f.name for f in MODEL_FEATURES if f.source == "terminal"],
-    }
-}
+
+
+def served_features(features: Sequence[Feature]) -> list[Feature]:
+    """The Feast-served features that ``features`` read: their own and their ``needs``."""
+    names: list[str] = []
+    for f in features:
+        for name in (f.name,) if f.source != "request" else f.needs:
+            if name not in names:
+                names.append(name)
+    return [ALL_FEATURES[n] for n in names]
 
 
 def feast_references(features: Sequence[Feature]) -> list[str]:
-    """``view:name`` of the Feast-served features among ``features`` (request ones aside)."""
-    return [f.feast_reference for f in features if f.source != "request"]
+    """``view:name`` of the Feast features that ``features`` need (request ones computed)."""
+    return [f.feast_reference for f in served_features(features)]
+
+
+#: Feature service name → Feast view → feature names it serves (``feature_repo`` reads this).
+MODEL_FEATURE_SERVICES: dict[str, dict[str, list[str]]] = {
+    FEATURE_SERVICE: {
+        view: [f.name for f in served_features(MODEL_FEATURES) if _VIEW_OF[f.source] == view]
+        for view in (CUSTOMER_VIEW, TERMINAL_VIEW)
+    }
+}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from fraudstream.features import Feature, feast_references, request_features
+from fraudstream.features import Feature, feast_references, request_features, served_features
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ def _by_view(features: Sequence[Feature]) -> dict[str, list[str]]:
 
 
 def _align(events: pd.DataFrame, joined: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
-    """Model matrix rows in ``events`` order: Feast features joined by transaction id + request."""
-    served = [f.name for f in features if f.source != "request"]
+    """Model matrix rows in ``events`` order: the served features joined by transaction id,
+    then the request features computed from the transaction and the served ones."""
+    served = [f.name for f in served_features(features)]
     joined = joined.drop_duplicates("transaction_id").set_index("transaction_id")
     ids = events["transaction_id"].to_numpy()
     missing = ~pd.Index(ids).isin(joined.index)
@@ -51,7 +52,7 @@ def _align(events: pd.DataFrame, joined: pd.DataFrame, features: Sequence[Featur
         raise RuntimeError(f"{int(missing.sum())} transactions came back without features")
     out = joined.loc[ids, served].reset_index(drop=True)
     request = request_features(
-        events["timestamp"].reset_index(drop=True), events["amount"].reset_index(drop=True)
+        events["timestamp"].reset_index(drop=True), events["amount"].reset_index(drop=True), out
     )
     for f in features:
         if f.source == "request":

@@ -60,10 +60,11 @@ def test_feast_rows_are_point_in_time_and_equal_the_kernel(
     store = applied_store(repo_settings, events)
     probe = events[events["timestamp"] >= events["timestamp"].min() + pd.Timedelta(days=40)]
     got = historical_features(store, probe, MODEL_FEATURES)
+    customers = customer_features(events)
     direct = pd.concat(
         [
-            request_features(events["timestamp"], events["amount"]),
-            customer_features(events),
+            request_features(events["timestamp"], events["amount"], customers),
+            customers,
             terminal_features(events),
         ],
         axis=1,

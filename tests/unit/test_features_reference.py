@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream.features import customer_features, terminal_daily_snapshots, terminal_features
+from fraudstream.features import customer_features, terminal_features, terminal_snapshots
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate
 
@@ -75,6 +75,67 @@ def test_customer_windows_match_pandas(sample: pd.DataFrame) -> None:
         )
 
 
+def test_customer_extras_by_brute_force(sample: pd.DataFrame) -> None:
+    """Earlier-transaction means and the count of earlier large amounts, row by row."""
+    ours = customer_features(sample)
+    rng = np.random.default_rng(1)
+    by_customer = {c: g for c, g in sample.groupby("customer_id")}
+    rows = rng.choice(len(sample), size=400, replace=False)
+    seen_nan = seen_big = 0
+    for i in rows:
+        row = sample.iloc[i]
+        txs = by_customer[row["customer_id"]]
+        t = row["timestamp"]
+        for w in (30, 60, 120):
+            earlier = txs[(txs["timestamp"] > t - pd.Timedelta(days=w)) & (txs["timestamp"] < t)]
+            expected = earlier["amount"].mean() if len(earlier) else np.nan
+            got = ours.loc[sample.index[i], f"customer_prev_avg_amount_{w}d"]
+            if np.isnan(expected):
+                assert np.isnan(got)
+                seen_nan += 1
+            else:
+                assert abs(got - expected) <= 1e-9
+        recent = txs[(txs["timestamp"] > t - pd.Timedelta(days=14)) & (txs["timestamp"] < t)]
+        big = 0
+        for _, r in recent.iterrows():
+            prior = txs[
+                (txs["timestamp"] > r["timestamp"] - pd.Timedelta(days=30))
+                & (txs["timestamp"] < r["timestamp"])
+            ]
+            big += bool(len(prior)) and r["amount"] > 3 * prior["amount"].mean()
+        assert ours.loc[sample.index[i], "customer_nb_big_prev_14d"] == big
+        seen_big += big
+    assert seen_nan > 0 and seen_big > 0
+
+
+def test_terminal_runs_by_brute_force(sample: pd.DataFrame) -> None:
+    """Label, run length and run age at the latest transaction with a usable label."""
+    ours = terminal_features(sample)
+    by_terminal = {c: g for c, g in sample.groupby("terminal_id", sort=False)}
+    rng = np.random.default_rng(2)
+    runs = 0
+    for i in rng.choice(len(sample), size=600, replace=False):
+        row = sample.iloc[i]
+        txs = by_terminal[row["terminal_id"]]  # already in time, then arrival, order
+        known = txs[txs["timestamp"] <= row["timestamp"] - pd.Timedelta(days=7)]
+        got = ours.loc[sample.index[i]]
+        if known.empty or known["is_fraud"].iloc[-1] == 0:
+            assert got["terminal_last_known_fraud"] == (
+                0 if known.empty else known["is_fraud"].iloc[-1]
+            )
+            assert got["terminal_fraud_run_len"] == 0 and np.isnan(got["terminal_fraud_run_age_d"])
+            continue
+        labels = known["is_fraud"].to_numpy()
+        genuine = np.flatnonzero(labels == 0)
+        first = genuine[-1] + 1 if len(genuine) else 0
+        assert got["terminal_last_known_fraud"] == 1
+        assert got["terminal_fraud_run_len"] == len(labels) - first
+        age = (row["timestamp"] - known["timestamp"].iloc[first]) / pd.Timedelta(days=1)
+        assert abs(got["terminal_fraud_run_age_d"] - age) <= 1e-9
+        runs += 1
+    assert runs > 5
+
+
 def test_terminal_windows_match_pandas(sample: pd.DataFrame) -> None:
     ours = terminal_features(sample)
     ref = handbook_terminal(sample)
@@ -88,7 +149,7 @@ def test_terminal_windows_match_pandas(sample: pd.DataFrame) -> None:
 def test_daily_snapshot_equals_handbook_at_day_start(sample: pd.DataFrame) -> None:
     """A snapshot is the handbook definition evaluated at 00:00 UTC of its day (brute force)."""
     days = pd.date_range("2018-05-01", periods=5, freq="D", tz="UTC")
-    snaps = terminal_daily_snapshots(sample, days)
+    snaps = terminal_snapshots(sample, days)
     assert len(snaps) == sample["terminal_id"].nunique() * len(days)
     rng = np.random.default_rng(0)
     checked = 0

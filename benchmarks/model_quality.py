@@ -1,6 +1,6 @@
 """Model quality and training time on the handbook dataset, and Feast vs a DuckDB ASOF join.
 
-    .venv/bin/python benchmarks/training.py [--data PATH] [--weeks 2018-07-04,...] [--all-rows]
+    .venv/bin/python benchmarks/model_quality.py [--data PATH] [--weeks 2018-07-04,...] [--all-rows]
 
 Starts a private local stack (Redis for Feast) and a private copy of the feature repo,
 then, in one run:
@@ -115,7 +115,10 @@ def run(
     if args.all_rows:
         retrieval["all_rows"] = compare(store, events)
 
+    ablation = run_ablation(args, store, events) if args.ablation else None
+
     out = {
+        "ablation": ablation,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
         f"{len(__import__('os').sched_getaffinity(0))} cores",
@@ -126,6 +129,78 @@ def run(
         "retrieval": retrieval,
     }
     print_markdown(out)
+    return out
+
+
+FAMILIES = {
+    "handbook (16)": [],
+    "+ terminal fraud run": [
+        "terminal_last_known_fraud",
+        "terminal_fraud_run_len",
+        "terminal_fraud_run_age_d",
+    ],
+    "+ amount vs earlier means": [
+        "amount_to_prev_avg_30d",
+        "amount_to_prev_avg_60d",
+        "amount_to_prev_avg_120d",
+    ],
+    "+ earlier large amounts": ["customer_nb_big_prev_14d"],
+}
+DEFAULT_PARAMS = {
+    "objective": "binary:logistic",
+    "tree_method": "exact",
+    "seed": 0,
+    "num_boost_round": 100,
+}
+
+
+def run_ablation(args: argparse.Namespace, store, events: pd.DataFrame) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Cumulative feature families, default vs tuned parameters: validation mean and test."""
+    import xgboost as xgb
+
+    from fraudstream.features import ALL_FEATURES, HANDBOOK_FEATURES
+    from training.dataset import as_matrix
+    from training.evaluate import evaluate
+    from training.train import NUM_BOOST_ROUND, XGB_PARAMS
+
+    tuned = {**XGB_PARAMS, "num_boost_round": NUM_BOOST_ROUND}
+    splits = {s: "validation" for s in args.validation_weeks.split(",")} | {
+        args.protocol_start: "test"
+    }
+    everything = [
+        f for f in ALL_FEATURES.values() if f.name in {n for fam in FAMILIES.values() for n in fam}
+    ]
+    prepared = {}
+    for start in splits:
+        train_df, test_df = train_test_split(events, Split(date.fromisoformat(start)))
+        rows = pd.concat([train_df, test_df], ignore_index=True)
+        matrix = asof_features(store, rows, HANDBOOK_FEATURES + everything)
+        prepared[start] = (matrix, len(train_df), train_df, test_df)
+    out = []
+    names: list[str] = [f.name for f in HANDBOOK_FEATURES]
+    for family, extra in FAMILIES.items():
+        names = names + extra
+        for label, params in (("default", DEFAULT_PARAMS), ("tuned", tuned)):
+            scores: dict[str, dict] = {}
+            for start, (matrix, n_train, train_df, test_df) in prepared.items():
+                x = as_matrix(matrix[names])
+                p = dict(params)
+                rounds = int(p.pop("num_boost_round"))
+                booster = xgb.train(
+                    {**p, "nthread": 2},
+                    xgb.DMatrix(x[:n_train], label=train_df["is_fraud"].to_numpy()),
+                    rounds,
+                )
+                scores[start] = evaluate(test_df, booster.inplace_predict(x[n_train:]))
+            val = [scores[s] for s, kind in splits.items() if kind == "validation"]
+            row = {
+                "features": family,
+                "params": label,
+                **{f"val_{k}": statistics.fmean(v[k] for v in val) for k in METRICS},
+                **{f"test_{k}": scores[args.protocol_start][k] for k in METRICS},
+            }
+            out.append(row)
+            print(row, flush=True)
     return out
 
 
@@ -151,6 +226,14 @@ def compare(store, rows: pd.DataFrame) -> dict:  # type: ignore[no-untyped-def]
 
 
 def print_markdown(out: dict) -> None:
+    if out.get("ablation"):
+        print(
+            "\n| features | params | validation AUC / AP / CP@100 | test AUC / AP / CP@100 |\n|---|---|---|---|"
+        )
+        for r in out["ablation"]:
+            val = " / ".join(f"{r['val_' + k]:.4f}" for k in METRICS)
+            test = " / ".join(f"{r['test_' + k]:.4f}" for k in METRICS)
+            print(f"| {r['features']} | {r['params']} | {val} | {test} |")
     p = out["protocol"]
     print(
         f"\nHandbook protocol (train from {p['train_start']}): "
