@@ -280,5 +280,206 @@ def train_cmd(
     typer.echo(json.dumps(summary))
 
 
+def _kafka_bootstrap(settings: Settings) -> str:
+    """Kafka from settings, else the local stack's (Redis is not needed here)."""
+    if settings.kafka.bootstrap_servers is not None:
+        return settings.kafka.bootstrap_servers
+    try:
+        return local_stack.resolve_endpoints(settings).kafka_bootstrap
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("publish")
+def publish_cmd(
+    ctx: typer.Context,
+    transactions: Annotated[
+        Path | None, typer.Option(help="Parquet of events (canonical or handbook columns)")
+    ] = None,
+    simulate_events: Annotated[
+        bool, typer.Option("--simulate", help="stream freshly simulated events (needs --count)")
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="events per second (default: unpaced)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="publish the first N rows only")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="with --simulate: events")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="with --simulate: simulation seed")] = 0,
+    customers: Annotated[int, typer.Option(min=1, help="with --simulate")] = 5000,
+    terminals: Annotated[int, typer.Option(min=1, help="with --simulate")] = 10000,
+    retime: Annotated[
+        bool,
+        typer.Option(help="with --transactions: stamp each event with its send time"),
+    ] = False,
+    labels_out: Annotated[
+        Path | None, typer.Option(help="write transaction_id -> is_fraud of the sent events")
+    ] = None,
+) -> None:
+    """Publish transactions to the transactions topic (labels are never sent).
+
+    Prints a JSON summary (sent, delivered, failed, seconds, rate) on stdout.
+    """
+    import sys
+    import threading
+
+    from fraudstream.consume import sigint_sets
+    from fraudstream.kafka import check_kafka, ensure_topics
+    from fraudstream.publish import publish_events, simulated_events
+
+    settings = _settings(ctx)
+    if (transactions is None) == (not simulate_events):
+        raise fail("give exactly one of --transactions PATH and --simulate")
+    if simulate_events and count is None:
+        raise fail("--simulate needs --count N")
+    if simulate_events and limit is not None:
+        raise fail("--limit is for --transactions; use --count with --simulate")
+    if transactions is not None and count is not None:
+        raise fail("--count is for --simulate; use --limit with --transactions")
+    bootstrap = _kafka_bootstrap(settings)
+    topic = settings.topics.transactions
+    try:
+        if simulate_events:
+            assert count is not None
+            typer.echo(f"simulating {count:,} events (seed {seed})", err=True)
+            events = simulated_events(count, seed=seed, customers=customers, terminals=terminals)
+            retime = True
+        else:
+            assert transactions is not None
+            events = _events(transactions)
+            if limit is not None:
+                events = events.iloc[:limit]
+        check_kafka(settings.kafka, bootstrap)
+        if ensure_topics(settings.kafka, bootstrap, [topic]):
+            typer.echo(f"created topic {topic}", err=True)
+        paced = f" at {rate:g}/s" if rate else ""
+        typer.echo(f"publishing {len(events):,} events to {topic}{paced}", err=True)
+        stop = threading.Event()
+        with (
+            sigint_sets(stop),
+            typer.progressbar(length=len(events), label="publish", file=sys.stderr) as bar,
+        ):
+            done = 0
+
+            def progress(sent: int) -> None:
+                nonlocal done
+                bar.update(sent - done)
+                done = sent
+
+            result = publish_events(
+                events,
+                kafka=settings.kafka,
+                bootstrap=bootstrap,
+                topic=topic,
+                rate=rate,
+                retime=retime,
+                labels_out=labels_out,
+                progress=progress,
+                stop=stop.is_set,
+            )
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # before sending began (after, publish_events handles it)
+        raise fail("interrupted", code=130) from None
+    typer.echo(json.dumps(result.summary()))
+    if result.failed:
+        raise fail(f"{result.failed} message(s) not delivered: {result.errors[:1]}", code=1)
+
+
+def _print_records(
+    ctx: typer.Context,
+    topic: str,
+    *,
+    follow: bool,
+    limit: int | None,
+    from_beginning: bool,
+    wait: float | None,
+    metadata: bool,
+) -> None:
+    import threading
+
+    from fraudstream.consume import dumps_line, format_record, read_records, sigint_sets
+
+    settings = _settings(ctx)
+    bootstrap = _kafka_bootstrap(settings)
+    if wait is None:
+        wait = 0.0 if from_beginning else 5.0
+    stop = threading.Event()
+    try:
+        with sigint_sets(stop):
+            for record in read_records(
+                settings.kafka,
+                bootstrap,
+                topic,
+                from_beginning=from_beginning,
+                limit=limit,
+                follow=follow,
+                idle_timeout=wait,
+                stop=stop.is_set,
+            ):
+                typer.echo(dumps_line(format_record(record, metadata=metadata)))
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `| head`: the reader went away
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+_FOLLOW = typer.Option(help="keep reading until Ctrl-C (or --limit)")
+_LIMIT = typer.Option(min=0, help="stop after N records")
+_FROM_BEGINNING = typer.Option(help="start at the oldest record (default: only new ones)")
+_WAIT = typer.Option(
+    min=0,
+    help="without --follow: stop after this many idle seconds at the end "
+    "(default 0 with --from-beginning, else 5)",
+)
+
+
+@app.command("decisions")
+def decisions_cmd(
+    ctx: typer.Context,
+    follow: Annotated[bool, _FOLLOW] = False,
+    limit: Annotated[int | None, _LIMIT] = None,
+    from_beginning: Annotated[bool, _FROM_BEGINNING] = False,
+    wait: Annotated[float | None, _WAIT] = None,
+    metadata: Annotated[
+        bool, typer.Option(help="wrap each value with topic, partition, offset, key, headers")
+    ] = False,
+) -> None:
+    """Print the decisions topic as JSON lines (one decision per line)."""
+    _print_records(
+        ctx,
+        _settings(ctx).topics.decisions,
+        follow=follow,
+        limit=limit,
+        from_beginning=from_beginning,
+        wait=wait,
+        metadata=metadata,
+    )
+
+
+@app.command("dlq")
+def dlq_cmd(
+    ctx: typer.Context,
+    follow: Annotated[bool, _FOLLOW] = False,
+    limit: Annotated[int | None, _LIMIT] = None,
+    from_beginning: Annotated[bool, _FROM_BEGINNING] = False,
+    wait: Annotated[float | None, _WAIT] = None,
+) -> None:
+    """Print the dead-letter topic as JSON lines: value (or value_base64 + error), key, headers."""
+    _print_records(
+        ctx,
+        _settings(ctx).topics.dead_letter,
+        follow=follow,
+        limit=limit,
+        from_beginning=from_beginning,
+        wait=wait,
+        metadata=True,
+    )
+
+
 if __name__ == "__main__":
     app()
