@@ -160,18 +160,24 @@ class ViewSpec:
 def encode_values(values: pd.Series | np.ndarray | Sequence[Any], dtype: ValueType) -> list[bytes]:
     """Serialized ``ValueProto`` of each value, as Feast writes it; NaN/None → null."""
     field, convert = _ENCODERS[dtype]
-    series = pd.Series(values, copy=False)
-    missing = series.isna().to_numpy()
-    if dtype in _INTEGRAL:
-        present = series[~missing]
-        if present.dtype.kind == "f" and not np.all(np.mod(present.to_numpy(), 1) == 0):
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":  # object, nullable or mixed: let pandas coerce
+        array = pd.to_numeric(pd.Series(array), errors="raise").to_numpy(
+            np.float64, na_value=np.nan
+        )
+    if array.dtype.kind == "f":
+        missing = np.isnan(array)
+        if dtype in _INTEGRAL and not np.all(np.mod(array[~missing], 1) == 0):
             raise ValueError(f"non-integral value for a {dtype.name} feature")
-        items = series.where(~missing, 0).astype(np.int64).tolist()
+        missing_list = missing.tolist() if missing.any() else None
     else:
-        items = series.astype(np.float64).tolist()
+        missing_list = None
+    items = array.tolist()
+    if missing_list is None:
+        return [ValueProto(**{field: convert(x)}).SerializeToString() for x in items]
     return [
         NULL if gone else ValueProto(**{field: convert(x)}).SerializeToString()
-        for x, gone in zip(items, missing, strict=True)
+        for x, gone in zip(items, missing_list, strict=True)
     ]
 
 
@@ -196,17 +202,33 @@ def decode_value(raw: bytes | None) -> float:
     return _decode_generic(raw)
 
 
-def encode_timestamps(timestamps: pd.Series | pd.DatetimeIndex) -> tuple[np.ndarray, list[bytes]]:
+def _micros(timestamps: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """Microseconds since the epoch (floored), naive times taken as UTC."""
+    array = getattr(timestamps, "array", timestamps)
+    if isinstance(array, pd.arrays.DatetimeArray):
+        unit = array.unit  # tz-aware or naive, asi8 counts from the UTC epoch
+        ints = array.asi8
+        if array.isna().any():
+            raise ValueError(f"missing {TIMESTAMP_COLUMN}")
+    else:
+        index = pd.DatetimeIndex(timestamps)
+        if index.hasnans:
+            raise ValueError(f"missing {TIMESTAMP_COLUMN}")
+        unit, ints = index.unit, index.asi8
+    if unit == "ns":
+        return np.asarray(ints // 1000, dtype=np.int64)
+    return np.asarray(ints * {"s": 1_000_000, "ms": 1000, "us": 1}[unit], dtype=np.int64)
+
+
+def encode_timestamps(
+    timestamps: pd.Series | pd.DatetimeIndex | np.ndarray,
+) -> tuple[np.ndarray, list[bytes]]:
     """Microseconds since the epoch and serialized ``Timestamp`` of each time, as Feast does.
 
     Feast converts to ``datetime`` (microseconds, naive meaning UTC) before
     ``Timestamp.FromDatetime``; so does this, by flooring to the microsecond.
     """
-    index = pd.DatetimeIndex(timestamps)
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    if index.hasnans:
-        raise ValueError(f"missing {TIMESTAMP_COLUMN}")
-    micros = index.as_unit("ns").asi8 // 1000
+    micros = _micros(timestamps)
     if len(micros) and micros.min() <= 0:
         raise ValueError("timestamps at or before 1970-01-01 are not supported")
     encoded = [
@@ -398,6 +420,69 @@ class OnlineStore:
 
     # ------------------------------------------------------------ read
 
+    def read_arrays(
+        self,
+        entities: pd.DataFrame | Mapping[str, Sequence[Any]],
+        features: Sequence[str] | None = None,
+    ) -> OnlineRows:
+        """What :meth:`read` returns, as numpy arrays (no DataFrame built): the scoring path."""
+        columns = {
+            v.name: (
+                entities[v.join_key].tolist()
+                if isinstance(entities, pd.DataFrame)
+                else list(entities[v.join_key])
+            )
+            for v in self.views.values()
+            if v.join_key in entities
+        }
+        if not columns:
+            raise KeyError(f"no join key of the views {', '.join(self.views)} to read")
+        names = (
+            list(features)
+            if features is not None
+            else [f for view in columns for f in self.views[view].features]
+        )
+        by_view: dict[str, list[str]] = {view: [] for view in columns}
+        for name in names:
+            view_name = self._view_of.get(name)
+            if view_name is None or view_name not in by_view:
+                raise KeyError(f"feature {name} is not in the views read ({', '.join(by_view)})")
+            by_view[view_name].append(name)
+
+        plans = []
+        commands: list[tuple[Any, ...]] = []
+        n = 0
+        for view, ids in columns.items():
+            n = len(ids)
+            spec = self.views[view]
+            first: dict[Any, int] = {}
+            code_list = [-1 if i is None else first.setdefault(i, len(first)) for i in ids]
+            key_of = self._keys[view]
+            fields = [spec.field(f) for f in by_view[view]] + [spec.ts_field]
+            commands += [("HMGET", key_of(i), *fields) for i in first]
+            plans.append((view, np.asarray(code_list, dtype=np.intp), len(first)))
+        replies = self._execute(commands)
+
+        values = np.empty((n, len(names)), dtype=np.float64)
+        stamps: dict[str, np.ndarray] = {}
+        position = {name: i for i, name in enumerate(names)}
+        start = 0
+        for view, codes, n_unique in plans:
+            rows = replies[start : start + n_unique]
+            start += n_unique
+            wanted = by_view[view]
+            # one extra all-missing row last, picked by the -1 code of a missing join key
+            decoded = np.full((n_unique + 1, len(wanted)), np.nan)
+            ts = np.full(n_unique + 1, _NAT, dtype=np.int64)
+            if wanted and rows:
+                decoded[:n_unique] = [[decode_value(raw) for raw in r[:-1]] for r in rows]
+            ts[:n_unique] = [decode_timestamp(r[-1]) for r in rows]
+            picked = decoded[codes]
+            for j, name in enumerate(wanted):
+                values[:, position[name]] = picked[:, j]
+            stamps[view] = ts[codes]
+        return OnlineRows(features=names, values=values, event_timestamps=stamps)
+
     def read(
         self,
         entities: pd.DataFrame | Mapping[str, Sequence[Any]],
@@ -412,50 +497,26 @@ class OnlineStore:
         Feast does not enforce TTL online; neither does this (compute the age from the
         timestamps).
         """
-        frame = entities if isinstance(entities, pd.DataFrame) else pd.DataFrame(entities)
-        views = [v for v in self.views.values() if v.join_key in frame.columns]
-        if not views:
-            raise KeyError(f"no join key of {', '.join(self.views)} among {list(frame.columns)}")
-        names = list(features) if features is not None else [f for v in views for f in v.features]
-        by_view: dict[str, list[str]] = {v.name: [] for v in views}
-        for name in names:
-            view_name = self._view_of.get(name)
-            if view_name is None or view_name not in by_view:
-                raise KeyError(f"feature {name} is not in the views read ({', '.join(by_view)})")
-            by_view[view_name].append(name)
-
-        plans = []
-        commands: list[tuple[Any, ...]] = []
-        for spec in views:
-            codes, uniques = pd.factorize(frame[spec.join_key], use_na_sentinel=True)
-            key_of = self._keys[spec.name]
-            fields = [spec.field(f) for f in by_view[spec.name]] + [spec.ts_field]
-            commands += [("HMGET", key_of(u), *fields) for u in uniques.tolist()]
-            plans.append((spec, codes, len(uniques)))
-        replies = self._execute(commands)
-
-        n = len(frame)
-        values = np.empty((n, len(names)), dtype=np.float64)
-        stamps: dict[str, np.ndarray] = {}
-        position = {name: i for i, name in enumerate(names)}
-        start = 0
-        for spec, codes, n_unique in plans:
-            rows = replies[start : start + n_unique]
-            start += n_unique
-            wanted = by_view[spec.name]
-            # one extra all-missing row, picked by the -1 code of a missing join key
-            decoded = np.full((n_unique + 1, len(wanted)), np.nan)
-            ts = np.full(n_unique + 1, _NAT, dtype=np.int64)
-            for i, reply in enumerate(rows):
-                decoded[i] = [decode_value(raw) for raw in reply[:-1]]
-                ts[i] = decode_timestamp(reply[-1])
-            for j, name in enumerate(wanted):
-                values[:, position[name]] = decoded[codes, j]
-            stamps[f"{spec.name}__{TIMESTAMP_COLUMN}"] = ts[codes]
-        out = pd.DataFrame(values, columns=names, index=frame.index)
-        for column, ns in stamps.items():
-            out[column] = pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
+        rows = self.read_arrays(entities, features)
+        columns: dict[str, Any] = {name: rows.values[:, j] for j, name in enumerate(rows.features)}
+        for view, ns in rows.event_timestamps.items():
+            columns[f"{view}__{TIMESTAMP_COLUMN}"] = pd.DatetimeIndex(ns.view("M8[ns]"), tz="UTC")
+        index = entities.index if isinstance(entities, pd.DataFrame) else None
+        out = pd.DataFrame(columns, index=index, copy=False)
         return out
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """Online features of a batch: ``values[i, j]`` is feature ``features[j]`` of row ``i``.
+
+    float64, NaN for missing; ``event_timestamps[view]`` holds nanoseconds since the epoch
+    of each row's stored row of that view (``numpy.iinfo(int64).min``, i.e. NaT, if none).
+    """
+
+    features: list[str]
+    values: np.ndarray
+    event_timestamps: dict[str, np.ndarray]
 
 
 def check_against_definitions(specs: Sequence[ViewSpec]) -> None:
