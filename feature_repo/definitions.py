@@ -69,7 +69,7 @@ terminal_batch = FileSource(
 terminal_features = FeatureView(
     name=TERMINAL_VIEW,
     entities=[terminal],
-    ttl=timedelta(days=1),
+    ttl=timedelta(days=2),
     schema=[Field(name=f.name, dtype=_TYPES[feature_dtype(f)]) for f in TERMINAL_FEATURES],
     source=terminal_batch,
     online=True,

@@ -156,6 +156,20 @@ class ApiSettings(_Section):
     api_key: SecretStr | None = Field(default=None, description="required X-API-Key when set")
 
 
+class ScoringSettings(_Section):
+    """The worker's and the API's scoring policy."""
+
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="events per micro-batch")
+    batch_timeout_s: float = Field(
+        default=0.05, gt=0, le=10, description="longest wait to fill a micro-batch"
+    )
+    degraded_max_approve_amount: float = Field(
+        default=100.0,
+        ge=0,
+        description="while degraded, amounts above this are never approved (sent to review)",
+    )
+
+
 class StackSettings(_Section):
     dir: Path = Field(default=Path(".stack"), description="local stack state, data and logs")
 
@@ -178,6 +192,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
+    scoring: ScoringSettings = ScoringSettings()
     stack: StackSettings = StackSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xgboost as xgb
@@ -48,7 +48,7 @@ class Thresholds:
     review: float
     decline: float
 
-    def action(self, score: float) -> str:
+    def action(self, score: float) -> Literal["approve", "review", "decline"]:
         if score >= self.decline:
             return "decline"
         if score >= self.review:

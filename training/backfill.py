@@ -22,6 +22,7 @@ from fraudstream.features import (
     TERMINAL_VIEW,
     customer_features,
     terminal_features,
+    terminal_snapshots,
 )
 from fraudstream.schema import LABEL_COLUMN, InvalidEvents
 
@@ -106,3 +107,25 @@ def backfill(events: pd.DataFrame, repo_path: Path) -> BackfillResult:
         took,
     )
     return BackfillResult(customer_path, terminal_path, len(customers), len(terminals), took)
+
+
+def refresh_terminal_snapshot(events: pd.DataFrame, repo_path: Path, as_of: pd.Timestamp) -> int:
+    """Append one row per terminal as of ``as_of`` to the terminal view's offline table.
+
+    The daily refresh before ``feast materialize``: every terminal then has a row at
+    ``as_of`` (labels usable by then only), so the online store serves each terminal's
+    values as of the refresh, within the view's TTL, instead of as of its last transaction.
+    Rows already at ``as_of`` are replaced. Returns the number of rows added.
+    """
+    path = offline_dir(repo_path) / OFFLINE_FILES[TERMINAL_VIEW]
+    table = pd.read_parquet(path)
+    stamp = pd.Timestamp(as_of).tz_convert("UTC")
+    snapshot = terminal_snapshots(events, [stamp])
+    snapshot["event_timestamp"] = snapshot["event_timestamp"].astype("datetime64[us, UTC]")
+    table = table[table["event_timestamp"] != stamp]
+    table = pd.concat([table, snapshot], ignore_index=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    log.info("terminal snapshot as of %s: %d rows", stamp.isoformat(), len(snapshot))
+    return len(snapshot)

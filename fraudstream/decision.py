@@ -1,0 +1,53 @@
+"""The decision record emitted to the ``decisions`` topic (and by the REST API), versioned.
+
+Schema version 1 (``docs/decision.schema.json``): one JSON object per transaction, keyed by
+``transaction_id`` on the topic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DECISION_SCHEMA_VERSION = 1
+
+
+class Reason(BaseModel):
+    """One of the features that moved the score most (XGBoost ``pred_contribs``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    value: float | None = Field(description="the feature's value; null when missing")
+    contribution: float = Field(description="contribution to the log-odds of fraud")
+
+
+class Decision(BaseModel):
+    """What fraudstream decided for one transaction, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = DECISION_SCHEMA_VERSION
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    amount: float
+    event_time: datetime = Field(description="the transaction's timestamp (UTC)")
+    score: float = Field(ge=0, le=1, description="fraud probability from the model")
+    action: Literal["approve", "review", "decline"]
+    model_version: str
+    reasons: list[Reason] = Field(description="top 3 features by absolute contribution")
+    features_age_s: float | None = Field(
+        description="age of the oldest online (Feast) feature used; null when none was found"
+    )
+    degraded: bool
+    degraded_reasons: list[str] = Field(default_factory=list)
+    decided_at: datetime
+    latency_ms: float | None = Field(
+        default=None, description="from the input message's Kafka timestamp to emission"
+    )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

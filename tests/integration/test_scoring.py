@@ -1,0 +1,174 @@
+"""The scoring core on real Redis and real Feast: stream features equal the backfill, terminal
+features are Feast's, writes are visible to Feast, replays are idempotent, degraded policy."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudstream.config import ScoringSettings, Settings
+from fraudstream.feast_env import open_store, run_feast
+from fraudstream.features import ALL_FEATURES, customer_features, feast_references, request_features
+from fraudstream.history import CustomerHistory
+from fraudstream.model import ModelError, load_artifact
+from fraudstream.online_store import OnlineStore
+from fraudstream.schema import validate_frame
+from fraudstream.scoring import Scorer
+from fraudstream.simulate import simulate
+from fraudstream.stack import redis_client, resolve_endpoints
+from training.evaluate import Split
+from training.train import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str):  # type: ignore[no-untyped-def]
+    import shutil
+
+    root = tmp_path_factory.mktemp("scoring")
+    repo = root / "feature_repo"
+    repo.mkdir()
+    src = Path(__file__).resolve().parents[2] / "feature_repo"
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy2(src / name, repo / name)
+    settings = Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        redis={"url": redis_url},
+        feast={"repo_path": repo},
+        stack={"dir": root / "stack"},
+    )
+    today = datetime.now(UTC).date()
+    raw = simulate(
+        customers=300, terminals=600, days=40, start=str(today - timedelta(days=40)), seed=21
+    )
+    events = validate_frame(raw, keep=("is_fraud",))
+    past, new = events.iloc[:-400], events.iloc[-400:].copy()
+    endpoints = resolve_endpoints(settings)
+    from training.backfill import backfill, refresh_terminal_snapshot
+
+    backfill(past, repo)
+    assert run_feast(settings, endpoints, ["apply"]) == 0
+    store = open_store(settings, endpoints)
+    train(past, Split(today - timedelta(days=22)), root / "model", store, backfill_first=False)
+    refresh_terminal_snapshot(past, repo, pd.Timestamp.now(tz="UTC").floor("s"))
+    assert (
+        run_feast(
+            settings,
+            endpoints,
+            ["materialize-incremental", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")],
+        )
+        == 0
+    )
+    client = redis_client(endpoints.redis_url, settings)
+    history = CustomerHistory(client)
+    history.append(past)
+    online = OnlineStore.from_feature_store(store, client)
+    model = load_artifact(root / "model")
+    ttl = store.get_feature_view("terminal_features").ttl.total_seconds()
+    scorer = Scorer(model, online, history, ScoringSettings(), terminal_max_age_s=ttl)
+    return {
+        "events": events,
+        "past": past,
+        "new": new,
+        "store": store,
+        "scorer": scorer,
+        "model": model,
+    }
+
+
+def test_stream_features_equal_the_backfill_and_feast(world) -> None:  # type: ignore[no-untyped-def]
+    scorer, new, events, store = world["scorer"], world["new"], world["events"], world["store"]
+    scored = scorer.score(new, update=False)
+    names = scorer.names
+    matrix = pd.DataFrame(scored.matrix, columns=names)
+    # customer features: the backfill kernel over everything, at the new events
+    expected_c = customer_features(events).iloc[-400:].reset_index(drop=True)
+    for name in [n for n in names if ALL_FEATURES[n].source == "customer"]:
+        np.testing.assert_allclose(matrix[name], expected_c[name], rtol=0, atol=1e-9)
+    expected_r = request_features(
+        new["timestamp"], new["amount"], customer_features(events).iloc[-400:]
+    ).reset_index(drop=True)
+    for name in [n for n in names if ALL_FEATURES[n].source == "request"]:
+        np.testing.assert_allclose(matrix[name], expected_r[name], rtol=0, atol=1e-9)
+    # terminal features: what Feast's own online API returns (NaN where older than the TTL)
+    online = store.get_online_features(
+        features=[
+            r
+            for r in feast_references([ALL_FEATURES[n] for n in names])
+            if r.startswith("terminal")
+        ],
+        entity_rows=[{"terminal_id": t} for t in new["terminal_id"]],
+    ).to_df()
+    served = ~np.isnan(matrix["terminal_nb_tx_30d"].to_numpy())
+    assert served.sum() > 0.9 * len(served)  # every known terminal has a row from the refresh
+    for name in scorer.terminal_features:
+        got, want = matrix[name].to_numpy(), online[name].astype(float).to_numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+    # scores are the model's on that matrix
+    np.testing.assert_allclose(
+        [d.score for d in scored.decisions], world["model"].predict(scored.matrix), atol=1e-9
+    )
+    d = scored.decisions[0]
+    assert d.model_version == world["model"].version and len(d.reasons) == 3
+    assert d.action in ("approve", "review", "decline")
+
+
+def test_update_is_visible_to_feast_and_replay_is_idempotent(world) -> None:  # type: ignore[no-untyped-def]
+    scorer, new, store = world["scorer"], world["new"], world["store"]
+    batch = new.iloc[:200]
+    first = scorer.score(batch, update=True)
+    again = scorer.score(batch, update=True)  # a replay after a crash: same decisions
+    assert [d.score for d in first.decisions] == [d.score for d in again.decisions]
+    assert [d.action for d in first.decisions] == [d.action for d in again.decisions]
+    last = batch.drop_duplicates("customer_id", keep="last").head(5)
+    online = store.get_online_features(
+        features=[
+            "customer_features:customer_nb_tx_30d",
+            "customer_features:customer_avg_amount_7d",
+        ],
+        entity_rows=[{"customer_id": c} for c in last["customer_id"]],
+    ).to_df()
+    expected = customer_features(world["events"]).loc[last.index]
+    np.testing.assert_allclose(
+        online["customer_nb_tx_30d"].astype(float), expected["customer_nb_tx_30d"], atol=0
+    )
+    np.testing.assert_allclose(
+        online["customer_avg_amount_7d"].astype(float),
+        expected["customer_avg_amount_7d"],
+        atol=1e-9,
+    )
+
+
+def test_unknown_terminal_is_degraded_and_never_approved_above_the_limit(world) -> None:  # type: ignore[no-untyped-def]
+    scorer = world["scorer"]
+    row = world["new"].iloc[[0]].copy()
+    row["terminal_id"] = pd.array(["never-seen-terminal"], dtype="string[pyarrow]")
+    row["transaction_id"] = pd.array(["probe-1"], dtype="string[pyarrow]")
+    row["amount"] = 150.0
+    decision = scorer.score(row, update=False).decisions[0]
+    assert decision.degraded and "terminal features missing" in decision.degraded_reasons
+    assert decision.action != "approve"
+    assert decision.features_age_s is None
+
+
+def test_a_model_reading_an_undefined_feature_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    model = world["model"]
+    manifest = {
+        **model.manifest,
+        "features": [*model.manifest["features"], {"name": "no_such_feature"}],
+    }
+    broken = dataclasses.replace(model, manifest=manifest)
+    with pytest.raises(ModelError, match="no_such_feature"):
+        Scorer(
+            broken,
+            world["scorer"].online,
+            world["scorer"].history,
+            ScoringSettings(),
+            terminal_max_age_s=86400,
+        )
