@@ -44,6 +44,9 @@ def run_demo(settings: Settings, *, days: int, seed: int, echo: Callable[[str], 
     m = result.metrics
 
     end = datetime.now(UTC)
+    from training.backfill import refresh_terminal_snapshot
+
+    refresh_terminal_snapshot(events, settings.feast.repo_path, pd.Timestamp(end).floor("s"))
     echo("feast materialize-incremental (customer and terminal features into Redis)")
     if (
         run_feast(
