@@ -164,3 +164,12 @@ def test_handbook_adapter_repairs_zero_amounts_and_counts_them(tmp_path) -> None
     hb.loc[1, "TX_AMOUNT"] = -1.0
     with pytest.raises(InvalidEvents, match="amount"):
         from_handbook(hb)
+
+
+def test_decision_schema_file_is_current() -> None:
+    from pathlib import Path
+
+    from fraudstream.decision import Decision
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "decision.schema.json"
+    assert json.loads(path.read_text()) == Decision.model_json_schema()
