@@ -8,7 +8,8 @@ transaction id (``ZADD NX``), and a transaction replayed after a crash is left o
 its own history when its features are recomputed, so the replay scores it exactly as
 the first time.
 
-Layout: ``fraudstream:history:<customer_id>`` is a sorted set whose score is the
+Layout: ``fraudstream:<namespace>:history:<customer_id>`` (the namespace is the Feast
+project, so two deployments sharing a Redis keep apart) is a sorted set whose score is the
 transaction time in epoch milliseconds and whose member is ``<transaction_id>\\x1f<amount>``
 (``repr`` of the float, exact). Entries older than :data:`CUSTOMER_HISTORY_MS` before the
 customer's latest transaction are removed on write; the key expires after a quiet period.
@@ -27,15 +28,10 @@ from fraudstream.features import CUSTOMER_HISTORY_MS, MS_PER_DAY, to_ms
 
 log = logging.getLogger(__name__)
 
-PREFIX = b"fraudstream:history:"
 SEPARATOR = "\x1f"
 #: A customer quiet for this long has nothing left in any window: the key may go.
 EXPIRE_S = (CUSTOMER_HISTORY_MS + 7 * MS_PER_DAY) // 1000
 HISTORY_FRAME_COLUMNS = ["customer_id", "timestamp", "amount", "transaction_id"]
-
-
-def _key(customer_id: str) -> bytes:
-    return PREFIX + customer_id.encode()
 
 
 def empty_history() -> pd.DataFrame:
@@ -52,15 +48,19 @@ def empty_history() -> pd.DataFrame:
 class CustomerHistory:
     """Load and append customers' recent transactions, one pipelined round trip each."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
+        self.prefix = f"fraudstream:{namespace}:history:".encode()
+
+    def _key(self, customer_id: str) -> bytes:
+        return self.prefix + customer_id.encode()
 
     def load(self, customer_ids: Sequence[str], since_ms: int) -> pd.DataFrame:
         """Transactions of ``customer_ids`` at or after ``since_ms`` (history columns)."""
         unique = list(dict.fromkeys(customer_ids))
         with self.client.pipeline(transaction=False) as pipe:
             for cid in unique:
-                pipe.zrangebyscore(_key(cid), since_ms, "+inf", withscores=True)
+                pipe.zrangebyscore(self._key(cid), since_ms, "+inf", withscores=True)
             replies = pipe.execute()
         customers: list[str] = []
         stamps: list[float] = []
@@ -99,10 +99,10 @@ class CustomerHistory:
                 strict=True,
             ):
                 member = f"{txid}{SEPARATOR}{float(amount)!r}"
-                pipe.zadd(_key(cid), {member: int(t)}, nx=True)
+                pipe.zadd(self._key(cid), {member: int(t)}, nx=True)
             latest = pd.Series(ms).groupby(customers).max()
             for cid, t in latest.items():
-                key = _key(str(cid))
+                key = self._key(str(cid))
                 pipe.zremrangebyscore(key, "-inf", int(t) - CUSTOMER_HISTORY_MS)
                 pipe.expire(key, EXPIRE_S)
             pipe.execute()

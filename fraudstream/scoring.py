@@ -239,4 +239,4 @@ def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:
     online = OnlineStore.from_feature_store(store, client)
     ttl = store.get_feature_view(TERMINAL_VIEW).ttl
     max_age = ttl.total_seconds() if ttl else float("inf")
-    return Scorer(model, online, CustomerHistory(client), settings.scoring, max_age)
+    return Scorer(model, online, CustomerHistory(client, store.project), settings.scoring, max_age)

@@ -66,7 +66,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_
         == 0
     )
     client = redis_client(endpoints.redis_url, settings)
-    history = CustomerHistory(client)
+    history = CustomerHistory(client, store.project)
     history.append(past)
     online = OnlineStore.from_feature_store(store, client)
     model = load_artifact(root / "model")
