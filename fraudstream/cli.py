@@ -481,5 +481,57 @@ def dlq_cmd(
     )
 
 
+@app.command("worker")
+def worker_cmd(
+    ctx: typer.Context,
+    app_id: Annotated[
+        str, typer.Option(help="Faust app id: the consumer group and internal-topic prefix")
+    ] = "fraudstream-worker",
+) -> None:
+    """Run the scoring worker: transactions -> decisions, bad input -> the dead-letter topic.
+
+    Checks Kafka and Redis, creates missing topics, loads and verifies the model (refuses a
+    SHA-256 mismatch or a feature the online store does not define, exit code 2), then runs
+    the Faust worker in this process until SIGTERM or Ctrl-C. With the local stack, the
+    worker's pid is recorded so that `fraudstream stack down` stops it.
+    """
+    import os
+    import sys
+
+    import faust
+
+    from fraudstream.model import ModelError
+    from streaming.worker import build_worker_app
+
+    settings = _settings(ctx)
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+        local_stack.check_endpoints(settings, endpoints)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    try:
+        faust_app = build_worker_app(settings, endpoints, app_id=app_id)
+    except ModelError as exc:
+        raise fail(f"refusing to start: {exc}") from None
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    if not (endpoints.kafka_external and endpoints.redis_external):
+        if os.getpgrp() == os.getpid():  # `stack down` signals the worker's process group
+            info = local_stack.ProcessInfo(pid=os.getpid(), program=sys.executable)
+            try:
+                local_stack.register_process(settings, "worker", info)
+            except FraudstreamError as exc:
+                typer.echo(f"warning: worker not recorded in the stack: {exc}", err=True)
+        else:
+            typer.echo(
+                "note: not a process-group leader; `stack down` will not stop this worker",
+                err=True,
+            )
+    worker = faust.Worker(
+        faust_app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    )
+    worker.execute_from_commandline()
+
+
 if __name__ == "__main__":
     app()

@@ -11,7 +11,9 @@ because they decide how long a worker takes to start (measured in
   new worker joins twice: about 13 s with a 6 s session, 110 s with Faust's 60 s.
 
 ``faust -A streaming.app worker`` finds the module attribute ``app``; it is built
-lazily on first access (reading the settings once, at that point), never at import.
+lazily on first access (reading the settings once, at that point), never at import,
+and is the scoring worker of :mod:`streaming.worker` (``fraudstream worker`` runs the
+same app with start-up checks and clear errors).
 """
 
 from __future__ import annotations
@@ -89,13 +91,18 @@ def create_app(
 
 @functools.cache
 def _default_app() -> faust.App:
-    """The app of ``faust -A streaming.app worker``: settings read once, here."""
+    """The app of ``faust -A streaming.app worker``: settings read once, here.
+
+    It is the scoring worker (:func:`streaming.worker.build_worker_app`, the same
+    consumer group as ``fraudstream worker``): topics ensured, scorer built, agent defined.
+    """
     from fraudstream.config import load_settings
     from fraudstream.stack import resolve_endpoints
+    from streaming.worker import build_worker_app
 
     settings = load_settings()
     endpoints = resolve_endpoints(settings)
-    return create_app(settings, endpoints.kafka_bootstrap)
+    return build_worker_app(settings, endpoints)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,366 @@
+"""The scoring agent: ``transactions`` → :class:`~fraudstream.scoring.Scorer` → ``decisions``.
+
+Thin wiring around the scoring core. :func:`register` defines one agent (concurrency 1;
+scale with partitions and workers) on the transactions topic, read as raw bytes, in
+micro-batches of ``settings.scoring.batch_size`` events or ``batch_timeout_s`` seconds.
+
+Micro-batches and offsets. ``Stream.take`` yields only the values; the agent uses
+``Stream.take_events`` (faust-streaming 0.15), which yields the buffered
+:class:`faust.Event` objects, so each message's original bytes, key, partition, offset
+and Kafka timestamp are at hand (``event.message``). ``take_events`` acks the batch's
+events only when the agent asks for the next batch, that is after the loop body below
+has returned; Faust commits acked offsets only.
+
+Commit after produce. Every decision and dead letter is sent with ``force=True`` (sent
+now, not attached to the current event until commit) and the agent awaits each send's
+delivery future (``producer_acks=-1``) before it finishes the batch; a failed send is
+retried, with a growing pause, until it is delivered. So an offset is committed only
+after everything its message produced is in Kafka: at-least-once, never a lost event.
+No exception leaves the loop body (an exception in an agent would ack the batch).
+
+Per message:
+
+* not UTF-8, not JSON, or not a valid :class:`~fraudstream.schema.TransactionEvent`
+  (missing or wrongly typed fields, amount not finite and > 0, timestamp without offset):
+  a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and
+  the headers ``error`` (what is wrong, without traceback), ``error_type``
+  (``invalid_event``), ``source_topic``, ``source_partition``, ``source_offset`` and
+  ``source_timestamp_ms``;
+* valid: scored with the batch's other valid events in one :meth:`Scorer.score` call, then
+  one decision on ``settings.topics.decisions``, keyed by ``transaction_id``, value
+  :meth:`Decision.to_json_dict` with ``latency_ms`` = emission time − the message's Kafka
+  timestamp.
+
+If scoring fails (a bug, a model error), the batch's valid events go to the dead-letter
+topic with ``error_type`` ``scoring_failed`` and the error, and the failure is logged.
+
+Duplicates: a ``transaction_id`` that occurs more than once in one batch is scored once
+per message, each copy as a replay (the scorer leaves a replayed transaction out of its
+own history, and the history append is idempotent by id): the first copies are scored
+together, then the second copies, and so on. Every message gets its own decision; the
+copies get the same score. Across batches the scorer's replay rule gives the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+import pandas as pd
+from pydantic import ValidationError
+
+from fraudstream.config import Settings
+from fraudstream.decision import Decision
+from fraudstream.schema import EVENT_COLUMNS, TransactionEvent, validate_frame
+from fraudstream.scoring import Scorer
+from fraudstream.stack import Endpoints
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME = "score_transactions"
+#: First pause before re-sending undelivered messages; doubles up to the maximum.
+RETRY_PAUSE_S = 0.5
+RETRY_PAUSE_MAX_S = 10.0
+MAX_ERROR_LENGTH = 2000
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One input message, detached from Faust (so the logic is testable without Kafka)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_s: float | None
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``field: message; ...`` from pydantic's errors, without URLs or input echoes."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode(value: bytes | None) -> TransactionEvent | str:
+    """The event in ``value``, or a one-line description of what is wrong with it."""
+    if value is None:
+        return "message: empty value (tombstone)"
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"message: not UTF-8 ({exc})"
+    try:
+        return TransactionEvent.model_validate_json(text)
+    except ValidationError as exc:
+        return describe_validation_error(exc)
+
+
+def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> Outgoing:
+    """The dead letter of ``message``: its own key and bytes, the error in the headers."""
+    stamp = "" if message.timestamp_s is None else str(round(message.timestamp_s * 1000))
+    headers: Headers = [
+        ("error", error[:MAX_ERROR_LENGTH].encode()),
+        ("error_type", error_type.encode()),
+        ("source_topic", message.topic.encode()),
+        ("source_partition", str(message.partition).encode()),
+        ("source_offset", str(message.offset).encode()),
+        ("source_timestamp_ms", stamp.encode()),
+    ]
+    return Outgoing(topic, message.key, message.value, headers)
+
+
+def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
+    """Positions of ``events`` split so that no transaction id repeats within a round."""
+    out: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, event in enumerate(events):
+        n = seen.get(event.transaction_id, 0)
+        seen[event.transaction_id] = n + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(i)
+    return out
+
+
+def frame(events: Sequence[TransactionEvent]) -> pd.DataFrame:
+    """The canonical table (:func:`validate_frame`) of events with distinct ids."""
+    rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
+    return validate_frame(pd.DataFrame(rows, columns=EVENT_COLUMNS))
+
+
+def score_events(scorer: Scorer, events: Sequence[TransactionEvent]) -> list[Decision]:
+    """One decision per event, in order (duplicated ids scored once per message)."""
+    decisions: list[Decision | None] = [None] * len(events)
+    for positions in rounds(events):
+        scored = scorer.score(frame([events[i] for i in positions]), update=True)
+        by_id = {d.transaction_id: d for d in scored.decisions}
+        for i in positions:
+            decisions[i] = by_id[events[i].transaction_id]
+    assert all(d is not None for d in decisions)
+    return [d for d in decisions if d is not None]
+
+
+def decision_message(
+    decision: Decision, message: Incoming, topic: str, now_s: float | None = None
+) -> Outgoing:
+    """The decision record of ``message``, with its latency from the Kafka timestamp."""
+    now_s = time.time() if now_s is None else now_s
+    latency = None if message.timestamp_s is None else (now_s - message.timestamp_s) * 1000.0
+    record = decision.model_copy(update={"latency_ms": latency})
+    return Outgoing(
+        topic, decision.transaction_id.encode(), orjson.dumps(record.to_json_dict()), []
+    )
+
+
+class BatchProcessor:
+    """Turns a micro-batch into decisions and dead letters, and produces them."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        scorer: Scorer,
+        *,
+        retry_pause_s: float = RETRY_PAUSE_S,
+    ) -> None:
+        self.app = app
+        self.scorer = scorer
+        self.decisions_topic = settings.topics.decisions
+        self.dead_letter_topic = settings.topics.dead_letter
+        self.retry_pause_s = retry_pause_s
+        self._topics = {
+            name: app.topic(name, key_serializer="raw", value_serializer="raw")
+            for name in (self.decisions_topic, self.dead_letter_topic)
+        }
+
+    async def process(self, batch: Sequence[Incoming]) -> None:
+        """Score ``batch`` and produce every output; returns once all are delivered."""
+        outputs: list[Outgoing] = []
+        valid: list[tuple[Incoming, TransactionEvent]] = []
+        for message in batch:
+            result = decode(message.value)
+            if isinstance(result, str):
+                log.warning(
+                    "dead letter %s[%d]@%d: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    result,
+                )
+                outputs.append(
+                    dead_letter(message, result, "invalid_event", self.dead_letter_topic)
+                )
+            else:
+                valid.append((message, result))
+        if valid:
+            events = [event for _, event in valid]
+            try:
+                decisions = await asyncio.to_thread(score_events, self.scorer, events)
+            except Exception as exc:
+                log.exception("scoring a batch of %d event(s) failed", len(valid))
+                error = f"scoring failed: {type(exc).__name__}: {exc}"
+                outputs.extend(
+                    dead_letter(message, error, "scoring_failed", self.dead_letter_topic)
+                    for message, _ in valid
+                )
+            else:
+                now_s = time.time()
+                outputs.extend(
+                    decision_message(decision, message, self.decisions_topic, now_s)
+                    for (message, _), decision in zip(valid, decisions, strict=True)
+                )
+        await self.produce(outputs)
+
+    async def dead_letter_all(self, batch: Sequence[Incoming], exc: Exception) -> None:
+        """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
+        error = f"worker error: {type(exc).__name__}: {exc}"
+        await self.produce(
+            [dead_letter(m, error, "worker_error", self.dead_letter_topic) for m in batch]
+        )
+
+    async def produce(self, outputs: Sequence[Outgoing]) -> None:
+        """Send ``outputs`` and wait for every delivery; re-send failures until delivered."""
+        pending = list(outputs)
+        pause = self.retry_pause_s
+        while pending:
+            results = await asyncio.gather(
+                *(self._send(out) for out in pending), return_exceptions=True
+            )
+            failed = [
+                (out, res)
+                for out, res in zip(pending, results, strict=True)
+                if isinstance(res, BaseException)
+            ]
+            for _, res in failed:
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+            if not failed:
+                return
+            log.error(
+                "%d of %d message(s) not delivered (%r); retrying in %.1fs",
+                len(failed),
+                len(pending),
+                failed[0][1],
+                pause,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_PAUSE_MAX_S)
+            pending = [out for out, _ in failed]
+
+    async def _send(self, out: Outgoing) -> Any:
+        # force=True: send now (not attached to the current event until the next commit)
+        delivery: Awaitable[Any] = await self._topics[out.topic].send(
+            key=out.key, value=out.value, headers=out.headers, force=True
+        )
+        return await delivery
+
+
+def incoming(event: faust.EventT) -> Incoming:
+    message = event.message
+    value = message.value
+    key = message.key
+    return Incoming(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_s=message.timestamp if message.timestamp and message.timestamp > 0 else None,
+        key=key if isinstance(key, bytes | None) else bytes(key),
+        value=value if isinstance(value, bytes | None) else bytes(value),
+    )
+
+
+def register(app: faust.App, settings: Settings, scorer: Scorer) -> faust.types.AgentT:
+    """Define the scoring agent on ``app`` (transactions → decisions / dead letters)."""
+    source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
+    processor = BatchProcessor(app, settings, scorer)
+    size, within = settings.scoring.batch_size, settings.scoring.batch_timeout_s
+
+    async def score_transactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        # take_events is on faust.Stream, not (yet) on the StreamT interface
+        assert isinstance(stream, faust.Stream)
+        async for events in stream.take_events(size, within=within):
+            batch = [incoming(event) for event in events]
+            try:
+                await processor.process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: keep the events, on the dead-letter topic
+                log.exception("batch of %d message(s) failed", len(batch))
+                await processor.dead_letter_all(batch, exc)
+            log.debug("batch of %d message(s) done", len(batch))
+            yield None
+
+    agent: faust.types.AgentT = app.agent(source, name=AGENT_NAME, concurrency=1)(
+        score_transactions
+    )
+    return agent
+
+
+#: Consumer group (and internal-topic prefix) of the scoring worker.
+WORKER_APP_ID = "fraudstream-worker"
+
+
+def build_worker_app(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    app_id: str = WORKER_APP_ID,
+    scorer: Scorer | None = None,
+) -> faust.App:
+    """The scoring worker's app: topics ensured, scorer built (unless given), agent defined.
+
+    Raises a :class:`~fraudstream.errors.FraudstreamError` when the model fails its
+    SHA-256 check or reads a feature the store does not define.
+    """
+    from fraudstream.kafka import ensure_topics
+    from fraudstream.scoring import build_scorer
+    from streaming.app import create_app
+
+    topics = settings.topics
+    created = ensure_topics(
+        settings.kafka,
+        endpoints.kafka_bootstrap,
+        [topics.transactions, topics.decisions, topics.dead_letter],
+    )
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    if scorer is None:
+        scorer = build_scorer(settings, endpoints)
+    # Faust's data directory (unused with the memory store) beside the stack state, not in cwd
+    datadir = settings.stack.dir / f"{app_id}-data"
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last part
+    app = create_app(settings, endpoints.kafka_bootstrap, app_id=app_id, datadir=datadir)
+    register(app, settings, scorer)
+    log.info(
+        "worker %s: %s -> %s (dead letters: %s), model %s, batches of %d / %gs",
+        app_id,
+        topics.transactions,
+        topics.decisions,
+        topics.dead_letter,
+        scorer.model.version,
+        settings.scoring.batch_size,
+        settings.scoring.batch_timeout_s,
+    )
+    return app

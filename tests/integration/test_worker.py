@@ -1,0 +1,295 @@
+"""``fraudstream worker`` end to end on real Kafka, Redis and Feast.
+
+A small world (simulated history, backfill, ``feast apply``, a trained model, terminal
+snapshot materialised, customer history in Redis) is built with identifiers prefixed by a
+run tag, so that other tests' Redis keys never mix in. The worker runs as a subprocess
+(``python -m fraudstream worker``) with its own topics and consumer group. The test
+publishes N valid events and M malformed messages and expects exactly N decisions (one
+per transaction, scores equal to :meth:`Scorer.score` in this process) and M dead letters
+(original bytes and key, an error header naming the problem), then stops the worker with
+SIGTERM and expects a clean exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from fraudstream.config import Settings
+from fraudstream.feast_env import open_store, run_feast
+from fraudstream.kafka import confluent_config, ensure_topics, producer_config
+from fraudstream.publish import encode, event_payloads
+from fraudstream.schema import validate_frame
+from fraudstream.scoring import build_scorer
+from fraudstream.simulate import simulate
+from fraudstream.stack import resolve_endpoints
+from training.evaluate import Split
+from training.train import train
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+N_VALID = 300
+BATCH_SIZE = 64
+#: Worker start-up (group join, about 5 s) plus scoring; generous for a slow CI.
+ARRIVAL_TIMEOUT_S = 60.0
+GRACE_S = 3.0
+
+#: (key, value, a word the ``error`` header must contain) of each malformed message.
+MALFORMED: list[tuple[bytes, bytes, str]] = [
+    (b"bad-json", b'{"transaction_id": "x", ', "Invalid JSON"),
+    (b"bad-utf8", b"\xff\xfe\x00not utf-8", "UTF-8"),
+    (
+        b"bad-missing",
+        b'{"transaction_id":"m1","timestamp":"2026-01-01T00:00:00Z","customer_id":"c","amount":3}',
+        "terminal_id",
+    ),
+    (
+        b"bad-zero",
+        b'{"transaction_id":"m2","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":0}',
+        "amount",
+    ),
+    (
+        b"bad-nan",
+        b'{"transaction_id":"m3","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":NaN}',
+        "amount",
+    ),
+    (
+        b"bad-naive",
+        b'{"transaction_id":"m4","timestamp":"2026-01-01T00:00:00","customer_id":"c",'
+        b'"terminal_id":"t","amount":5}',
+        "timestamp",
+    ),
+    (
+        b"bad-type",
+        b'{"transaction_id":"m5","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":"12.5"}',
+        "amount",
+    ),
+]
+
+
+def _prefixed(events: pd.DataFrame, tag: str) -> pd.DataFrame:
+    out = events.copy()
+    for column in ("transaction_id", "customer_id", "terminal_id"):
+        out[column] = (tag + "-" + out[column].astype(str)).astype("string[pyarrow]")
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str
+) -> dict[str, Any]:
+    """Model, Feast repo and Redis state; ``new``: held-out events retimed to end now."""
+    root = tmp_path_factory.mktemp("worker")
+    repo = root / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy2(REPO_ROOT / "feature_repo" / name, repo / name)
+    tag = f"w{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        redis={"url": redis_url},
+        feast={"repo_path": repo},
+        model={"dir": root / "model"},
+        stack={"dir": root / "stack"},
+    )
+    today = datetime.now(UTC).date()
+    raw = simulate(
+        customers=300, terminals=600, days=40, start=str(today - timedelta(days=40)), seed=33
+    )
+    events = _prefixed(validate_frame(raw, keep=("is_fraud",)), tag)
+    past, new = events.iloc[:-N_VALID], events.iloc[-N_VALID:].copy()
+    # retimed: same spacing, the last event one second ago (still after the whole past)
+    shift = pd.Timestamp.now(tz="UTC").floor("ms") - pd.Timedelta(seconds=1)
+    new["timestamp"] = new["timestamp"] + (shift - new["timestamp"].max())
+    new = new.drop(columns=["is_fraud"]).reset_index(drop=True)
+    endpoints = resolve_endpoints(settings)
+    from training.backfill import backfill, refresh_terminal_snapshot
+
+    backfill(past, repo)
+    assert run_feast(settings, endpoints, ["apply"]) == 0
+    store = open_store(settings, endpoints)
+    train(past, Split(today - timedelta(days=22)), root / "model", store, backfill_first=False)
+    refresh_terminal_snapshot(past, repo, pd.Timestamp.now(tz="UTC").floor("s"))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert run_feast(settings, endpoints, ["materialize-incremental", stamp]) == 0
+    build_scorer(settings, endpoints).history.append(past)  # the worker's own key layout
+    return {"settings": settings, "endpoints": endpoints, "new": new, "root": root, "tag": tag}
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fraudstream", "worker", "--app-id", env["TEST_APP_ID"]],
+            cwd=log.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _consumer(settings: Settings, bootstrap: str, topics: list[str]) -> Consumer:
+    conf = confluent_config(settings.kafka, bootstrap)
+    conf.update({"group.id": "unused", "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    consumer.assign(
+        [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for topic in topics
+            for p in range(settings.kafka.partitions)
+        ]
+    )
+    return consumer
+
+
+def test_worker_scores_valid_events_and_dead_letters_the_rest(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    settings: Settings = world["settings"]
+    endpoints = world["endpoints"]
+    new: pd.DataFrame = world["new"]
+    tag = world["tag"]
+    bootstrap = endpoints.kafka_bootstrap
+    topics = {
+        "transactions": f"tx-{tag}",
+        "decisions": f"decisions-{tag}",
+        "dead_letter": f"tx-{tag}.dlq",
+    }
+    ensure_topics(settings.kafka, bootstrap, list(topics.values()))
+
+    # the expected decisions, from the same history state, before the worker changes it
+    expected = {
+        d.transaction_id: d
+        for d in build_scorer(settings, endpoints).score(new, update=False).decisions
+    }
+    assert len(expected) == N_VALID
+
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO_ROOT),
+            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
+            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
+            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
+            "FRAUDSTREAM_STACK__DIR": str(tmp_path / "stack"),
+            "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["transactions"],
+            "FRAUDSTREAM_TOPICS__DECISIONS": topics["decisions"],
+            "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dead_letter"],
+            "FRAUDSTREAM_SCORING__BATCH_SIZE": str(BATCH_SIZE),
+            "TEST_APP_ID": f"worker-{tag}",
+        }
+    )
+    log = tmp_path / "worker.log"
+    consumer = _consumer(settings, bootstrap, [topics["decisions"], topics["dead_letter"]])
+    with running_worker(env, log) as proc:
+
+        def worker_log() -> str:
+            return log.read_text()[-4000:]
+
+        producer = Producer(producer_config(settings.kafka, bootstrap))
+        sent_valid = 0
+        for i, event in enumerate(event_payloads(new)):
+            key, value = encode(event)
+            producer.produce(topics["transactions"], key=key, value=value)
+            sent_valid += 1
+            if i == N_VALID // 2:  # malformed messages in the middle of the stream
+                for bad_key, bad_value, _ in MALFORMED:
+                    producer.produce(topics["transactions"], key=bad_key, value=bad_value)
+        assert producer.flush(15) == 0, "events not delivered to the transactions topic"
+        assert sent_valid == N_VALID
+
+        decisions: list[tuple[bytes | None, dict[str, Any]]] = []
+        dead: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+        complete_at: float | None = None
+        try:
+            while time.monotonic() < deadline:
+                if complete_at is None and (
+                    len(decisions) >= N_VALID and len(dead) >= len(MALFORMED)
+                ):
+                    complete_at = time.monotonic()
+                if complete_at is not None and time.monotonic() - complete_at > GRACE_S:
+                    break
+                assert proc.poll() is None, f"worker exited early:\n{worker_log()}"
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error() is not None:
+                    continue
+                if msg.topic() == topics["decisions"]:
+                    decisions.append((msg.key(), orjson.loads(msg.value())))
+                else:
+                    headers = {k: v for k, v in (msg.headers() or [])}
+                    dead.append((msg.key(), msg.value(), headers))
+        finally:
+            consumer.close()
+
+        assert len(decisions) == N_VALID and len(dead) == len(MALFORMED), (
+            f"{len(decisions)} decision(s), {len(dead)} dead letter(s); log:\n{worker_log()}"
+        )
+
+        # exactly one decision per transaction, keyed by its id, scored as in this process
+        ids = [d["transaction_id"] for _, d in decisions]
+        assert sorted(ids) == sorted(expected)
+        for key, d in decisions:
+            want = expected[d["transaction_id"]]
+            assert key == d["transaction_id"].encode()
+            assert d["score"] == pytest.approx(want.score, abs=1e-6), (
+                d["transaction_id"],
+                d["reasons"],
+                [r.model_dump() for r in want.reasons],
+                d["event_time"],
+                str(want.event_time),
+            )
+            assert d["action"] == want.action
+            assert [r["feature"] for r in d["reasons"]] == [r.feature for r in want.reasons]
+            assert d["model_version"] == want.model_version
+            assert d["latency_ms"] is not None and 0 <= d["latency_ms"] < 120_000
+
+        # each malformed message once, with its own key and bytes and a telling error
+        by_key = {key: (value, headers) for key, value, headers in dead}
+        assert len(by_key) == len(MALFORMED)
+        for bad_key, bad_value, word in MALFORMED:
+            value, headers = by_key[bad_key]
+            assert value == bad_value
+            error = headers["error"].decode()
+            assert word in error, (bad_key, error)
+            assert "Traceback" not in error
+            assert headers["error_type"] == b"invalid_event"
+            assert headers["source_topic"] == topics["transactions"].encode()
+            assert int(headers["source_partition"]) in range(settings.kafka.partitions)
+            assert int(headers["source_offset"]) >= 0
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker did not stop within 30s of SIGTERM:\n{worker_log()}")
+        assert code == 0, f"worker exit code {code}:\n{worker_log()}"
