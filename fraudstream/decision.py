@@ -40,7 +40,8 @@ class Decision(BaseModel):
     model_version: str
     reasons: list[Reason] = Field(description="top 3 features by absolute contribution")
     features_age_s: float | None = Field(
-        description="age of the oldest online (Feast) feature used; null when none was found"
+        description="age at event_time of the oldest online (Feast) feature used; "
+        "null when none was found"
     )
     degraded: bool
     degraded_reasons: list[str] = Field(default_factory=list)

@@ -16,8 +16,10 @@ Missing or stale features (documented policy):
 
 * customer history unavailable (Redis unreachable): features from the batch alone,
   ``degraded`` with ``customer history unavailable``;
-* terminal features absent (a new terminal) or older than the terminal view's TTL (the
-  age Feast's point-in-time join also refuses, so online and offline agree): left missing
+* terminal features absent (a new terminal) or older than the terminal view's TTL at the
+  transaction's time (the age Feast's point-in-time join also refuses, so online and
+  offline agree; a row newer than the transaction, possible in a replay, counts as age 0
+  and is used, being the freshest value the online store has): left missing
   (NaN, which the model was trained to handle), ``degraded`` with the reason;
   Redis unreachable: the same, reason ``online store unavailable``;
 * while degraded, a transaction above ``degraded_max_approve_amount`` is never approved:
@@ -115,7 +117,7 @@ class Scorer:
             for marks in degraded:
                 marks.append("customer history unavailable")
 
-        terminal, ages = self._terminal_features(events, now, degraded)
+        terminal, ages = self._terminal_features(events, degraded)
         request = request_features(events["timestamp"], events["amount"], customer)
         columns = {**{c: customer[c].to_numpy() for c in customer.columns}}
         columns.update({c: request[c].to_numpy() for c in request.columns})
@@ -183,7 +185,7 @@ class Scorer:
         return features, ok
 
     def _terminal_features(
-        self, events: pd.DataFrame, now: datetime, degraded: list[list[str]]
+        self, events: pd.DataFrame, degraded: list[list[str]]
     ) -> tuple[np.ndarray, np.ndarray]:
         n = len(events)
         if not self.terminal_features:
@@ -201,7 +203,10 @@ class Scorer:
         values = rows.values.copy()
         stamps = rows.event_timestamps[TERMINAL_VIEW]
         found = stamps != np.iinfo(np.int64).min
-        ages = np.where(found, (now.timestamp() * 1e9 - stamps) / 1e9, np.nan)
+        # age at the transaction's own time, as Feast's point-in-time join measures its TTL
+        # (a live event's time is now; a replayed one keeps its own)
+        event_ns = to_ms(events["timestamp"]) * 1_000_000
+        ages = np.where(found, np.maximum(event_ns - stamps, 0) / 1e9, np.nan)
         stale = found & (ages > self.terminal_max_age_s)
         values[stale] = np.nan
         for i in np.flatnonzero(~found):
