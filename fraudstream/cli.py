@@ -138,18 +138,40 @@ def feast_cli(ctx: typer.Context) -> None:
 def demo(
     ctx: typer.Context,
     days: Annotated[int, typer.Option(min=22, help="days of history to simulate")] = 60,
+    count: Annotated[
+        int, typer.Option(min=0, help="fresh transactions to stream (0: none)")
+    ] = 20_000,
+    rate: Annotated[float, typer.Option(min=1, help="publishing rate, events/s")] = 500.0,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="leave the stack, worker and model running")
+    ] = False,
     seed: int = 0,
 ) -> None:
-    """Start the local stack, simulate, backfill, train, materialise, and show the results."""
+    """Stack up, simulate, backfill, train, materialise, stream transactions through the
+    worker, and summarise its decisions."""
     from fraudstream.demo import run_demo
 
     settings = _settings(ctx)
     try:
         for line in local_stack.up(settings):
             typer.echo(line)
-        run_demo(settings, days=days, seed=seed, echo=typer.echo)
+        run_demo(
+            settings,
+            days=days,
+            seed=seed,
+            echo=typer.echo,
+            stream_count=count,
+            stream_rate=rate,
+            keep_running=keep_running,
+        )
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
+    if keep_running:
+        typer.echo(
+            "still running: the stack and the worker (`fraudstream stack status --json`); "
+            "publish with `fraudstream publish ...`, read `fraudstream decisions --follow`, "
+            "stop with `fraudstream stack down`"
+        )
 
 
 def _events(path: Path) -> pd.DataFrame:

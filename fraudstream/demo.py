@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -15,11 +16,21 @@ from fraudstream.feast_env import open_store, run_feast
 from fraudstream.features import MODEL_FEATURES, feast_references
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate, write_parquet
-from fraudstream.stack import resolve_endpoints
+from fraudstream.stack import ProcessInfo, resolve_endpoints
 
 
-def run_demo(settings: Settings, *, days: int, seed: int, echo: Callable[[str], None]) -> dict:
-    """Simulate ``days`` of history ending today, train on it, load Redis; return the summary."""
+def run_demo(
+    settings: Settings,
+    *,
+    days: int,
+    seed: int,
+    echo: Callable[[str], None],
+    stream_count: int = 20_000,
+    stream_rate: float = 500.0,
+    keep_running: bool = False,
+) -> dict:
+    """Simulate ``days`` of history ending today, train, load Redis, then stream ``stream_count``
+    fresh transactions through the worker (0: skip the stream); return the summary."""
     from training.evaluate import Split
     from training.train import train
 
@@ -31,14 +42,20 @@ def run_demo(settings: Settings, *, days: int, seed: int, echo: Callable[[str], 
     raw = simulate(customers=5000, terminals=10000, days=days, start=str(first), seed=seed)
     data = settings.stack.dir / "demo" / "transactions.parquet"
     write_parquet(raw, data)
-    events = validate_frame(raw, keep=("is_fraud", "fraud_scenario"))
-    echo(f"  {len(events):,} transactions, {events['is_fraud'].mean():.2%} fraud -> {data}")
+    everything = validate_frame(raw, keep=("is_fraud", "fraud_scenario"))
+    # the last `stream_count` transactions are held out: the worker sees them first, live
+    events = everything.iloc[: len(everything) - stream_count].reset_index(drop=True)
+    fresh = everything.iloc[len(everything) - stream_count :].reset_index(drop=True)
+    echo(
+        f"  {len(everything):,} transactions, {everything['is_fraud'].mean():.2%} fraud -> {data}; "
+        f"the last {len(fresh):,} are held out for the stream"
+    )
 
     echo("feast apply")
     if run_feast(settings, endpoints, ["apply"]) != 0:
         raise FraudstreamError("feast apply failed (see above)")
     store = open_store(settings, endpoints)
-    split = Split(today - timedelta(days=21))
+    split = Split(events["timestamp"].max().date() - timedelta(days=20))
     echo(f"training: train from {split.train_start}, delay 7 days, test 7 days")
     result = train(events, split, settings.model.dir, store)
     m = result.metrics
@@ -46,15 +63,16 @@ def run_demo(settings: Settings, *, days: int, seed: int, echo: Callable[[str], 
     end = datetime.now(UTC)
     from training.backfill import refresh_terminal_snapshot
 
-    refresh_terminal_snapshot(events, settings.feast.repo_path, pd.Timestamp(end).floor("s"))
-    echo("feast materialize-incremental (customer and terminal features into Redis)")
-    if (
-        run_feast(
-            settings, endpoints, ["materialize-incremental", end.strftime("%Y-%m-%dT%H:%M:%S")]
-        )
-        != 0
-    ):
-        raise FraudstreamError("feast materialize-incremental failed (see above)")
+    # terminal values as of the first streamed transaction (labels usable by then only)
+    as_of = fresh["timestamp"].min().floor("s") if len(fresh) else pd.Timestamp(end).floor("s")
+    refresh_terminal_snapshot(events, settings.feast.repo_path, as_of)
+    # An explicit window, not materialize-incremental: the registry remembers the last
+    # incremental run, which would skip this freshly simulated history on a second demo.
+    start = (events["timestamp"].max() - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    stop = (end + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    echo(f"feast materialize {start} {stop} (customer and terminal features into Redis)")
+    if run_feast(settings, endpoints, ["materialize", start, stop]) != 0:
+        raise FraudstreamError("feast materialize failed (see above)")
     sample = events.tail(3)  # the latest transactions: their rows are in the online store
     online = store.get_online_features(
         features=feast_references(MODEL_FEATURES),
@@ -89,4 +107,159 @@ def run_demo(settings: Settings, *, days: int, seed: int, echo: Callable[[str], 
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         echo(online.to_string(index=False, max_colwidth=12))
     echo(json.dumps(summary))
+    if stream_count > 0:
+        summary["stream"] = run_stream_demo(
+            settings,
+            events=events,
+            fresh=fresh,
+            project=store.project,
+            rate=stream_rate,
+            keep_running=keep_running,
+            echo=echo,
+        )
     return summary
+
+
+def run_stream_demo(
+    settings: Settings,
+    *,
+    events: pd.DataFrame,
+    fresh: pd.DataFrame,
+    project: str,
+    rate: float,
+    keep_running: bool,
+    echo: Callable[[str], None],
+    timeout_s: float = 180.0,
+) -> dict:
+    """Start the worker, stream the held-out ``fresh`` transactions (their own timestamps,
+    sent at ``rate``) through it, and summarise its decisions against their labels."""
+    import sys
+
+    from fraudstream.consume import parse_value, read_records
+    from fraudstream.history import CustomerHistory
+    from fraudstream.publish import publish_events
+    from fraudstream.stack import (
+        redis_client,
+        register_process,
+        start_process,
+        stop_process,
+    )
+
+    endpoints = resolve_endpoints(settings)
+    echo("loading the customers' recent history into Redis (the worker's real-time state)")
+    CustomerHistory(redis_client(endpoints.redis_url, settings), project).append(events)
+    log_path = settings.stack.dir / "logs" / "worker.log"
+    worker = start_process([sys.executable, "-m", "fraudstream", "worker"], log_path)
+    register_process(settings, "worker", worker)
+    echo(f"worker started (pid {worker.pid}, log {log_path})")
+    try:
+        wait_until_ready(log_path, worker, timeout_s=60)
+        started = datetime.now(UTC)
+        echo(f"publishing the {len(fresh):,} held-out transactions at {rate:,.0f}/s")
+        result = publish_events(
+            fresh,
+            kafka=settings.kafka,
+            bootstrap=endpoints.kafka_bootstrap,
+            topic=settings.topics.transactions,
+            rate=rate,
+        )
+        labels = result.labels if result.labels is not None else pd.DataFrame()
+        wanted = set(labels["transaction_id"].astype(str))
+        decisions: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout_s
+        for record in read_records(
+            settings.kafka,
+            endpoints.kafka_bootstrap,
+            settings.topics.decisions,
+            from_beginning=True,
+            follow=True,
+            stop=lambda: time.monotonic() > deadline or len(decisions) >= len(wanted),
+        ):
+            value, _ = parse_value(record.value)
+            if isinstance(value, dict) and value.get("transaction_id") in wanted:
+                decisions.setdefault(value["transaction_id"], value)
+        dead = [
+            r
+            for r in read_records(
+                settings.kafka,
+                endpoints.kafka_bootstrap,
+                settings.topics.dead_letter,
+                from_beginning=True,
+            )
+            if r.timestamp_ms is not None and r.timestamp_ms >= started.timestamp() * 1000
+        ]
+    finally:
+        if not keep_running:
+            stop_process(worker)
+    return summarise(decisions, labels, len(dead), result.summary(), echo)
+
+
+def wait_until_ready(log_path: Path, worker: ProcessInfo, timeout_s: float) -> None:
+    """Wait for the Faust worker's ``[^Worker]: Ready`` line (its partitions assigned)."""
+    from fraudstream.stack import process_running
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "[^Worker]: Ready" in log_path.read_text(errors="replace"):
+            return
+        if not process_running(worker):
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise FraudstreamError(f"the worker exited during start-up; {log_path}:\n{tail}")
+        time.sleep(0.2)
+    raise FraudstreamError(f"the worker was not ready after {timeout_s:g}s; see {log_path}")
+
+
+def summarise(
+    decisions: dict[str, dict],
+    labels: pd.DataFrame,
+    dead_letters: int,
+    published: dict,
+    echo: Callable[[str], None],
+) -> dict:
+    """Print and return the stream's figures: actions, precision/recall, latency, scores."""
+    import numpy as np
+
+    frame = pd.DataFrame(list(decisions.values()))
+    truth = labels.set_index(labels["transaction_id"].astype(str))["is_fraud"]
+    frame["is_fraud"] = truth.reindex(frame["transaction_id"]).to_numpy()
+    flagged = frame["action"].isin(["review", "decline"])
+    fraud = frame["is_fraud"] == 1
+    precision = float((flagged & fraud).sum() / max(1, flagged.sum()))
+    recall = float((flagged & fraud).sum() / max(1, fraud.sum()))
+    latency = frame["latency_ms"].astype(float)
+    decided = pd.to_datetime(frame["decided_at"], utc=True)
+    span = (decided.max() - decided.min()).total_seconds() or float("nan")
+    out = {
+        "events": published.get("sent"),
+        "decisions": len(frame),
+        "dead_letters": dead_letters,
+        "actions": frame["action"].value_counts().to_dict(),
+        "precision_review_decline": round(precision, 4),
+        "recall_review_decline": round(recall, 4),
+        "latency_ms_p50": round(float(np.nanpercentile(latency, 50)), 1),
+        "latency_ms_p99": round(float(np.nanpercentile(latency, 99)), 1),
+        "throughput_per_s": round(len(frame) / span, 1),
+        "degraded": int(frame["degraded"].sum()),
+    }
+    echo("")
+    echo(
+        f"stream: {out['events']:,} published, {out['decisions']:,} decisions, {dead_letters} dead letters"
+    )
+    echo(f"  actions: {out['actions']}   degraded: {out['degraded']}")
+    echo(f"  review+decline: precision {precision:.3f}, recall {recall:.3f} (against the labels)")
+    echo(
+        f"  latency p50 {out['latency_ms_p50']} ms, p99 {out['latency_ms_p99']} ms; {out['throughput_per_s']:,}/s"
+    )
+    echo("  score distribution by label (share of transactions per score band):")
+    bands = [0, 0.01, 0.05, 0.2, 0.5, 0.8, 1.0001]
+    for label, name in ((0, "genuine"), (1, "fraud")):
+        scores = frame.loc[frame["is_fraud"] == label, "score"].astype(float)
+        counts, _ = np.histogram(scores, bins=bands)
+        shares = counts / max(1, len(scores))
+        bars = "  ".join(
+            f"{lo:>4}-{min(hi, 1):<4} {'#' * round(s * 30):<30}"
+            for lo, hi, s in zip(bands[:-1], bands[1:], shares, strict=True)
+        )
+        echo(f"    {name:<8} n={len(scores):<6} {bars}")
+    echo(json.dumps(out))
+    return out
