@@ -4,81 +4,32 @@ features are Feast's, writes are visible to Feast, replays are idempotent, degra
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream.config import ScoringSettings, Settings
-from fraudstream.feast_env import open_store, run_feast
+from fraudstream.config import ScoringSettings
 from fraudstream.features import ALL_FEATURES, customer_features, feast_references, request_features
-from fraudstream.history import CustomerHistory
-from fraudstream.model import ModelError, load_artifact
-from fraudstream.online_store import OnlineStore
-from fraudstream.schema import validate_frame
+from fraudstream.model import ModelError
 from fraudstream.scoring import Scorer
-from fraudstream.simulate import simulate
-from fraudstream.stack import redis_client, resolve_endpoints
-from training.evaluate import Split
-from training.train import train
+
+from .world import build_world
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str):  # type: ignore[no-untyped-def]
-    import shutil
-
-    root = tmp_path_factory.mktemp("scoring")
-    repo = root / "feature_repo"
-    repo.mkdir()
-    src = Path(__file__).resolve().parents[2] / "feature_repo"
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy2(src / name, repo / name)
-    settings = Settings(
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        redis={"url": redis_url},
-        feast={"repo_path": repo},
-        stack={"dir": root / "stack"},
-    )
-    today = datetime.now(UTC).date()
-    raw = simulate(
-        customers=300, terminals=600, days=40, start=str(today - timedelta(days=40)), seed=21
-    )
-    events = validate_frame(raw, keep=("is_fraud",))
-    past, new = events.iloc[:-400], events.iloc[-400:].copy()
-    endpoints = resolve_endpoints(settings)
-    from training.backfill import backfill, refresh_terminal_snapshot
-
-    backfill(past, repo)
-    assert run_feast(settings, endpoints, ["apply"]) == 0
-    store = open_store(settings, endpoints)
-    train(past, Split(today - timedelta(days=22)), root / "model", store, backfill_first=False)
-    refresh_terminal_snapshot(past, repo, pd.Timestamp.now(tz="UTC").floor("s"))
-    assert (
-        run_feast(
-            settings,
-            endpoints,
-            ["materialize-incremental", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")],
-        )
-        == 0
-    )
-    client = redis_client(endpoints.redis_url, settings)
-    history = CustomerHistory(client, store.project)
-    history.append(past)
-    online = OnlineStore.from_feature_store(store, client)
-    model = load_artifact(root / "model")
-    ttl = store.get_feature_view("terminal_features").ttl.total_seconds()
-    scorer = Scorer(model, online, history, ScoringSettings(), terminal_max_age_s=ttl)
+    built = build_world(tmp_path_factory.mktemp("scoring"), kafka_bootstrap, redis_url, seed=21)
+    events = pd.concat([built.past, built.new], ignore_index=True)
     return {
         "events": events,
-        "past": past,
-        "new": new,
-        "store": store,
-        "scorer": scorer,
-        "model": model,
+        "past": built.past,
+        "new": built.new.set_axis(range(len(built.past), len(events))),
+        "store": built.store,
+        "scorer": built.scorer,
+        "model": built.model,
     }
 
 
@@ -88,11 +39,11 @@ def test_stream_features_equal_the_backfill_and_feast(world) -> None:  # type: i
     names = scorer.names
     matrix = pd.DataFrame(scored.matrix, columns=names)
     # customer features: the backfill kernel over everything, at the new events
-    expected_c = customer_features(events).iloc[-400:].reset_index(drop=True)
+    expected_c = customer_features(events).loc[new.index].reset_index(drop=True)
     for name in [n for n in names if ALL_FEATURES[n].source == "customer"]:
         np.testing.assert_allclose(matrix[name], expected_c[name], rtol=0, atol=1e-9)
     expected_r = request_features(
-        new["timestamp"], new["amount"], customer_features(events).iloc[-400:]
+        new["timestamp"], new["amount"], customer_features(events).loc[new.index]
     ).reset_index(drop=True)
     for name in [n for n in names if ALL_FEATURES[n].source == "request"]:
         np.testing.assert_allclose(matrix[name], expected_r[name], rtol=0, atol=1e-9)
