@@ -1,8 +1,8 @@
 """``fraudstream worker`` end to end on real Kafka, Redis and Feast.
 
 A small world (simulated history, backfill, ``feast apply``, a trained model, terminal
-snapshot materialised, customer history in Redis) is built with identifiers prefixed by a
-run tag, so that other tests' Redis keys never mix in. The worker runs as a subprocess
+snapshot materialised, customer history in Redis) is built by ``world.build_world`` in a
+private Feast project, so that other tests' Redis keys never mix in. The worker runs as a subprocess
 (``python -m fraudstream worker``) with its own topics and consumer group. The test
 publishes N valid events and M malformed messages and expects exactly N decisions (one
 per transaction, scores equal to :meth:`Scorer.score` in this process) and M dead letters
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +29,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from fraudstream.config import Settings
-from fraudstream.feast_env import open_store, run_feast
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
-from fraudstream.schema import validate_frame
 from fraudstream.scoring import build_scorer
-from fraudstream.simulate import simulate
 from fraudstream.stack import resolve_endpoints
-from training.evaluate import Split
-from training.train import train
+
+from .world import build_world
 
 pytestmark = pytest.mark.integration
 
@@ -86,53 +81,22 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
 ]
 
 
-def _prefixed(events: pd.DataFrame, tag: str) -> pd.DataFrame:
-    out = events.copy()
-    for column in ("transaction_id", "customer_id", "terminal_id"):
-        out[column] = (tag + "-" + out[column].astype(str)).astype("string[pyarrow]")
-    return out
-
-
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str
 ) -> dict[str, Any]:
-    """Model, Feast repo and Redis state; ``new``: held-out events retimed to end now."""
-    root = tmp_path_factory.mktemp("worker")
-    repo = root / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy2(REPO_ROOT / "feature_repo" / name, repo / name)
-    tag = f"w{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        redis={"url": redis_url},
-        feast={"repo_path": repo},
-        model={"dir": root / "model"},
-        stack={"dir": root / "stack"},
+    """Model, Feast repo and Redis state of a private Feast project (its own Redis keys);
+    ``new``: held-out events timed after the terminal refresh, labels dropped."""
+    built = build_world(
+        tmp_path_factory.mktemp("worker"), kafka_bootstrap, redis_url, seed=33, held_out=N_VALID
     )
-    today = datetime.now(UTC).date()
-    raw = simulate(
-        customers=300, terminals=600, days=40, start=str(today - timedelta(days=40)), seed=33
-    )
-    events = _prefixed(validate_frame(raw, keep=("is_fraud",)), tag)
-    past, new = events.iloc[:-N_VALID], events.iloc[-N_VALID:].copy()
-    # retimed: same spacing, the last event one second ago (still after the whole past)
-    shift = pd.Timestamp.now(tz="UTC").floor("ms") - pd.Timedelta(seconds=1)
-    new["timestamp"] = new["timestamp"] + (shift - new["timestamp"].max())
-    new = new.drop(columns=["is_fraud"]).reset_index(drop=True)
-    endpoints = resolve_endpoints(settings)
-    from training.backfill import backfill, refresh_terminal_snapshot
-
-    backfill(past, repo)
-    assert run_feast(settings, endpoints, ["apply"]) == 0
-    store = open_store(settings, endpoints)
-    train(past, Split(today - timedelta(days=22)), root / "model", store, backfill_first=False)
-    refresh_terminal_snapshot(past, repo, pd.Timestamp.now(tz="UTC").floor("s"))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    assert run_feast(settings, endpoints, ["materialize-incremental", stamp]) == 0
-    build_scorer(settings, endpoints).history.append(past)  # the worker's own key layout
-    return {"settings": settings, "endpoints": endpoints, "new": new, "root": root, "tag": tag}
+    new = built.new.drop(columns=["is_fraud"]).reset_index(drop=True)
+    return {
+        "settings": built.settings,
+        "endpoints": resolve_endpoints(built.settings),
+        "new": new,
+        "tag": f"w{uuid.uuid4().hex[:8]}",
+    }
 
 
 @contextlib.contextmanager
