@@ -1,0 +1,580 @@
+"""Streaming worker throughput, latency and memory, side by side with two references.
+
+    .venv/bin/python benchmarks/streaming.py [--data PATH] [--saturation 30000]
+
+Starts ONE private local stack (Tansu + Redis on loopback, temporary directory) and builds
+ONE world from the handbook replay (``../shared/datasets/fraud-handbook/transactions.parquet``):
+every timestamp is shifted by a whole number of days so that 2018-08-17 falls on today (UTC);
+the transactions up to 12 hours ago are the past (backfill, ``feast apply``, the handbook-protocol
+model trained through Feast, terminal snapshot refreshed now and materialised, the
+customers' 120-day history in Redis), the later ones (about two weeks of the handbook,
+original event times, 4,990 customers, 10,000 terminals) are the stream. Then, in order:
+
+1. reference (b), in this process, no Kafka: the naive tutorial loop, per event one Feast
+   ``get_online_features`` (customer + terminal features) and ``predict`` on one row, for
+   ``--naive`` events (no history update, no explanation: flattering for the naive loop);
+2. reference (a): a bare Faust agent (``create_app``, same settings, same batch size,
+   ``take_events``), forwarding each message's bytes unchanged to an output topic and
+   awaiting each delivery like the worker, as a subprocess of this script; saturation:
+   ``--saturation`` events are in its input topic before it starts;
+3. the worker (``python -m fraudstream worker``, one process): saturation on the same
+   events pre-loaded the same way, then paced publishing at 1,000 and 3,000 events/s
+   and, first, 200/s, below its capacity (``--warmup`` s, then ``--measure`` s each;
+   each rate's decisions all received before the next starts) with p50/p99 of the decisions'
+   ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
+   peak RSS of the worker (psutil, every 0.2 s, process and children) over all its phases;
+4. where the time goes: the worker's stages timed in this process (decode, frame, score
+   with history update, decision record) on held-out events no phase used.
+
+Saturation throughput = (outputs − 1) / (last − first output's Kafka timestamp).
+Prints a Markdown table and, last, one JSON line. Everything it starts is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import psutil
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+HANDBOOK = ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.parquet"
+STREAM_FROM = pd.Timestamp("2018-08-17", tz="UTC")
+TARGETS = {"vs_bare": 0.70, "vs_naive": 10.0, "p99_1k_ms": 100.0, "rss_mb": 600.0}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ the bare agent
+
+
+def bare_agent_main(app_id: str) -> None:
+    """Reference (a): forward every message unchanged (run as a subprocess)."""
+    import asyncio
+
+    import faust
+
+    from fraudstream.config import load_settings
+    from fraudstream.stack import resolve_endpoints
+    from streaming.app import create_app
+
+    settings = load_settings()
+    endpoints = resolve_endpoints(settings)
+    datadir = settings.stack.dir / f"{app_id}-data"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, endpoints.kafka_bootstrap, app_id=app_id, datadir=datadir)
+    source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
+    out = app.topic(settings.topics.decisions, key_serializer="raw", value_serializer="raw")
+    size, within = settings.scoring.batch_size, settings.scoring.batch_timeout_s
+
+    async def send(event: Any) -> Any:
+        delivery = await out.send(key=event.message.key, value=event.message.value, force=True)
+        return await delivery
+
+    async def forward(stream: faust.StreamT[bytes]) -> Any:
+        assert isinstance(stream, faust.Stream)
+        async for events in stream.take_events(size, within=within):
+            await asyncio.gather(*(send(e) for e in events))
+            yield None
+
+    app.agent(source, name="bare-forward", concurrency=1)(forward)
+    faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
+
+
+# ------------------------------------------------------------------ the world
+
+
+def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict[str, Any]:
+    from fraudstream.feast_env import open_store, run_feast
+    from fraudstream.features import CUSTOMER_HISTORY_MS, to_ms
+    from fraudstream.model import load_artifact
+    from fraudstream.schema import read_transactions
+    from fraudstream.scoring import build_scorer
+    from training.backfill import backfill, refresh_terminal_snapshot
+    from training.evaluate import Split
+    from training.train import train
+
+    t0 = time.perf_counter()
+    events = read_transactions(args.data)
+    today = pd.Timestamp(datetime.now(UTC).date(), tz="UTC")
+    shift = today - STREAM_FROM  # whole days: night flags kept
+    events["timestamp"] = events["timestamp"] + shift
+    cut = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=12)  # half a day more to stream
+    past = events[events["timestamp"] <= cut].reset_index(drop=True)
+    new = events[events["timestamp"] > cut].reset_index(drop=True)
+    log(f"handbook: {len(past):,} past, {len(new):,} stream events (shift {shift.days} d)")
+    repo = settings.feast.repo_path
+    backfill(past, repo)
+    assert run_feast(settings, endpoints, ["apply"]) == 0
+    store = open_store(settings, endpoints)
+    train_start = (pd.Timestamp("2018-07-25", tz="UTC") + shift).date()
+    train(past, Split(train_start), settings.model.dir, store, backfill_first=False)
+    refreshed_at = pd.Timestamp.now(tz="UTC").floor("s")
+    refresh_terminal_snapshot(past, repo, refreshed_at)
+    end = (refreshed_at + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    assert run_feast(settings, endpoints, ["materialize-incremental", end]) == 0
+    scorer = build_scorer(settings, endpoints)
+    since = to_ms(new["timestamp"]).min() - CUSTOMER_HISTORY_MS
+    recent = past[to_ms(past["timestamp"]) >= since]
+    for start in range(0, len(recent), 100_000):
+        scorer.history.append(recent.iloc[start : start + 100_000])
+    setup_s = time.perf_counter() - t0
+    log(f"world ready in {setup_s:.0f} s ({len(recent):,} history entries in Redis)")
+    return {
+        "past": past,
+        "new": new.drop(columns=[c for c in ("is_fraud", "fraud_scenario") if c in new.columns]),
+        "store": store,
+        "model": load_artifact(settings.model.dir),
+        "scorer": scorer,
+        "setup_s": setup_s,
+        "customers": int(events["customer_id"].nunique()),
+        "terminals": int(events["terminal_id"].nunique()),
+    }
+
+
+# ------------------------------------------------------------------ reference (b)
+
+
+def naive_throughput(world: dict[str, Any], events: pd.DataFrame) -> dict[str, float]:
+    from fraudstream.features import ALL_FEATURES, request_features
+
+    model, store = world["model"], world["store"]
+    names = model.feature_names
+    served = [n for n in names if ALL_FEATURES[n].source != "request"]
+    needed = {
+        m for n in names if ALL_FEATURES[n].source == "request" for m in ALL_FEATURES[n].needs
+    }
+    fetch = sorted(set(served) | needed)
+    refs = [
+        f"{'customer_features' if ALL_FEATURES[n].source == 'customer' else 'terminal_features'}:{n}"
+        for n in fetch
+    ]
+
+    def one(row: Any) -> float:
+        got = store.get_online_features(
+            features=refs,
+            entity_rows=[{"customer_id": row.customer_id, "terminal_id": row.terminal_id}],
+        ).to_dict()
+        values = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in fetch}
+        req = request_features(
+            pd.Series([row.timestamp]),
+            pd.Series([row.amount]),
+            pd.DataFrame({n: [values[n]] for n in needed}),
+        )
+        values.update({c: float(req[c].iloc[0]) for c in req.columns})
+        matrix = np.array([[values[n] for n in names]], dtype=np.float64)
+        return float(model.predict(matrix)[0])
+
+    rows = list(events.itertuples(index=False))
+    for row in rows[:20]:  # warm-up
+        one(row)
+    start = time.perf_counter()
+    for row in rows:
+        one(row)
+    seconds = time.perf_counter() - start
+    return {"events": len(rows), "seconds": seconds, "ev_s": len(rows) / seconds}
+
+
+# ------------------------------------------------------------------ Kafka helpers
+
+
+class Reader:
+    """Reads a topic from the beginning (assigned partitions, no group)."""
+
+    def __init__(self, settings: Any, bootstrap: str, topic: str) -> None:
+        from fraudstream.kafka import confluent_config
+
+        conf = confluent_config(settings.kafka, bootstrap)
+        conf.update({"group.id": f"bench-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+        self.consumer = Consumer(conf)
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.kafka.partitions)]
+        )
+        self.stamps: list[int] = []
+        self.values: list[bytes] = []
+
+    def drain(self, until: int, timeout_s: float, alive: Any = None) -> int:
+        deadline = time.monotonic() + timeout_s
+        while len(self.stamps) < until and time.monotonic() < deadline:
+            if alive is not None and not alive():
+                raise RuntimeError("the process under test exited")
+            for msg in self.consumer.consume(2000, 0.5):
+                if msg.error() is None:
+                    self.stamps.append(msg.timestamp()[1])
+                    self.values.append(msg.value())
+        return len(self.stamps)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def saturation(reader: Reader, n: int, started: float, alive: Any, timeout_s: float) -> dict:
+    got = reader.drain(n, timeout_s, alive)
+    stamps = np.sort(np.asarray(reader.stamps[:got], dtype=np.int64))
+    span = (stamps[-1] - stamps[0]) / 1000.0 if got > 1 else float("nan")
+    return {
+        "events": n,
+        "outputs": got,
+        "first_output_after_start_s": stamps[0] / 1000.0 - started if got else None,
+        "span_s": span,
+        "ev_s": (got - 1) / span if got > 1 and span > 0 else float("nan"),
+    }
+
+
+@contextlib.contextmanager
+def subprocess_running(argv: list[str], env: dict[str, str], log_path: Path) -> Any:
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=log_path.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak = 0
+        self.samples: list[int] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs)
+            except psutil.Error:
+                return
+            self.samples.append(rss)
+            self.peak = max(self.peak, rss)
+            self.halt.wait(self.every_s)
+
+
+def env_for(settings: Any, endpoints: Any, topics: dict[str, str], stack_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
+            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
+            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
+            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
+            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
+            "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["in"],
+            "FRAUDSTREAM_TOPICS__DECISIONS": topics["out"],
+            "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dlq"],
+            "FRAUDSTREAM_SCORING__BATCH_SIZE": str(settings.scoring.batch_size),
+            "FRAUDSTREAM_LOG_LEVEL": "INFO",
+        }
+    )
+    return env
+
+
+# ------------------------------------------------------------------ stages
+
+
+def stage_profile(world: dict[str, Any], events: pd.DataFrame, batch: int) -> dict[str, Any]:
+    """The worker's per-batch work, in this process, timed by stage (µs per event)."""
+    from fraudstream.publish import encode, event_payloads
+    from streaming.worker import Incoming, decision_message, decode, frame
+
+    scorer = world["scorer"]
+    values = [encode(e) for e in event_payloads(events)]
+    t = {"decode": 0.0, "frame": 0.0, "score_update": 0.0, "decision_json": 0.0}
+    profile = cProfile.Profile()
+    n = 0
+    for start in range(0, len(values), batch):
+        chunk = values[start : start + batch]
+        msgs = [Incoming("t", 0, start + i, time.time(), k, v) for i, (k, v) in enumerate(chunk)]
+        a = time.perf_counter()
+        decoded = [decode(m.value) for m in msgs]
+        b = time.perf_counter()
+        table = frame(decoded)
+        c = time.perf_counter()
+        profile.enable()
+        decisions = scorer.score(table, update=True).decisions
+        profile.disable()
+        d = time.perf_counter()
+        for decision, m in zip(decisions, msgs, strict=True):
+            decision_message(decision, m, "decisions")
+        e = time.perf_counter()
+        t["decode"] += b - a
+        t["frame"] += c - b
+        t["score_update"] += d - c
+        t["decision_json"] += e - d
+        n += len(chunk)
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(r"fraudstream/", 14)
+    return {
+        "events": n,
+        "us_per_event": {k: v / n * 1e6 for k, v in t.items()},
+        "profile_top": out.getvalue(),
+    }
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=HANDBOOK)
+    parser.add_argument("--saturation", type=int, default=30_000)
+    parser.add_argument("--naive", type=int, default=2_000)
+    parser.add_argument("--rates", default="200,1000,3000")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--measure", type=float, default=20.0)
+    parser.add_argument("--profile-events", type=int, default=5_000)
+    parser.add_argument("--bare-agent", metavar="APP_ID", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_agent:
+        bare_agent_main(args.bare_agent)
+        return
+
+    from fraudstream import stack
+    from fraudstream.config import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="fraudstream-stream-bench-"))
+    repo = work / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy2(ROOT / "feature_repo" / name, repo / name)
+    base = Settings(
+        stack={"dir": work / "stack"}, feast={"repo_path": repo}, model={"dir": work / "model"}
+    )
+    t_start = time.perf_counter()
+    stack.up(base)
+    try:
+        endpoints = stack.resolve_endpoints(base)
+        settings = Settings(
+            kafka={"bootstrap_servers": endpoints.kafka_bootstrap},
+            redis={"url": endpoints.redis_url},
+            feast={"repo_path": repo},
+            model={"dir": work / "model"},
+            stack={"dir": work / "stack"},
+        )
+        results = run(args, settings, endpoints, work)
+    finally:
+        stack.down(base)
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_s"] = time.perf_counter() - t_start
+    print_table(results)
+    print(json.dumps(results, default=float))
+
+
+def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> dict[str, Any]:
+    from fraudstream.kafka import ensure_topics
+    from fraudstream.publish import publish_events
+
+    world = build_world(args, settings, endpoints)
+    new: pd.DataFrame = world["new"]
+    rates = [float(r) for r in args.rates.split(",") if r]
+    n_sat = args.saturation
+    paced = [int(r * (args.warmup + args.measure)) for r in rates]
+    need = n_sat + sum(paced) + args.profile_events
+    if len(new) < need:
+        raise SystemExit(f"only {len(new):,} stream events, {need:,} needed")
+    sat_events = new.iloc[:n_sat]
+    bootstrap = endpoints.kafka_bootstrap
+    kafka = settings.kafka
+
+    # (b) naive, in-process, before anything else runs
+    log(f"reference (b): naive loop on {args.naive:,} events")
+    naive = naive_throughput(world, sat_events.iloc[: args.naive])
+    log(f"naive: {naive['ev_s']:.0f} ev/s")
+
+    tag = uuid.uuid4().hex[:6]
+    bare_topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
+    work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
+    ensure_topics(kafka, bootstrap, [*bare_topics.values(), *work_topics.values()])
+    for topic in (bare_topics["in"], work_topics["in"]):
+        res = publish_events(sat_events, kafka=kafka, bootstrap=bootstrap, topic=topic)
+        assert res.delivered == n_sat, res.summary()
+    log(f"pre-loaded {n_sat:,} events into {bare_topics['in']} and {work_topics['in']}")
+
+    # (a) bare agent, saturation
+    script = [sys.executable, str(Path(__file__).resolve())]
+    reader = Reader(settings, bootstrap, bare_topics["out"])
+    env = env_for(settings, endpoints, bare_topics, work / "bare-stack")
+    started = time.time()
+    with subprocess_running(
+        [*script, "--bare-agent", f"bare-{tag}"], env, work / "bare.log"
+    ) as proc:
+        bare = saturation(reader, n_sat, started, lambda: proc.poll() is None, 240)
+    reader.close()
+    log(f"bare: {bare}")
+
+    # the worker: saturation, then paced latency runs
+    reader = Reader(settings, bootstrap, work_topics["out"])
+    env = env_for(settings, endpoints, work_topics, work / "worker-stack")
+    argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"worker-{tag}"]
+    latency: dict[str, Any] = {}
+    started = time.time()
+    with subprocess_running(argv, env, work / "worker.log") as proc:
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        alive = lambda: proc.poll() is None  # noqa: E731
+        worker = saturation(reader, n_sat, started, alive, 300)
+        worker["rss_after_saturation_mb"] = (sampler.samples[-1] / 2**20) if sampler.samples else 0
+        log(f"worker saturation: {worker}")
+        offset = n_sat
+        for rate, count in zip(rates, paced, strict=True):
+            n_warm = int(rate * args.warmup)
+            warm = new.iloc[offset : offset + n_warm]
+            measured = new.iloc[offset + n_warm : offset + count]
+            offset += count
+            expected = len(reader.stamps) + count
+            pub_w = publish_events(
+                warm, kafka=kafka, bootstrap=bootstrap, topic=work_topics["in"], rate=rate
+            )
+            pub_m = publish_events(
+                measured, kafka=kafka, bootstrap=bootstrap, topic=work_topics["in"], rate=rate
+            )
+            got = reader.drain(expected, 120, alive)
+            ids = set(measured["transaction_id"].astype(str))
+            lat = []
+            for value in reader.values:
+                record = orjson.loads(value)
+                if record["transaction_id"] in ids:
+                    lat.append(record["latency_ms"])
+            arr = np.asarray(lat, dtype=np.float64)
+            latency[f"{int(rate)}"] = {
+                "rate": rate,
+                "published_ev_s": pub_m.rate if hasattr(pub_m, "rate") else None,
+                "publish_s": pub_m.seconds,
+                "warmup_events": pub_w.delivered,
+                "measured_events": len(measured),
+                "decisions_received": len(arr),
+                "p50_ms": float(np.percentile(arr, 50)) if len(arr) else None,
+                "p99_ms": float(np.percentile(arr, 99)) if len(arr) else None,
+                "max_ms": float(arr.max()) if len(arr) else None,
+                "all_outputs": got,
+            }
+            log(f"latency at {rate:.0f} ev/s: {latency[str(int(rate))]}")
+        sampler.halt.set()
+        sampler.join()
+        peak_mb = sampler.peak / 2**20
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    reader.close()
+    log(f"worker exit code {code}, peak RSS {peak_mb:.0f} MB")
+
+    log(f"stage profile on {args.profile_events:,} unused events")
+    stages = stage_profile(
+        world, new.iloc[offset : offset + args.profile_events], settings.scoring.batch_size
+    )
+    w, b, nv = worker["ev_s"], bare["ev_s"], naive["ev_s"]
+    p99_1k = latency.get("1000", {}).get("p99_ms")
+    met = {
+        "worker_vs_bare_>=0.70": bool(w / b >= TARGETS["vs_bare"]),
+        "worker_vs_naive_>=10": bool(w / nv >= TARGETS["vs_naive"]),
+        "p99_at_1k_<=100ms": bool(p99_1k is not None and p99_1k <= TARGETS["p99_1k_ms"]),
+        "rss_<=600MB": bool(peak_mb <= TARGETS["rss_mb"]),
+    }
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
+        f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}",
+        "world": {
+            "source": "handbook replay",
+            "past_events": len(world["past"]),
+            "stream_events": len(new),
+            "customers": world["customers"],
+            "terminals": world["terminals"],
+            "setup_s": world["setup_s"],
+        },
+        "batch_size": settings.scoring.batch_size,
+        "partitions": settings.kafka.partitions,
+        "worker_saturation_ev_s": w,
+        "bare_ev_s": b,
+        "naive_ev_s": nv,
+        "worker_over_bare": w / b,
+        "worker_over_naive": w / nv,
+        "latency": latency,
+        "p50_1k_ms": latency.get("1000", {}).get("p50_ms"),
+        "p99_1k_ms": p99_1k,
+        "p50_3k_ms": latency.get("3000", {}).get("p50_ms"),
+        "p99_3k_ms": latency.get("3000", {}).get("p99_ms"),
+        "worker_peak_rss_mb": peak_mb,
+        "worker": worker,
+        "bare": bare,
+        "naive": naive,
+        "stages_us_per_event": stages["us_per_event"],
+        "profile_top": stages["profile_top"],
+        "targets_met": met,
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    def f(x: Any, fmt: str = ".0f") -> str:
+        return "n/a" if x is None else format(x, fmt)
+
+    print("\n| measure | value | target | met |\n|---|---|---|---|")
+    m = r["targets_met"]
+    print(f"| worker saturation (ev/s) | {f(r['worker_saturation_ev_s'])} | | |")
+    print(f"| (a) bare Faust agent saturation (ev/s) | {f(r['bare_ev_s'])} | | |")
+    print(f"| (b) naive Feast + predict per event (ev/s) | {f(r['naive_ev_s'])} | | |")
+    print(
+        f"| worker / bare | {r['worker_over_bare']:.2f} | >= 0.70 | {m['worker_vs_bare_>=0.70']} |"
+    )
+    print(
+        f"| worker / naive | {r['worker_over_naive']:.1f}× | >= 10× | {m['worker_vs_naive_>=10']} |"
+    )
+    for rate, v in r["latency"].items():  # 200 ev/s: below the worker's capacity
+        print(
+            f"| latency at {rate} ev/s, p50 / p99 (ms) | {f(v['p50_ms'], '.1f')} / "
+            f"{f(v['p99_ms'], '.1f')} ({v['decisions_received']:,} of {v['measured_events']:,}) "
+            f"| {'p99 <= 100' if rate == '1000' else ''} | "
+            f"{m['p99_at_1k_<=100ms'] if rate == '1000' else ''} |"
+        )
+    print(f"| worker peak RSS (MB) | {f(r['worker_peak_rss_mb'])} | <= 600 | {m['rss_<=600MB']} |")
+    print("\nworker stages in-process (µs per event):", end=" ")
+    print(", ".join(f"{k} {v:.0f}" for k, v in r["stages_us_per_event"].items()))
+    print(r["profile_top"])
+
+
+if __name__ == "__main__":
+    main()
