@@ -229,6 +229,30 @@ def features_backfill(
     )
 
 
+@features_app.command("load-history")
+def features_load_history(
+    ctx: typer.Context,
+    transactions: Annotated[Path, typer.Option(help="Parquet (canonical or handbook columns)")],
+) -> None:
+    """Load customers' recent transactions into Redis: the state the worker and API start from."""
+    from fraudstream.feast_env import open_store
+    from fraudstream.history import CustomerHistory
+
+    settings = _settings(ctx)
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+        local_stack.check_endpoints(settings, endpoints)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    events = _events(transactions)
+    project = open_store(settings, endpoints).project
+    client = local_stack.redis_client(endpoints.redis_url, settings)
+    CustomerHistory(client, project).append(events)
+    typer.echo(
+        f"loaded {len(events):,} transactions of {events['customer_id'].nunique():,} customers"
+    )
+
+
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,

@@ -81,6 +81,18 @@ def test_simulate_then_train(
     artifact = load_artifact(out)
     assert artifact.version == last["model_version"]
 
+    # the worker's state: every customer's recent history lands in Redis, once per transaction
+    loaded = cli(["features", "load-history", "--transactions", str(data)], tmp_path, env)
+    assert loaded.returncode == 0, loaded.stderr
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match="fraudstream:fraudstream:history:*", count=1000))
+    assert len(keys) > 700
+    again = cli(["features", "load-history", "--transactions", str(data)], tmp_path, env)
+    assert again.returncode == 0
+    assert sum(client.zcard(k) for k in keys) <= manifest["data"]["rows"]  # idempotent, pruned
+
     # a tampered model is refused
     (out / "model.ubj").write_bytes((out / "model.ubj").read_bytes() + b"\0")
     with pytest.raises(ModelError, match="SHA-256"):
