@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from workspace import private_workspace
 
 from fraudstream import stack
 from fraudstream.config import Settings
@@ -72,19 +71,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
-    repo = work / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy2(ROOT / "feature_repo" / name, repo / name)
-    base = Settings(stack={"dir": work / "stack"}, feast={"repo_path": repo})
-    stack.up(base)
-    try:
-        endpoints = stack.resolve_endpoints(base)
-        results = run(args, base, endpoints, work)
-    finally:
-        stack.down(base)
-        shutil.rmtree(work, ignore_errors=True)
+    with private_workspace() as ws:
+        results = run(args, ws.settings, ws.endpoints, ws.work)
     print(json.dumps(results, default=float))
 
 

@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from workspace import private_workspace
 
 from fraudstream import stack
 from fraudstream.config import Settings
@@ -64,18 +63,8 @@ def main() -> None:
     parser.add_argument("--feast-reps", type=int, default=40, help="calls per Feast case")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
-    repo = work / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy2(ROOT / "feature_repo" / name, repo / name)
-    settings = Settings(stack={"dir": work / "stack"}, feast={"repo_path": repo})
-    stack.up(settings)
-    try:
-        results = run(args, settings)
-    finally:
-        stack.down(settings)
-        shutil.rmtree(work, ignore_errors=True)
+    with private_workspace() as ws:
+        results = run(args, ws.settings)
     print(json.dumps(results, default=float))
 
 

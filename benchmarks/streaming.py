@@ -40,11 +40,9 @@ import json
 import os
 import platform
 import pstats
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -374,32 +372,11 @@ def main() -> None:
         bare_agent_main(args.bare_agent)
         return
 
-    from fraudstream import stack
-    from fraudstream.config import Settings
+    from workspace import private_workspace
 
-    work = Path(tempfile.mkdtemp(prefix="fraudstream-stream-bench-"))
-    repo = work / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy2(ROOT / "feature_repo" / name, repo / name)
-    base = Settings(
-        stack={"dir": work / "stack"}, feast={"repo_path": repo}, model={"dir": work / "model"}
-    )
     t_start = time.perf_counter()
-    stack.up(base)
-    try:
-        endpoints = stack.resolve_endpoints(base)
-        settings = Settings(
-            kafka={"bootstrap_servers": endpoints.kafka_bootstrap},
-            redis={"url": endpoints.redis_url},
-            feast={"repo_path": repo},
-            model={"dir": work / "model"},
-            stack={"dir": work / "stack"},
-        )
-        results = run(args, settings, endpoints, work)
-    finally:
-        stack.down(base)
-        shutil.rmtree(work, ignore_errors=True)
+    with private_workspace("fraudstream-stream-bench-") as ws:
+        results = run(args, ws.settings, ws.endpoints, ws.work)
     results["total_s"] = time.perf_counter() - t_start
     print_table(results)
     print(json.dumps(results, default=float))
