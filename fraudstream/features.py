@@ -8,7 +8,8 @@ Three families:
   transactions in ``(t - w, t)``; and how many earlier transactions in the last 14 days
   were large for the customer. :func:`customer_features` computes them for every row of
   an event table. The backfill calls it on the whole history; the stream calls it on the
-  customer's recent history followed by the new events (:func:`update_customer_features`).
+  customer's recent history followed by the new events
+  (:func:`customer_features_given_history`).
   Same code, same numbers.
 * **terminal** features (label-based, labels usable only :data:`LABEL_DELAY_DAYS` after
   the transaction): count and fraud share of the terminal's transactions in
@@ -242,23 +243,29 @@ def customer_features(events: pd.DataFrame) -> pd.DataFrame:
 HISTORY_COLUMNS = ["customer_id", "timestamp", "amount"]
 
 
-def update_customer_features(
-    history: pd.DataFrame, new: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def customer_features_given_history(history: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """The incremental path: features of ``new`` events given each customer's ``history``.
 
     ``history`` holds the customers' earlier transactions (``customer_id``, ``timestamp``,
     ``amount``) of at least the last :data:`CUSTOMER_HISTORY_MS`; ``new`` the micro-batch.
     Runs :func:`customer_features` on both, so the stream computes what the backfill
-    computes. Returns the features of ``new`` (aligned with its index) and the new history,
-    pruned to what any later event can still need.
+    computes. Returns the features of ``new``, aligned with its index.
     """
     new_rows = new[HISTORY_COLUMNS]
     relevant = history[history["customer_id"].isin(new_rows["customer_id"])]
     both = pd.concat([relevant[HISTORY_COLUMNS], new_rows], ignore_index=True)
     features = customer_features(both).iloc[len(relevant) :]
     features.index = new.index
-    merged = pd.concat([history[HISTORY_COLUMNS], new_rows], ignore_index=True)
+    return features
+
+
+def update_customer_features(
+    history: pd.DataFrame, new: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`customer_features_given_history`, plus the new in-memory history: ``history``
+    and ``new`` pruned to what any later event can still need."""
+    features = customer_features_given_history(history, new)
+    merged = pd.concat([history[HISTORY_COLUMNS], new[HISTORY_COLUMNS]], ignore_index=True)
     return features, prune_history(merged)
 
 

@@ -3,7 +3,7 @@
 For a batch of validated events (:func:`fraudstream.schema.validate_frame` columns):
 
 1. load the customers' recent history from Redis (one round trip) and compute their
-   real-time features with the backfill's kernel (:func:`update_customer_features`);
+   real-time features with the backfill's kernel (:func:`customer_features_given_history`);
 2. read the terminal features of the whole batch from the Feast online store (one round
    trip, :class:`~fraudstream.online_store.OnlineStore`);
 3. compute the request features, score with the model (``inplace_predict``, one thread),
@@ -44,9 +44,9 @@ from fraudstream.features import (
     CUSTOMER_HISTORY_MS,
     CUSTOMER_VIEW,
     TERMINAL_VIEW,
+    customer_features_given_history,
     request_features,
     to_ms,
-    update_customer_features,
 )
 from fraudstream.history import CustomerHistory, empty_history
 from fraudstream.model import ModelArtifact, ModelError
@@ -181,8 +181,8 @@ class Scorer:
             history, ok = empty_history(), False
         # a replayed transaction is left out of its own history: it scores as the first time
         history = history[~history["transaction_id"].isin(events["transaction_id"])]
-        features, _ = update_customer_features(history, events)
-        return features, ok
+        # the history is kept in Redis (CustomerHistory prunes it there): no in-memory copy
+        return customer_features_given_history(history, events), ok
 
     def _terminal_features(
         self, events: pd.DataFrame, degraded: list[list[str]]
