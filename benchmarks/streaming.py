@@ -318,7 +318,8 @@ def env_for(settings: Any, endpoints: Any, topics: dict[str, str], stack_dir: Pa
 def stage_profile(world: dict[str, Any], events: pd.DataFrame, batch: int) -> dict[str, Any]:
     """The worker's per-batch work, in this process, timed by stage (µs per event)."""
     from fraudstream.publish import encode, event_payloads
-    from streaming.worker import Incoming, decision_message, decode, frame
+    from fraudstream.scoring import events_frame as frame
+    from streaming.worker import Incoming, decision_message, decode
 
     scorer = world["scorer"]
     values = [encode(e) for e in event_payloads(events)]

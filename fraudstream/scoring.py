@@ -29,7 +29,7 @@ Missing or stale features (documented policy):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -51,6 +51,7 @@ from fraudstream.features import (
 from fraudstream.history import CustomerHistory, empty_history
 from fraudstream.model import ModelArtifact, ModelError
 from fraudstream.online_store import OnlineStore
+from fraudstream.schema import EVENT_COLUMNS, TransactionEvent, validate_frame
 from fraudstream.stack import Endpoints
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,25 @@ class Scored:
 
     decisions: list[Decision]
     matrix: np.ndarray
+
+
+def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
+    """Positions of ``events`` split so that no transaction id repeats within a round."""
+    out: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, event in enumerate(events):
+        n = seen.get(event.transaction_id, 0)
+        seen[event.transaction_id] = n + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(i)
+    return out
+
+
+def events_frame(events: Sequence[TransactionEvent]) -> pd.DataFrame:
+    """The canonical table (:func:`validate_frame`) of events with distinct ids."""
+    rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
+    return validate_frame(pd.DataFrame(rows, columns=EVENT_COLUMNS))
 
 
 class Scorer:
@@ -106,6 +126,23 @@ class Scorer:
                     f"the model reads {name!r} but the online store does not define {missing} "
                     "(run `fraudstream feast apply` with this model's feature repo)"
                 )
+
+    def score_events(
+        self, events: Sequence[TransactionEvent], *, update: bool = True
+    ) -> list[Decision]:
+        """One decision per event, in order: the worker's and the API's entry point.
+
+        A ``transaction_id`` that occurs more than once is scored once per occurrence, each
+        copy as a replay (the first copies together, then the second copies, ...), so every
+        copy gets the same score.
+        """
+        decisions: list[Decision | None] = [None] * len(events)
+        for positions in rounds(events):
+            scored = self.score(events_frame([events[i] for i in positions]), update=update)
+            by_id = {d.transaction_id: d for d in scored.decisions}
+            for i in positions:
+                decisions[i] = by_id[events[i].transaction_id]
+        return [d for d in decisions if d is not None]
 
     def score(self, events: pd.DataFrame, *, update: bool = True) -> Scored:
         """Decisions for ``events`` (canonical columns), in order."""

@@ -52,12 +52,11 @@ from typing import Any
 
 import faust
 import orjson
-import pandas as pd
 from pydantic import ValidationError
 
 from fraudstream.config import Settings
 from fraudstream.decision import Decision
-from fraudstream.schema import EVENT_COLUMNS, TransactionEvent, validate_frame
+from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import Endpoints
 
@@ -131,37 +130,6 @@ def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> O
     return Outgoing(topic, message.key, message.value, headers)
 
 
-def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
-    """Positions of ``events`` split so that no transaction id repeats within a round."""
-    out: list[list[int]] = []
-    seen: dict[str, int] = {}
-    for i, event in enumerate(events):
-        n = seen.get(event.transaction_id, 0)
-        seen[event.transaction_id] = n + 1
-        if n == len(out):
-            out.append([])
-        out[n].append(i)
-    return out
-
-
-def frame(events: Sequence[TransactionEvent]) -> pd.DataFrame:
-    """The canonical table (:func:`validate_frame`) of events with distinct ids."""
-    rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
-    return validate_frame(pd.DataFrame(rows, columns=EVENT_COLUMNS))
-
-
-def score_events(scorer: Scorer, events: Sequence[TransactionEvent]) -> list[Decision]:
-    """One decision per event, in order (duplicated ids scored once per message)."""
-    decisions: list[Decision | None] = [None] * len(events)
-    for positions in rounds(events):
-        scored = scorer.score(frame([events[i] for i in positions]), update=True)
-        by_id = {d.transaction_id: d for d in scored.decisions}
-        for i in positions:
-            decisions[i] = by_id[events[i].transaction_id]
-    assert all(d is not None for d in decisions)
-    return [d for d in decisions if d is not None]
-
-
 def decision_message(
     decision: Decision, message: Incoming, topic: str, now_s: float | None = None
 ) -> Outgoing:
@@ -217,7 +185,7 @@ class BatchProcessor:
         if valid:
             events = [event for _, event in valid]
             try:
-                decisions = await asyncio.to_thread(score_events, self.scorer, events)
+                decisions = await asyncio.to_thread(self.scorer.score_events, events, update=True)
             except Exception as exc:
                 log.exception("scoring a batch of %d event(s) failed", len(valid))
                 error = f"scoring failed: {type(exc).__name__}: {exc}"
