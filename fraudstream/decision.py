@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 DECISION_SCHEMA_VERSION = 1
@@ -39,6 +40,11 @@ class Decision(BaseModel):
     action: Literal["approve", "review", "decline"]
     model_version: str
     reasons: list[Reason] = Field(description="top 3 features by absolute contribution")
+    reasons_method: Literal["shap", "approx"] = Field(
+        default="shap",
+        description="how the contributions were computed: exact SHAP values (TreeSHAP) or "
+        "XGBoost's approximation (approx_contribs)",
+    )
     features_age_s: float | None = Field(
         description="age at event_time of the oldest online (Feast) feature used; "
         "null when none was found"
@@ -52,3 +58,9 @@ class Decision(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def encode_record(record: dict[str, Any], latency_ms: float | None = None) -> bytes:
+    """The JSON of a decision record (a :class:`Decision` as a dict, datetimes aware UTC),
+    with ``latency_ms``: the bytes ``Decision.model_dump_json`` gives, without building it."""
+    return orjson.dumps({**record, "latency_ms": latency_ms}, option=orjson.OPT_UTC_Z)

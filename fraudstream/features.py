@@ -28,7 +28,9 @@ treats as missing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,6 +199,53 @@ def _sum_between(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return np.asarray(csum[hi] - csum[lo], dtype=np.float64)
 
 
+def _customer_kernel(
+    key: np.ndarray, amount: np.ndarray, rows: np.ndarray, big: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Customer features at positions ``rows`` of (entity, time)-sorted ``key``/``amount``.
+
+    ``big`` holds the big-amount flag of every row when known (the stream keeps them);
+    ``None`` computes them, which needs ``rows`` to be every row. The flags of ``rows``
+    are always (re)computed. Returns the features of ``rows`` and the flags of all rows.
+    """
+    k = key[rows]
+    upto = np.searchsorted(key, k, side="right")  # end of (.., t]
+    before = np.searchsorted(key, k, side="left")  # end of (.., t)
+    csum = np.concatenate(([0.0], np.cumsum(amount, dtype=np.longdouble)))
+
+    def since(days: int) -> np.ndarray:
+        return np.searchsorted(key, k - days * MS_PER_DAY, side="right")
+
+    def total(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return np.asarray(csum[hi] - csum[lo], dtype=np.float64)
+
+    n = len(rows)
+    out: dict[str, np.ndarray] = {}
+    for w in CUSTOMER_WINDOWS_DAYS:
+        start = since(w)
+        count = upto - start
+        out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
+        out[f"customer_avg_amount_{w}d"] = total(start, upto) / count
+    for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+        start = since(w)
+        count = before - start
+        out[f"customer_prev_avg_amount_{w}d"] = np.divide(
+            total(start, before), count, out=np.full(n, np.nan), where=count > 0
+        )
+    if big is None:
+        if n != len(key):
+            raise ValueError("flags can only be computed for every row at once")
+        flags = np.zeros(len(key), dtype=bool)
+    else:
+        flags = big.copy()
+    with np.errstate(invalid="ignore"):  # NaN mean: not big
+        flags[rows] = amount[rows] > BIG_AMOUNT_RATIO * out["customer_prev_avg_amount_30d"]
+    big_total = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    start = since(BIG_AMOUNT_LOOKBACK_DAYS)
+    out[f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d"] = big_total[before] - big_total[start]
+    return {f.name: out[f.name] for f in CUSTOMER_FEATURES}, flags
+
+
 def customer_features(events: pd.DataFrame) -> pd.DataFrame:
     """Customer features for every row of ``events`` (see the module docstring).
 
@@ -211,72 +260,151 @@ def customer_features(events: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((np.arange(n), ms, codes))  # entity, time, arrival
     key, _ = _entity_time_key(codes[order], ms[order], CUSTOMER_HISTORY_MS)
     amount = events["amount"].to_numpy(dtype=np.float64)[order]
-    upto = np.searchsorted(key, key, side="right")  # end of (.., t]
-    before = np.searchsorted(key, key, side="left")  # end of (.., t)
-
-    def since(days: int) -> np.ndarray:
-        return np.searchsorted(key, key - days * MS_PER_DAY, side="right")
-
-    out: dict[str, np.ndarray] = {}
-    for w in CUSTOMER_WINDOWS_DAYS:
-        start = since(w)
-        count = upto - start
-        out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
-        out[f"customer_avg_amount_{w}d"] = _sum_between(amount, start, upto) / count
-    for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
-        start = since(w)
-        count = before - start
-        total = _sum_between(amount, start, before)
-        out[f"customer_prev_avg_amount_{w}d"] = np.divide(
-            total, count, out=np.full(n, np.nan), where=count > 0
-        )
-    with np.errstate(invalid="ignore"):
-        big = amount > BIG_AMOUNT_RATIO * out["customer_prev_avg_amount_30d"]  # NaN: not big
-    big_total = np.concatenate(([0], np.cumsum(big, dtype=np.int64)))
-    start = since(BIG_AMOUNT_LOOKBACK_DAYS)
-    out[f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d"] = big_total[before] - big_total[start]
+    out, _ = _customer_kernel(key, amount, np.arange(n), None)
     result = pd.DataFrame(out, index=order).sort_index()
     result.index = events.index
     return result[[f.name for f in CUSTOMER_FEATURES]]
 
 
-HISTORY_COLUMNS = ["customer_id", "timestamp", "amount"]
+# ---------------------------------------------------------------- the stream's state
 
 
-def customer_features_given_history(history: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """The incremental path: features of ``new`` events given each customer's ``history``.
+def transaction_digests(ids: Sequence[str]) -> np.ndarray:
+    """64-bit digests (BLAKE2b) of transaction ids: how the stream's state recognises a replay."""
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+            for i in ids
+        ),
+        dtype=np.uint64,
+        count=len(ids),
+    )
 
-    ``history`` holds the customers' earlier transactions (``customer_id``, ``timestamp``,
-    ``amount``) of at least the last :data:`CUSTOMER_HISTORY_MS`; ``new`` the micro-batch.
-    Runs :func:`customer_features` on both, so the stream computes what the backfill
-    computes. Returns the features of ``new``, aligned with its index.
+
+@dataclass(frozen=True)
+class CustomerState:
+    """One customer's recent transactions, in time order: the state behind its features.
+
+    ``ids`` are :func:`transaction_digests`; ``big`` each transaction's big-amount flag
+    (as :func:`customer_features` computed it), ``None`` when not known yet (state just
+    read from storage): the next update computes it.
     """
-    new_rows = new[HISTORY_COLUMNS]
-    relevant = history[history["customer_id"].isin(new_rows["customer_id"])]
-    both = pd.concat([relevant[HISTORY_COLUMNS], new_rows], ignore_index=True)
-    features = customer_features(both).iloc[len(relevant) :]
-    features.index = new.index
-    return features
+
+    ms: np.ndarray
+    amount: np.ndarray
+    ids: np.ndarray
+    big: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ms)
+
+    @classmethod
+    def empty(cls) -> CustomerState:
+        return cls(
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+            np.empty(0, np.uint64),
+            np.empty(0, bool),
+        )
+
+    def pruned(self) -> CustomerState:
+        """Without the transactions that no window of a later one can reach."""
+        if not len(self.ms):
+            return self
+        keep = int(np.searchsorted(self.ms, self.ms[-1] - CUSTOMER_HISTORY_MS, side="right"))
+        if keep == 0:
+            return self
+        big = None if self.big is None else self.big[keep:]
+        return CustomerState(self.ms[keep:], self.amount[keep:], self.ids[keep:], big)
 
 
-def update_customer_features(
-    history: pd.DataFrame, new: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`customer_features_given_history`, plus the new in-memory history: ``history``
-    and ``new`` pruned to what any later event can still need."""
-    features = customer_features_given_history(history, new)
-    merged = pd.concat([history[HISTORY_COLUMNS], new[HISTORY_COLUMNS]], ignore_index=True)
-    return features, prune_history(merged)
+def with_flags(states: Sequence[CustomerState]) -> list[CustomerState]:
+    """``states`` with their big-amount flags computed where not known (read from storage)."""
+    todo = [i for i, s in enumerate(states) if s.big is None]
+    if not todo:
+        return list(states)
+    sizes = np.array([len(states[i]) for i in todo], dtype=np.int64)
+    codes = np.repeat(np.arange(len(todo)), sizes)
+    ms = np.concatenate([states[i].ms for i in todo])
+    key, _ = _entity_time_key(codes, ms, CUSTOMER_HISTORY_MS)  # already in (entity, time) order
+    amount = np.concatenate([states[i].amount for i in todo])
+    _, flags = _customer_kernel(key, amount, np.arange(len(key)), None)
+    out = list(states)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    for j, i in enumerate(todo):
+        s = states[i]
+        out[i] = CustomerState(s.ms, s.amount, s.ids, flags[bounds[j] : bounds[j + 1]].copy())
+    return out
 
 
-def prune_history(history: pd.DataFrame) -> pd.DataFrame:
-    """Drop rows older than the longest window before each customer's latest transaction."""
-    if history.empty:
-        return history
-    ms = to_ms(history["timestamp"])
-    latest = pd.Series(ms).groupby(history["customer_id"].to_numpy()).transform("max").to_numpy()
-    keep = ms > latest - CUSTOMER_HISTORY_MS
-    return history[keep].reset_index(drop=True)
+def advance_customers(
+    states: Sequence[CustomerState],
+    codes: np.ndarray,
+    ms: np.ndarray,
+    amount: np.ndarray,
+    ids: np.ndarray,
+) -> tuple[dict[str, np.ndarray], list[CustomerState]]:
+    """The incremental path: features of new transactions given their customers' states.
+
+    ``states[c]`` is the state of customer code ``c``; ``codes``, ``ms`` (epoch
+    milliseconds), ``amount`` and ``ids`` (:func:`transaction_digests`) describe the new
+    transactions in arrival order. Runs the backfill's kernel on the states followed by
+    the new transactions, so the stream computes what :func:`customer_features` computes
+    on the whole history. A new transaction already in its customer's state (a replay) is
+    left out of its own history, so it scores as the first time. Returns the features of
+    the new transactions (arrival order) and each customer's next state (pruned).
+    """
+    states = list(states)
+    for i in np.flatnonzero(np.isin(codes, [c for c, s in enumerate(states) if len(s)])):
+        state = states[codes[i]]
+        replayed = state.ids == ids[i]
+        if replayed.any():  # rare: drop the earlier copy of a replayed transaction
+            keep = ~replayed
+            big = None if state.big is None else state.big[keep]
+            states[codes[i]] = CustomerState(
+                state.ms[keep], state.amount[keep], state.ids[keep], big
+            )
+    sizes = np.array([len(s) for s in states], dtype=np.int64)
+    n_old = int(sizes.sum())
+    all_codes = np.concatenate((np.repeat(np.arange(len(states)), sizes), codes))
+    all_ms = np.concatenate([s.ms for s in states] + [ms])
+    all_amount = np.concatenate([s.amount for s in states] + [amount])
+    all_ids = np.concatenate([s.ids for s in states] + [ids])
+    key, _ = _entity_time_key(all_codes, all_ms, CUSTOMER_HISTORY_MS)
+    order = np.argsort(key, kind="stable")  # history first among ties, then arrival order
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    rows = position[n_old:]
+    # Flags are kept unless a customer's new row lands before one of its later rows (a
+    # late event), or a state lacks them: then recompute all, as the backfill would.
+    latest = np.array([s.ms[-1] if len(s) else np.iinfo(np.int64).min for s in states])
+    late = bool(np.any(ms < latest[codes])) or bool(
+        np.any(np.diff(key[n_old:][np.argsort(codes, kind="stable")]) < 0)
+    )
+    if late:
+        sorted_rows = np.arange(len(order))
+        out, flags = _customer_kernel(key[order], all_amount[order], sorted_rows, None)
+        out = {name: values[rows] for name, values in out.items()}
+    else:
+        flagged = with_flags(states)
+        known = np.concatenate(
+            [s.big if s.big is not None else np.zeros(len(s), bool) for s in flagged]
+            + [np.zeros(len(ms), bool)]
+        )
+        out, flags = _customer_kernel(key[order], all_amount[order], rows, known[order])
+    sorted_codes = all_codes[order]
+    bounds = np.searchsorted(sorted_codes, np.arange(len(states) + 1))
+    sorted_ms, sorted_amount, sorted_ids = all_ms[order], all_amount[order], all_ids[order]
+    next_states = [
+        CustomerState(
+            sorted_ms[lo:hi].copy(),
+            sorted_amount[lo:hi].copy(),
+            sorted_ids[lo:hi].copy(),
+            flags[lo:hi].copy(),
+        ).pruned()
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    return out, next_states
 
 
 def _terminal_anchored(
@@ -373,6 +501,27 @@ def terminal_snapshots(
     return frame
 
 
+def request_feature_arrays(
+    ms: np.ndarray, amount: np.ndarray, prev_avg: Mapping[int, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Request features from epoch milliseconds, amounts and (optionally) the customer's
+    earlier means by window in days: the kernel of :func:`request_features`."""
+    ms = np.asarray(ms, dtype=np.int64)
+    value = np.asarray(amount, dtype=np.float64)
+    day = ms // MS_PER_DAY
+    out = {
+        "amount": value,
+        "tx_during_weekend": ((day + 3) % 7 >= 5).astype(np.int64),  # 1970-01-01: a Thursday
+        "tx_during_night": ((ms - day * MS_PER_DAY) // 3_600_000 <= 6).astype(np.int64),
+    }
+    if prev_avg is not None:
+        for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+            mean = np.asarray(prev_avg[w], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[f"amount_to_prev_avg_{w}d"] = np.where(mean > 0, value / mean, np.nan)
+    return out
+
+
 def request_features(
     timestamp: pd.Series, amount: pd.Series, served: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -381,22 +530,16 @@ def request_features(
     ``served`` holds the ``needs`` of the request features (the customer's earlier means),
     aligned with ``timestamp``; without it only the amount and the time flags are returned.
     """
-    ts = pd.DatetimeIndex(timestamp).tz_convert("UTC")
-    value = np.asarray(amount, dtype=np.float64)
-    out = pd.DataFrame(
-        {
-            "amount": value,
-            "tx_during_weekend": (ts.dayofweek >= 5).astype(np.int64),
-            "tx_during_night": (ts.hour <= 6).astype(np.int64),
-        },
-        index=timestamp.index,
+    prev = (
+        None
+        if served is None
+        else {
+            w: served[f"customer_prev_avg_amount_{w}d"].to_numpy(dtype=np.float64)
+            for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS
+        }
     )
-    if served is not None:
-        for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
-            mean = np.asarray(served[f"customer_prev_avg_amount_{w}d"], dtype=np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[f"amount_to_prev_avg_{w}d"] = np.where(mean > 0, value / mean, np.nan)
-    return out
+    out = request_feature_arrays(to_ms(timestamp), np.asarray(amount, dtype=np.float64), prev)
+    return pd.DataFrame(out, index=timestamp.index)
 
 
 # ---------------------------------------------------------------- the model's inputs

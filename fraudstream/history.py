@@ -3,106 +3,256 @@
 Why Redis and not a Faust table: the state is needed by every worker that may own the
 customer's partition after a rebalance and by the REST API, which scores on the same
 code path; a Redis sorted set per customer is read by any of them at once, with no
-changelog to replay after a restart. Writes are idempotent: an entry is keyed by the
-transaction id (``ZADD NX``), and a transaction replayed after a crash is left out of
-its own history when its features are recomputed, so the replay scores it exactly as
-the first time.
+changelog to replay after a restart.
 
-Layout: ``fraudstream:<namespace>:history:<customer_id>`` (the namespace is the Feast
-project, so two deployments sharing a Redis keep apart) is a sorted set whose score is the
-transaction time in epoch milliseconds and whose member is ``<transaction_id>\\x1f<amount>``
-(``repr`` of the float, exact). Entries older than :data:`CUSTOMER_HISTORY_MS` before the
-customer's latest transaction are removed on write; the key expires after a quiet period.
+Layout (the namespace is the Feast project, so two deployments sharing a Redis keep apart):
+
+* ``fraudstream:<namespace>:history:<customer_id>``: a sorted set whose score is the
+  transaction time in epoch milliseconds and whose member packs, little-endian, the time
+  (int64), the 64-bit digest of the transaction id
+  (:func:`~fraudstream.features.transaction_digests`) and the amount (float64): 24 bytes,
+  read back in bulk with no per-entry parsing. Writes are idempotent: the same transaction
+  is the same member (``ZADD NX``).
+* ``fraudstream:<namespace>:history-version:<customer_id>``: a counter raised by every write.
+
+Entries older than :data:`~fraudstream.features.CUSTOMER_HISTORY_MS` before the customer's
+latest transaction are removed on write; both keys expire after a quiet period. A write is
+one Lua script for the whole batch (atomic per batch, one round trip).
+
+The in-process cache: :class:`CustomerHistory` keeps the states it read or wrote (least
+recently used first out, bounded in rows) with the version it saw. Each batch reads the
+versions of its customers (one ``MGET``) and re-reads only those another writer (a REST
+call with ``update``, another worker during a rebalance) changed, so a worker reads each
+customer's history once, not per event, and never uses a state that is out of date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import struct
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import redis
 
-from fraudstream.features import CUSTOMER_HISTORY_MS, MS_PER_DAY, to_ms
+from fraudstream.features import (
+    CUSTOMER_HISTORY_MS,
+    MS_PER_DAY,
+    CustomerState,
+    to_ms,
+    transaction_digests,
+)
 
 log = logging.getLogger(__name__)
 
-SEPARATOR = "\x1f"
-#: A customer quiet for this long has nothing left in any window: the key may go.
+#: A customer quiet for this long has nothing left in any window: the keys may go.
 EXPIRE_S = (CUSTOMER_HISTORY_MS + 7 * MS_PER_DAY) // 1000
-HISTORY_FRAME_COLUMNS = ["customer_id", "timestamp", "amount", "transaction_id"]
+ENTRY = np.dtype([("ms", "<i8"), ("id", "<u8"), ("amount", "<f8")])
+_PACK = struct.Struct("<qQd")
+#: Entries per write script when loading a large table (keeps each call short).
+BULK_ENTRIES = 20_000
+
+# KEYS: per customer its sorted set then its version counter.
+# ARGV: expire seconds, then per customer: n, prune bound (ms), then n x (ms, member).
+# Removes entries at or before the bound (the customer's latest new time minus the longest
+# window). Returns each customer's version after the write.
+_APPEND_LUA = """
+local expire = tonumber(ARGV[1])
+local out, a = {}, 2
+for k = 1, #KEYS, 2 do
+  local zkey, vkey = KEYS[k], KEYS[k + 1]
+  local n, bound = tonumber(ARGV[a]), ARGV[a + 1]
+  a = a + 2
+  local i = 0
+  while i < n do
+    local m = math.min(n - i, 1000)
+    redis.call('ZADD', zkey, 'NX', unpack(ARGV, a, a + 2 * m - 1))
+    a, i = a + 2 * m, i + m
+  end
+  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', bound)
+  redis.call('EXPIRE', zkey, expire)
+  out[#out + 1] = redis.call('INCR', vkey)
+  redis.call('EXPIRE', vkey, expire)
+end
+return out
+"""
+_APPEND_SHA = hashlib.sha1(_APPEND_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
-def empty_history() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": pd.array([], dtype="string[pyarrow]"),
-            "timestamp": pd.DatetimeIndex([], tz="UTC"),
-            "amount": np.array([], dtype=np.float64),
-            "transaction_id": pd.array([], dtype="string[pyarrow]"),
-        }
+def pack_entries(ms: np.ndarray, ids: np.ndarray, amount: np.ndarray) -> list[bytes]:
+    """The sorted-set members of transactions (see the module docstring)."""
+    table = np.empty(len(ms), dtype=ENTRY)
+    table["ms"], table["id"], table["amount"] = ms, ids, amount
+    raw = table.tobytes()
+    size = ENTRY.itemsize
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def unpack_entries(members: Sequence[bytes]) -> CustomerState:
+    """A state (flags not known yet) from sorted-set members, in time order."""
+    table = np.frombuffer(b"".join(members), dtype=ENTRY)
+    order = np.argsort(table["ms"], kind="stable")
+    table = table[order]
+    return CustomerState(
+        np.ascontiguousarray(table["ms"]),
+        np.ascontiguousarray(table["amount"]),
+        np.ascontiguousarray(table["id"]),
+        None,
     )
 
 
 class CustomerHistory:
-    """Load and append customers' recent transactions, one pipelined round trip each."""
+    """Customers' states in Redis, with an in-process cache checked against Redis per batch."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, cache_rows: int = 4_000_000) -> None:
         self.client = client
         self.prefix = f"fraudstream:{namespace}:history:".encode()
+        self.version_prefix = f"fraudstream:{namespace}:history-version:".encode()
+        self.cache_rows = cache_rows
+        self._cache: OrderedDict[str, tuple[CustomerState, int]] = OrderedDict()
+        self._cached_rows = 0
+        self.reads = 0  # customers read from Redis (cache misses), for metrics and tests
 
     def _key(self, customer_id: str) -> bytes:
         return self.prefix + customer_id.encode()
 
-    def load(self, customer_ids: Sequence[str], since_ms: int) -> pd.DataFrame:
-        """Transactions of ``customer_ids`` at or after ``since_ms`` (history columns)."""
-        unique = list(dict.fromkeys(customer_ids))
-        with self.client.pipeline(transaction=False) as pipe:
-            for cid in unique:
-                pipe.zrangebyscore(self._key(cid), since_ms, "+inf", withscores=True)
-            replies = pipe.execute()
-        customers: list[str] = []
-        stamps: list[float] = []
-        amounts: list[float] = []
-        ids: list[str] = []
-        for cid, entries in zip(unique, replies, strict=True):
-            for member, score in entries:
-                txid, _, amount = member.decode().rpartition(SEPARATOR)
-                customers.append(cid)
-                stamps.append(score)
-                amounts.append(float(amount))
-                ids.append(txid)
-        if not customers:
-            return empty_history()
-        return pd.DataFrame(
-            {
-                "customer_id": pd.array(customers, dtype="string[pyarrow]"),
-                "timestamp": pd.to_datetime(
-                    np.asarray(stamps, dtype=np.int64), unit="ms", utc=True
-                ),
-                "amount": np.asarray(amounts, dtype=np.float64),
-                "transaction_id": pd.array(ids, dtype="string[pyarrow]"),
-            }
+    def _version_key(self, customer_id: str) -> bytes:
+        return self.version_prefix + customer_id.encode()
+
+    # ------------------------------------------------------------ read
+
+    def states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
+        """The current state of each customer (distinct ids): one ``MGET``, plus one read
+        of the customers whose state is not cached or was changed by another writer."""
+        versions: list[bytes | None] = self.client.mget(  # type: ignore[assignment]
+            [self._version_key(c) for c in customer_ids]
         )
+        out: list[CustomerState | None] = []
+        stale: list[int] = []
+        for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
+            cached = self._cache.get(cid)
+            if cached is not None and cached[1] == int(raw or 0):
+                self._cache.move_to_end(cid)
+                out.append(cached[0])
+            else:
+                out.append(None)
+                stale.append(i)
+        if stale:
+            loaded = self._load([customer_ids[i] for i in stale])
+            for i, (state, version) in zip(stale, loaded, strict=True):
+                out[i] = state
+                self._remember(customer_ids[i], state, version)
+        return [s if s is not None else CustomerState.empty() for s in out]
+
+    def _load(self, customer_ids: Sequence[str]) -> list[tuple[CustomerState, int]]:
+        """States and versions read together (``MULTI``), so they match."""
+        self.reads += len(customer_ids)
+        with self.client.pipeline(transaction=True) as pipe:
+            for cid in customer_ids:
+                pipe.get(self._version_key(cid))
+                pipe.zrange(self._key(cid), 0, -1)
+            replies = pipe.execute()
+        return [
+            (unpack_entries(replies[2 * i + 1]), int(replies[2 * i] or 0))
+            for i in range(len(customer_ids))
+        ]
+
+    def load(self, customer_ids: Sequence[str]) -> list[CustomerState]:
+        """The states in Redis (no cache), for inspection and tests."""
+        return [state for state, _ in self._load(list(dict.fromkeys(customer_ids)))]
+
+    # ------------------------------------------------------------ write
+
+    def save(
+        self,
+        customer_ids: Sequence[str],
+        states: Sequence[CustomerState],
+        ms: np.ndarray,
+        codes: np.ndarray,
+        ids: np.ndarray,
+        amount: np.ndarray,
+    ) -> None:
+        """Append new transactions (customer ``codes`` into ``customer_ids``) to Redis and
+        cache each customer's next ``states`` if no other writer came in between."""
+        versions = self._append(customer_ids, codes, ms, ids, amount)
+        for cid, state, version in zip(customer_ids, states, versions, strict=True):
+            cached = self._cache.get(cid)
+            if cached is not None and cached[1] == version - 1:
+                self._remember(cid, state, version)
+            else:  # someone else wrote too: read it back next time
+                self._forget(cid)
 
     def append(self, events: pd.DataFrame) -> None:
-        """Add ``events`` (idempotent by transaction id) and prune what no window needs."""
+        """Add ``events`` (a table: customer, time, amount, transaction id); idempotent by
+        transaction id; prunes what no window needs. For loading history in bulk."""
+        if events.empty:
+            return
+        customers, codes = np.unique(
+            events["customer_id"].astype(str).to_numpy(dtype=object), return_inverse=True
+        )
+        codes = codes.astype(np.int64)
         ms = to_ms(events["timestamp"])
-        customers = events["customer_id"].astype(str).to_numpy()
-        with self.client.pipeline(transaction=False) as pipe:
-            for cid, txid, amount, t in zip(
-                customers,
-                events["transaction_id"].astype(str).to_numpy(),
-                events["amount"].to_numpy(dtype=np.float64),
-                ms,
-                strict=True,
-            ):
-                member = f"{txid}{SEPARATOR}{float(amount)!r}"
-                pipe.zadd(self._key(cid), {member: int(t)}, nx=True)
-            latest = pd.Series(ms).groupby(customers).max()
-            for cid, t in latest.items():
-                key = self._key(str(cid))
-                pipe.zremrangebyscore(key, "-inf", int(t) - CUSTOMER_HISTORY_MS)
-                pipe.expire(key, EXPIRE_S)
-            pipe.execute()
+        ids = transaction_digests(events["transaction_id"].astype(str).tolist())
+        amount = events["amount"].to_numpy(dtype=np.float64)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(customers) + 1))
+        start = 0
+        while start < len(customers):  # chunks of whole customers, about BULK_ENTRIES each
+            stop = int(np.searchsorted(bounds, bounds[start] + BULK_ENTRIES, side="right"))
+            stop = max(stop - 1, start + 1)
+            rows = order[bounds[start] : bounds[stop]]
+            chunk = list(customers[start:stop])
+            self._append(chunk, codes[rows] - start, ms[rows], ids[rows], amount[rows])
+            for cid in chunk:
+                self._forget(cid)
+            start = stop
+
+    def _append(
+        self,
+        customer_ids: Sequence[str],
+        codes: np.ndarray,
+        ms: np.ndarray,
+        ids: np.ndarray,
+        amount: np.ndarray,
+    ) -> list[int]:
+        members = pack_entries(ms, ids, amount)
+        keys: list[bytes] = []
+        args: list[bytes | int] = [EXPIRE_S]
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(customer_ids) + 1))
+        ms_list = ms.tolist()
+        for c, cid in enumerate(customer_ids):
+            keys += (self._key(cid), self._version_key(cid))
+            rows = order[bounds[c] : bounds[c + 1]].tolist()
+            latest = max((ms_list[r] for r in rows), default=0)
+            args += (len(rows), latest - CUSTOMER_HISTORY_MS if rows else 0)
+            for r in rows:
+                args += (ms_list[r], members[r])
+        try:
+            replies = self.client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(_APPEND_LUA)
+            replies = self.client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
+        return [int(v) for v in replies]  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------ cache
+
+    def _remember(self, customer_id: str, state: CustomerState, version: int) -> None:
+        self._forget(customer_id)
+        self._cache[customer_id] = (state, version)
+        self._cached_rows += len(state)
+        while self._cached_rows > self.cache_rows and len(self._cache) > 1:
+            _, (old, _) = self._cache.popitem(last=False)
+            self._cached_rows -= len(old)
+
+    def _forget(self, customer_id: str) -> None:
+        old = self._cache.pop(customer_id, None)
+        if old is not None:
+            self._cached_rows -= len(old[0])
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._cached_rows = 0

@@ -88,10 +88,19 @@ class ModelArtifact:
             dtype=np.float64,
         )
 
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """SHAP contributions per feature (last column: bias), in log-odds."""
-        dmatrix = xgb.DMatrix(matrix.astype(np.float32), feature_names=self.feature_names)
-        return np.asarray(self.booster.predict(dmatrix, pred_contribs=True))
+    def contributions(self, matrix: np.ndarray, *, exact: bool = True) -> np.ndarray:
+        """Contributions per feature (last column: bias), in log-odds; they sum to the margin.
+
+        ``exact``: SHAP values (TreeSHAP, about 150 µs a row for 300 trees of depth 4);
+        otherwise XGBoost's approximation (``approx_contribs``: each split's change of the
+        expected value credited to its feature, about 12 µs a row).
+        """
+        dmatrix = xgb.DMatrix(
+            matrix.astype(np.float32), feature_names=self.feature_names, nthread=1
+        )
+        return np.asarray(
+            self.booster.predict(dmatrix, pred_contribs=True, approx_contribs=not exact)
+        )
 
 
 def save_artifact(

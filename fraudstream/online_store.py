@@ -78,12 +78,14 @@ _ENTITY_FIELDS = {
 _DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1 (64-bit)
 _INT64_TAG = 0x20  # field 4 (int64_val), wire type 0 (varint)
 _UNPACK_DOUBLE = struct.Struct("<d").unpack_from
+_PACK_DOUBLE = struct.Struct("<Bd").pack
 _NAT = np.iinfo(np.int64).min
 NULL = b""  # ValueProto().SerializeToString(): Feast's null
 
-# KEYS[1] entity hash; ARGV: ts field, seconds, nanos, ttl, then field/value pairs.
-# Feast's online_write_batch rule: skip the row unless it is strictly newer than the
-# stored timestamp (a stored epoch-zero timestamp counts as none).
+# KEYS: the entity hashes. ARGV: ts field, ttl, number of feature fields F, the F field
+# names, then per key: seconds, nanos, serialized timestamp, F serialized values.
+# Feast's online_write_batch rule, row by row in order: skip a row unless it is strictly
+# newer than the stored timestamp (a stored epoch-zero timestamp counts as none).
 _WRITE_LUA = """
 local function varint(s, i)
   local v, m = 0, 1
@@ -96,23 +98,37 @@ local function varint(s, i)
     m = m * 128
   end
 end
-local prev = redis.call('HGET', KEYS[1], ARGV[1])
-if prev then
-  local sec, nan, i = 0, 0, 1
-  while i <= #prev do
-    local tag = string.byte(prev, i)
-    local v
-    v, i = varint(prev, i + 1)
-    if v == nil then break end
-    if tag == 8 then sec = v elseif tag == 16 then nan = v end
+local tsf, ttl, nf = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local written, a = 0, 4 + nf
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local s, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local newer = true
+  local prev = redis.call('HGET', key, tsf)
+  if prev then
+    local sec, nan, i = 0, 0, 1
+    while i <= #prev do
+      local tag = string.byte(prev, i)
+      local v
+      v, i = varint(prev, i + 1)
+      if v == nil then break end
+      if tag == 8 then sec = v elseif tag == 16 then nan = v end
+    end
+    if (sec > 0 or nan > 0) and (s < sec or (s == sec and n <= nan)) then newer = false end
   end
-  local s, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-  if (sec > 0 or nan > 0) and (s < sec or (s == sec and n <= nan)) then return 0 end
+  if newer then
+    local pairs = {tsf, ARGV[a + 2]}
+    for f = 1, nf do
+      pairs[#pairs + 1] = ARGV[3 + f]
+      pairs[#pairs + 1] = ARGV[a + 2 + f]
+    end
+    redis.call('HSET', key, unpack(pairs))
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    written = written + 1
+  end
+  a = a + 3 + nf
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+return written
 """
 _WRITE_SHA = hashlib.sha1(_WRITE_LUA.encode(), usedforsecurity=False).hexdigest()
 
@@ -172,13 +188,46 @@ def encode_values(values: pd.Series | np.ndarray | Sequence[Any], dtype: ValueTy
         missing_list = missing.tolist() if missing.any() else None
     else:
         missing_list = None
+    if dtype == ValueType.DOUBLE:
+        encode: Callable[[Any], bytes] = _encode_double
+    elif dtype == ValueType.INT64:
+        encode = _encode_int64
+    else:
+
+        def encode(x: Any) -> bytes:
+            return ValueProto(**{field: convert(x)}).SerializeToString()
+
     items = array.tolist()
     if missing_list is None:
-        return [ValueProto(**{field: convert(x)}).SerializeToString() for x in items]
-    return [
-        NULL if gone else ValueProto(**{field: convert(x)}).SerializeToString()
-        for x, gone in zip(items, missing_list, strict=True)
-    ]
+        return [encode(x) for x in items]
+    return [NULL if gone else encode(x) for x, gone in zip(items, missing_list, strict=True)]
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint; negative numbers as 64-bit two's complement."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_INT64 = [bytes((_INT64_TAG, i)) for i in range(128)]
+
+
+def _encode_double(x: Any) -> bytes:
+    """``ValueProto(double_val=x)`` serialized (a set oneof field is written even if 0)."""
+    return _PACK_DOUBLE(_DOUBLE_TAG, float(x))
+
+
+def _encode_int64(x: Any) -> bytes:
+    """``ValueProto(int64_val=x)`` serialized."""
+    value = int(x)
+    if 0 <= value < 128:
+        return _SMALL_INT64[value]
+    return bytes((_INT64_TAG,)) + _varint(value)
 
 
 def _decode_generic(raw: bytes) -> float:
@@ -232,10 +281,19 @@ def encode_timestamps(
     if len(micros) and micros.min() <= 0:
         raise ValueError("timestamps at or before 1970-01-01 are not supported")
     encoded = [
-        Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000).SerializeToString()
-        for us in micros.tolist()
+        _encode_timestamp(us // 1_000_000, (us % 1_000_000) * 1000) for us in micros.tolist()
     ]
     return micros, encoded
+
+
+def _encode_timestamp(seconds: int, nanos: int) -> bytes:
+    """``Timestamp(seconds, nanos)`` serialized (proto3: zero fields are left out)."""
+    out = b""
+    if seconds:
+        out += b"\x08" + _varint(seconds)
+    if nanos:
+        out += b"\x10" + _varint(nanos)
+    return out
 
 
 def decode_timestamp(raw: bytes | None) -> int:
@@ -386,29 +444,27 @@ class OnlineStore:
         keys = [key_of(v) for v in frame[spec.join_key].tolist()]
         fields = self._fields[view]
         ts_field = spec.ts_field
-        commands: list[tuple[Any, ...]] = []
-        for i, key in enumerate(keys):
-            pairs: list[bytes] = [ts_field, stamps[i]]
-            for field, column in zip(fields, columns, strict=True):
-                pairs += (field, column[i])
-            if self.dedup:
-                us = int(micros[i])
-                seconds, nanos = us // 1_000_000, (us % 1_000_000) * 1000
-                ttl = self.key_ttl_seconds
-                commands.append(
-                    ("EVALSHA", _WRITE_SHA, 1, key, ts_field, seconds, nanos, ttl, *pairs)
-                )
-            else:
+        if not self.dedup:
+            commands: list[tuple[Any, ...]] = []
+            for i, key in enumerate(keys):
+                pairs: list[bytes] = [ts_field, stamps[i]]
+                for field, column in zip(fields, columns, strict=True):
+                    pairs += (field, column[i])
                 commands.append(("HSET", key, *pairs))
                 if self.key_ttl_seconds:
                     commands.append(("EXPIRE", key, self.key_ttl_seconds))
+            self._execute(commands)
+            return len(keys)
+        args: list[Any] = [ts_field, self.key_ttl_seconds, len(fields), *fields]
+        for i, us in enumerate(micros.tolist()):
+            args += (us // 1_000_000, (us % 1_000_000) * 1000, stamps[i])
+            args += [column[i] for column in columns]
         try:
-            replies = self._execute(commands)
+            written = int(self.client.evalsha(_WRITE_SHA, len(keys), *keys, *args))  # type: ignore[arg-type]
         except redis.exceptions.NoScriptError:
             log.debug("loading the online-store write script")
             self.client.script_load(_WRITE_LUA)
-            replies = self._execute(commands)
-        written = sum(int(r) for r in replies) if self.dedup else len(keys)
+            written = int(self.client.evalsha(_WRITE_SHA, len(keys), *keys, *args))  # type: ignore[arg-type]
         log.debug("%s: wrote %d of %d rows", view, written, len(keys))
         return written
 

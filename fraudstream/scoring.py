@@ -32,23 +32,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import redis
 
 from fraudstream.config import ScoringSettings, Settings
-from fraudstream.decision import Decision, Reason
+from fraudstream.decision import DECISION_SCHEMA_VERSION, Decision
 from fraudstream.features import (
     ALL_FEATURES,
-    CUSTOMER_HISTORY_MS,
+    CUSTOMER_PREVIOUS_WINDOWS_DAYS,
     CUSTOMER_VIEW,
     TERMINAL_VIEW,
-    customer_features_given_history,
-    request_features,
+    CustomerState,
+    advance_customers,
+    request_feature_arrays,
     to_ms,
+    transaction_digests,
 )
-from fraudstream.history import CustomerHistory, empty_history
+from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelArtifact, ModelError
 from fraudstream.online_store import OnlineStore
 from fraudstream.schema import EVENT_COLUMNS, TransactionEvent, validate_frame
@@ -57,6 +60,8 @@ from fraudstream.stack import Endpoints
 log = logging.getLogger(__name__)
 
 TOP_REASONS = 3
+PREVIOUS_WINDOWS = CUSTOMER_PREVIOUS_WINDOWS_DAYS
+Action = Literal["approve", "review", "decline"]
 
 
 def utc_now() -> datetime:
@@ -65,10 +70,86 @@ def utc_now() -> datetime:
 
 @dataclass
 class Scored:
-    """A batch's decisions and the feature matrix that produced them (for tests and audit)."""
+    """A batch's decision records and the feature matrix that produced them.
 
-    decisions: list[Decision]
+    ``records`` are :class:`~fraudstream.decision.Decision` as plain dicts (the worker
+    encodes them with :func:`~fraudstream.decision.encode_record`, no model objects built);
+    :attr:`decisions` validates them into ``Decision`` objects.
+    """
+
+    records: list[dict[str, Any]]
     matrix: np.ndarray
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [Decision.model_validate(r) for r in self.records]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated transactions as columns: what the scorer reads (no DataFrame needed)."""
+
+    transaction_id: list[str]
+    customer_id: list[str]
+    terminal_id: list[str]
+    event_time: list[datetime]
+    ms: np.ndarray  # epoch milliseconds, int64
+    amount: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.transaction_id)
+
+    @classmethod
+    def from_events(cls, events: Sequence[TransactionEvent]) -> Batch:
+        times = [e.timestamp for e in events]
+        return cls(
+            transaction_id=[e.transaction_id for e in events],
+            customer_id=[e.customer_id for e in events],
+            terminal_id=[e.terminal_id for e in events],
+            event_time=times,
+            ms=np.array([_epoch_ms(t) for t in times], dtype=np.int64),
+            amount=np.array([e.amount for e in events], dtype=np.float64),
+        )
+
+    @classmethod
+    def from_frame(cls, events: pd.DataFrame) -> Batch:
+        """From a canonical table (:func:`~fraudstream.schema.validate_frame` columns)."""
+        stamps = pd.DatetimeIndex(events["timestamp"])
+        return cls(
+            transaction_id=events["transaction_id"].astype(str).tolist(),
+            customer_id=events["customer_id"].astype(str).tolist(),
+            terminal_id=events["terminal_id"].astype(str).tolist(),
+            event_time=list(stamps.to_pydatetime()),
+            ms=to_ms(stamps),
+            amount=events["amount"].to_numpy(dtype=np.float64),
+        )
+
+    def take(self, positions: Sequence[int]) -> Batch:
+        idx = np.asarray(positions, dtype=np.int64)
+        return Batch(
+            transaction_id=[self.transaction_id[i] for i in positions],
+            customer_id=[self.customer_id[i] for i in positions],
+            terminal_id=[self.terminal_id[i] for i in positions],
+            event_time=[self.event_time[i] for i in positions],
+            ms=self.ms[idx],
+            amount=self.amount[idx],
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(t: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, floored (as :func:`to_ms` does)."""
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct values in first-seen order and each value's position among them."""
+    first: dict[str, int] = {}
+    codes = [first.setdefault(v, len(first)) for v in values]
+    return list(first), np.asarray(codes, dtype=np.int64)
 
 
 def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
@@ -130,107 +211,132 @@ class Scorer:
     def score_events(
         self, events: Sequence[TransactionEvent], *, update: bool = True
     ) -> list[Decision]:
-        """One decision per event, in order: the worker's and the API's entry point.
+        """One decision per event, in order: the API's entry point (see :meth:`score_records`)."""
+        return [Decision.model_validate(r) for r in self.score_records(events, update=update)]
+
+    def score_records(
+        self, events: Sequence[TransactionEvent], *, update: bool = True
+    ) -> list[dict[str, Any]]:
+        """One decision record per event, in order: the worker's entry point.
 
         A ``transaction_id`` that occurs more than once is scored once per occurrence, each
         copy as a replay (the first copies together, then the second copies, ...), so every
         copy gets the same score.
         """
-        decisions: list[Decision | None] = [None] * len(events)
+        batch = Batch.from_events(events)
+        out: list[dict[str, Any] | None] = [None] * len(events)
         for positions in rounds(events):
-            scored = self.score(events_frame([events[i] for i in positions]), update=update)
-            by_id = {d.transaction_id: d for d in scored.decisions}
-            for i in positions:
-                decisions[i] = by_id[events[i].transaction_id]
-        return [d for d in decisions if d is not None]
+            scored = self.score_batch(batch.take(positions), update=update)
+            for i, record in zip(positions, scored.records, strict=True):
+                out[i] = record
+        return [r for r in out if r is not None]
 
     def score(self, events: pd.DataFrame, *, update: bool = True) -> Scored:
-        """Decisions for ``events`` (canonical columns), in order."""
-        now = self.clock()
-        degraded: list[list[str]] = [[] for _ in range(len(events))]
+        """Decisions for ``events`` (canonical columns, distinct transaction ids), in order."""
+        return self.score_batch(Batch.from_frame(events), update=update)
 
-        customer, history_ok = self._customer_features(events)
-        if not history_ok:
+    def score_batch(self, batch: Batch, *, update: bool = True) -> Scored:
+        """Decisions for ``batch`` (distinct transaction ids), in order."""
+        now = self.clock()
+        n = len(batch)
+        degraded: list[list[str]] = [[] for _ in range(n)]
+
+        customers, codes = _codes(batch.customer_id)
+        try:
+            states = self.history.states(customers)
+            history_ok = True
+        except redis.RedisError as exc:
+            log.warning("customer history unavailable: %s", exc)
+            states, history_ok = [CustomerState.empty() for _ in customers], False
             for marks in degraded:
                 marks.append("customer history unavailable")
+        ids = transaction_digests(batch.transaction_id)
+        customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
 
-        terminal, ages = self._terminal_features(events, degraded)
-        request = request_features(events["timestamp"], events["amount"], customer)
-        columns = {**{c: customer[c].to_numpy() for c in customer.columns}}
-        columns.update({c: request[c].to_numpy() for c in request.columns})
+        terminal, ages = self._terminal_features(batch, degraded)
+        prev = {w: customer[f"customer_prev_avg_amount_{w}d"] for w in PREVIOUS_WINDOWS}
+        columns = {**customer, **request_feature_arrays(batch.ms, batch.amount, prev)}
         columns.update({c: terminal[:, j] for j, c in enumerate(self.terminal_features)})
-        matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in self.names])
+        matrix = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in self.names])
 
         scores = self.model.predict(matrix)
-        contributions = self.model.contributions(matrix)[:, :-1]
+        actions = self._actions(scores, batch.amount, degraded)
+        exact = (
+            np.ones(n, dtype=bool)
+            if self.policy.exact_reasons == "all"
+            else np.array([a != "approve" for a in actions], dtype=bool)
+        )
+        contributions = np.empty((n, len(self.names)))
+        if exact.any():
+            contributions[exact] = self.model.contributions(matrix[exact])[:, :-1]
+        if not exact.all():
+            approx = ~exact
+            contributions[approx] = self.model.contributions(matrix[approx], exact=False)[:, :-1]
+        top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
 
         if update and history_ok:
-            self._update(events, customer)
+            self._update(batch, customers, codes, ids, next_states, customer)
 
-        thresholds = self.model.thresholds
-        decisions = []
-        for i, row in enumerate(events.itertuples(index=False)):
-            score = float(scores[i])
-            action = thresholds.action(score)
-            if (
-                degraded[i]
-                and action == "approve"
-                and row.amount > self.policy.degraded_max_approve_amount
-            ):
-                action = "review"
-            top = np.argsort(-np.abs(contributions[i]), kind="stable")[:TOP_REASONS]
-            reasons = [
-                Reason(
-                    feature=self.names[j],
-                    value=None if np.isnan(matrix[i, j]) else float(matrix[i, j]),
-                    contribution=float(contributions[i, j]),
-                )
-                for j in top
-            ]
-            decisions.append(
-                Decision(
-                    transaction_id=str(row.transaction_id),
-                    customer_id=str(row.customer_id),
-                    terminal_id=str(row.terminal_id),
-                    amount=float(row.amount),
-                    event_time=row.timestamp.to_pydatetime(),
-                    score=score,
-                    action=action,
-                    model_version=self.model.version,
-                    reasons=reasons,
-                    features_age_s=None if np.isnan(ages[i]) else float(ages[i]),
-                    degraded=bool(degraded[i]),
-                    degraded_reasons=degraded[i],
-                    decided_at=now,
-                )
+        version = self.model.version
+        names = self.names
+        cells = matrix.astype(object)
+        cells[np.isnan(matrix)] = None  # NaN: null
+        values = cells.tolist()
+        contrib = contributions.tolist()
+        score_list, amount_list, age_list = scores.tolist(), batch.amount.tolist(), ages.tolist()
+        records: list[dict[str, Any]] = []
+        for i in range(n):
+            row, crow = values[i], contrib[i]
+            records.append(
+                {
+                    "schema_version": DECISION_SCHEMA_VERSION,
+                    "transaction_id": batch.transaction_id[i],
+                    "customer_id": batch.customer_id[i],
+                    "terminal_id": batch.terminal_id[i],
+                    "amount": amount_list[i],
+                    "event_time": batch.event_time[i],
+                    "score": score_list[i],
+                    "action": actions[i],
+                    "model_version": version,
+                    "reasons": [
+                        {"feature": names[j], "value": row[j], "contribution": crow[j]}
+                        for j in top[i].tolist()
+                    ],
+                    "reasons_method": "shap" if exact[i] else "approx",
+                    "features_age_s": None if age_list[i] != age_list[i] else age_list[i],
+                    "degraded": bool(degraded[i]),
+                    "degraded_reasons": degraded[i],
+                    "decided_at": now,
+                    "latency_ms": None,
+                }
             )
-        return Scored(decisions=decisions, matrix=matrix)
+        return Scored(records=records, matrix=matrix)
+
+    def _actions(
+        self, scores: np.ndarray, amount: np.ndarray, degraded: list[list[str]]
+    ) -> list[Action]:
+        """The thresholds' action; while degraded, never approve above the policy's amount."""
+        thresholds = self.model.thresholds
+        limit = self.policy.degraded_max_approve_amount
+        out: list[Action] = []
+        for i, score in enumerate(scores.tolist()):
+            action = thresholds.action(score)
+            if degraded[i] and action == "approve" and amount[i] > limit:
+                action = "review"
+            out.append(action)
+        return out
 
     # ------------------------------------------------------------ features
 
-    def _customer_features(self, events: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-        since = int(to_ms(events["timestamp"]).min()) - CUSTOMER_HISTORY_MS
-        try:
-            history = self.history.load(events["customer_id"].astype(str).tolist(), since)
-            ok = True
-        except redis.RedisError as exc:
-            log.warning("customer history unavailable: %s", exc)
-            history, ok = empty_history(), False
-        # a replayed transaction is left out of its own history: it scores as the first time
-        history = history[~history["transaction_id"].isin(events["transaction_id"])]
-        # the history is kept in Redis (CustomerHistory prunes it there): no in-memory copy
-        return customer_features_given_history(history, events), ok
-
     def _terminal_features(
-        self, events: pd.DataFrame, degraded: list[list[str]]
+        self, batch: Batch, degraded: list[list[str]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(events)
+        n = len(batch)
         if not self.terminal_features:
             return np.empty((n, 0)), np.full(n, np.nan)
         try:
             rows = self.online.read_arrays(
-                {"terminal_id": events["terminal_id"].astype(str).tolist()},
-                self.terminal_features,
+                {"terminal_id": batch.terminal_id}, self.terminal_features
             )
         except redis.RedisError as exc:
             log.warning("online store unavailable: %s", exc)
@@ -242,7 +348,7 @@ class Scorer:
         found = stamps != np.iinfo(np.int64).min
         # age at the transaction's own time, as Feast's point-in-time join measures its TTL
         # (a live event's time is now; a replayed one keeps its own)
-        event_ns = to_ms(events["timestamp"]) * 1_000_000
+        event_ns = batch.ms * 1_000_000
         ages = np.where(found, np.maximum(event_ns - stamps, 0) / 1e9, np.nan)
         stale = found & (ages > self.terminal_max_age_s)
         values[stale] = np.nan
@@ -252,15 +358,23 @@ class Scorer:
             degraded[i].append("terminal features stale")
         return values, ages
 
-    def _update(self, events: pd.DataFrame, customer: pd.DataFrame) -> None:
+    def _update(
+        self,
+        batch: Batch,
+        customers: list[str],
+        codes: np.ndarray,
+        ids: np.ndarray,
+        next_states: list[CustomerState],
+        customer: dict[str, np.ndarray],
+    ) -> None:
         """Append to the history and push each customer's latest features (Feast format)."""
-        self.history.append(events)
-        latest = (
-            pd.concat([events[["customer_id", "timestamp"]], customer], axis=1)
-            .sort_values("timestamp", kind="stable")
-            .drop_duplicates("customer_id", keep="last")
-            .rename(columns={"timestamp": "event_timestamp"})
-        )
+        self.history.save(customers, next_states, batch.ms, codes, ids, batch.amount)
+        # each customer's latest transaction (by time, then arrival) carries its fresh values
+        order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
+        last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
+        latest = pd.DataFrame({name: values[last] for name, values in customer.items()})
+        latest.insert(0, "customer_id", [customers[c] for c in codes[last]])
+        latest.insert(1, "event_timestamp", pd.to_datetime(batch.ms[last], unit="ms", utc=True))
         self.online.write(CUSTOMER_VIEW, latest)
 
 
@@ -281,4 +395,5 @@ def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:
     online = OnlineStore.from_feature_store(store, client)
     ttl = store.get_feature_view(TERMINAL_VIEW).ttl
     max_age = ttl.total_seconds() if ttl else float("inf")
-    return Scorer(model, online, CustomerHistory(client, store.project), settings.scoring, max_age)
+    history = CustomerHistory(client, store.project, settings.scoring.customer_cache_rows)
+    return Scorer(model, online, history, settings.scoring, max_age)

@@ -9,12 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudstream.features import (
+    CUSTOMER_FEATURES,
     CUSTOMER_HISTORY_MS,
-    HISTORY_COLUMNS,
+    CustomerState,
+    advance_customers,
     customer_features,
-    prune_history,
     to_ms,
-    update_customer_features,
+    transaction_digests,
 )
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate
@@ -29,19 +30,30 @@ def events() -> pd.DataFrame:
     )
 
 
+def advance(states: dict[str, CustomerState], batch: pd.DataFrame) -> pd.DataFrame:
+    """Features of ``batch`` given ``states`` (updated in place): the stream's step."""
+    customers, codes = np.unique(batch["customer_id"].to_numpy(dtype=object), return_inverse=True)
+    out, nxt = advance_customers(
+        [states.get(c, CustomerState.empty()) for c in customers],
+        codes.astype(np.int64),
+        to_ms(batch["timestamp"]),
+        batch["amount"].to_numpy(np.float64),
+        transaction_digests(batch["transaction_id"].astype(str).tolist()),
+    )
+    states.update(zip(customers, nxt, strict=True))
+    return pd.DataFrame(out, index=batch.index)[[f.name for f in CUSTOMER_FEATURES]]
+
+
 def replay(events: pd.DataFrame, cuts: list[int]) -> tuple[pd.DataFrame, int]:
     """Feed ``events`` through the incremental path in batches ending at ``cuts``."""
-    history = pd.DataFrame(columns=HISTORY_COLUMNS).astype(
-        {"customer_id": "string[pyarrow]", "timestamp": "datetime64[ns, UTC]", "amount": "float64"}
-    )
+    states: dict[str, CustomerState] = {}
     parts, largest = [], 0
     for lo, hi in zip([0, *cuts], [*cuts, len(events)], strict=True):
         batch = events.iloc[lo:hi]
         if batch.empty:
             continue
-        features, history = update_customer_features(history, batch)
-        parts.append(features)
-        largest = max(largest, len(history))
+        parts.append(advance(states, batch))
+        largest = max(largest, sum(len(s) for s in states.values()))
     return pd.concat(parts), largest
 
 
@@ -83,14 +95,51 @@ def test_history_stays_bounded() -> None:
 
 
 def test_prune_keeps_exactly_the_window() -> None:
-    t0 = pd.Timestamp("2026-06-30T00:00:00Z")
-    span = pd.Timedelta(milliseconds=CUSTOMER_HISTORY_MS)
-    history = pd.DataFrame(
-        {
-            "customer_id": ["a", "a", "a", "b"],
-            "timestamp": [t0 - span, t0 - span + pd.Timedelta(seconds=1), t0, t0 - 2 * span],
-            "amount": [1.0, 2.0, 3.0, 4.0],
-        }
+    span = CUSTOMER_HISTORY_MS
+    t0 = 1_800_000_000_000
+    state = CustomerState(
+        np.array([t0 - span, t0 - span + 1000, t0], dtype=np.int64),
+        np.array([1.0, 2.0, 3.0]),
+        np.arange(3, dtype=np.uint64),
+        np.zeros(3, bool),
     )
-    kept = prune_history(history)
-    assert kept["amount"].tolist() == [2.0, 3.0, 4.0]  # b's only row is its latest
+    kept = state.pruned()
+    assert kept.amount.tolist() == [2.0, 3.0]
+    assert kept.big is not None and len(kept.big) == 2
+
+
+def test_a_replay_scores_as_the_first_time(events: pd.DataFrame) -> None:
+    """A batch seen again (a worker restarted before its commit) gets the same features."""
+    states: dict[str, CustomerState] = {}
+    first = advance(states, events.iloc[:3000])
+    second = advance(states, events.iloc[2500:3000])
+    np.testing.assert_allclose(
+        second.to_numpy(float), first.iloc[2500:].to_numpy(float), rtol=0, atol=1e-9
+    )
+
+
+def test_late_events_match_the_backfill(events: pd.DataFrame) -> None:
+    """Events arriving out of time order still get the backfill's values for what they see."""
+    shuffled = events.iloc[:4000].sample(frac=1.0, random_state=3)
+    states: dict[str, CustomerState] = {}
+    parts = [advance(states, shuffled.iloc[i : i + 250]) for i in range(0, 4000, 250)]
+    # each batch's events equal the backfill over every event that arrived up to that batch
+    for i, part in zip(range(0, 4000, 250), parts, strict=True):
+        expected = customer_features(shuffled.iloc[: i + 250]).loc[part.index]
+        np.testing.assert_allclose(
+            part.to_numpy(float), expected.to_numpy(float), rtol=0, atol=1e-9
+        )
+
+
+def test_state_read_back_without_flags_continues_exactly(events: pd.DataFrame) -> None:
+    """A worker that restarts reads states without flags: its features do not change."""
+    kept: dict[str, CustomerState] = {}
+    advance(kept, events.iloc[:5000])
+    reread = {c: CustomerState(s.ms, s.amount, s.ids, None) for c, s in kept.items()}
+    after = events.iloc[5000:7000]
+    np.testing.assert_allclose(
+        advance(reread, after).to_numpy(float),
+        customer_features(events.iloc[:7000]).loc[after.index].to_numpy(float),
+        rtol=0,
+        atol=1e-9,
+    )

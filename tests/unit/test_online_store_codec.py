@@ -14,6 +14,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraudstream.features import CUSTOMER_FEATURES, CUSTOMER_VIEW
 from fraudstream.online_store import (
@@ -148,3 +150,24 @@ def test_definitions_check() -> None:
     )
     with pytest.raises(OnlineStoreMismatch):
         check_against_definitions([bad])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False), min_size=1, max_size=20),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=20),
+    st.integers(min_value=1, max_value=9_000_000_000),
+    st.integers(min_value=0, max_value=999_999),
+)
+def test_hand_written_encoders_are_byte_identical_to_protobuf(
+    doubles: list[float], ints: list[int], seconds: int, micros: int
+) -> None:
+    assert encode_values(np.array(doubles), ValueType.DOUBLE) == [
+        ValueProto(double_val=x).SerializeToString() for x in doubles
+    ]
+    assert encode_values(np.array(ints, dtype=np.int64), ValueType.INT64) == [
+        ValueProto(int64_val=x).SerializeToString() for x in ints
+    ]
+    us = seconds * 1_000_000 + micros
+    _, encoded = encode_timestamps(pd.DatetimeIndex([us * 1000], tz="UTC"))
+    assert encoded == [Timestamp(seconds=seconds, nanos=micros * 1000).SerializeToString()]
