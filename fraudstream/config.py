@@ -69,6 +69,16 @@ class KafkaSettings(_Section):
             "Also bounds how long a join waits on the local broker (about half of it)."
         ),
     )
+    fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description=(
+            "longest a consumer fetch waits for data. Kafka answers as soon as data arrives, "
+            "so this only sets how often an idle consumer asks; the local broker (Tansu) "
+            "waits the whole time, so it bounds latency there (Faust hard-codes 1500)"
+        ),
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -151,9 +161,17 @@ class ModelSettings(_Section):
 
 
 class ApiSettings(_Section):
+    """The REST API (``fraudstream serve``)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = Field(default=None, description="required X-API-Key when set")
+    max_batch: int = Field(
+        default=100, ge=1, le=10_000, description="most transactions in one /v1/score/batch"
+    )
+    max_body_bytes: int = Field(
+        default=262_144, ge=1024, le=64 * 1024 * 1024, description="larger bodies get 413"
+    )
 
 
 class ScoringSettings(_Section):
@@ -167,6 +185,17 @@ class ScoringSettings(_Section):
         default=100.0,
         ge=0,
         description="while degraded, amounts above this are never approved (sent to review)",
+    )
+    exact_reasons: Literal["all", "flagged"] = Field(
+        default="flagged",
+        description="SHAP (TreeSHAP) reasons for every decision, or only for review and "
+        "decline (approvals then get XGBoost's approximate contributions, 13x cheaper)",
+    )
+    customer_cache_rows: int = Field(
+        default=4_000_000,
+        ge=0,
+        description="customer-history rows kept in process (about 24 bytes each); "
+        "checked against Redis on every batch",
     )
 
 
