@@ -579,5 +579,59 @@ def worker_cmd(
     worker.execute_from_commandline()
 
 
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default: api host setting)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="port (default: api port setting)")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (each loads the model)")
+    ] = 1,
+    access_log: Annotated[bool, typer.Option(help="log every request (uvicorn)")] = False,
+) -> None:
+    """Run the REST scoring API (FastAPI on uvicorn) until SIGTERM or Ctrl-C.
+
+    Checks Redis, loads and verifies the model (refuses a SHA-256 mismatch or a feature the
+    online store does not define, exit code 2) before it listens. With --workers N, each
+    worker process reads the same settings and builds its own scorer.
+    """
+    import uvicorn
+    from fastapi import FastAPI
+
+    from fraudstream.model import ModelError
+    from fraudstream.scoring import build_scorer
+    from serving.app import create_app
+
+    settings = _settings(ctx)
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+        local_stack.check_redis(endpoints.redis_url, settings)
+        scorer = build_scorer(settings, endpoints)
+    except ModelError as exc:
+        raise fail(f"refusing to start: {exc}") from None
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    # with several workers, each worker process imports and builds the app itself
+    target: FastAPI | str = (
+        create_app(settings, scorer, redis_url=endpoints.redis_url)
+        if workers == 1
+        else "serving.app:app_from_environment"
+    )
+    uvicorn.run(
+        target,
+        factory=workers > 1,
+        workers=workers,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_config=None,  # keep the logging set up in main()
+        access_log=access_log,
+        log_level=settings.log_level.lower(),
+    )
+
+
 if __name__ == "__main__":
     app()

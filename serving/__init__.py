@@ -1,0 +1,1 @@
+"""The REST scoring API (``fraudstream serve``): thin FastAPI wiring over fraudstream."""

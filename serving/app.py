@@ -1,0 +1,388 @@
+"""The REST scoring API: FastAPI wiring over :class:`fraudstream.scoring.Scorer`.
+
+The API scores with the worker's own entry point, :meth:`Scorer.score_events`, so a
+transaction gets the same score, action and reasons from both. The scorer is synchronous,
+CPU-bound and not thread-safe: every call runs on one dedicated thread behind one queue
+(:mod:`serving.batching`), which keeps the event loop free for I/O; single-transaction
+requests that wait together are scored in one call when that cannot change their result.
+
+Routes: ``POST /v1/score``, ``POST /v1/score/batch``, ``GET /v1/model`` (protected by the
+API key when one is set), ``GET /health``, ``GET /ready``, ``GET /metrics`` and the OpenAPI
+document (always open: probes and scrapers carry no secret; they expose no transaction data).
+
+Requests pass one pure-ASGI middleware (:class:`Guard`) that checks the API key before the
+body is read, counts and times every request, and turns any unhandled exception into a
+generic 500 JSON body (the traceback goes to the log only). Bodies over
+``settings.api.max_body_bytes`` are refused with 413 by FastAPI's body limit (declared
+``Content-Length`` and the bytes actually read).
+"""
+
+# No ``from __future__ import annotations``: FastAPI resolves the annotations of the routes,
+# and the batch request model is local to create_app (its size limit is a setting).
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+import redis
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fraudstream.config import Settings
+from fraudstream.decision import Decision
+from fraudstream.schema import TransactionEvent
+from fraudstream.scoring import Scorer
+from serving.batching import ScoringQueue
+from serving.metrics import CONTENT_TYPE, ApiMetrics
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+PROTECTED_PREFIX = "/v1/"
+#: Longest wait for Redis's PING in ``/ready``.
+READY_TIMEOUT_S = 2.0
+
+UPDATE_DESCRIPTION = (
+    "When true, the transaction is also appended to the customer's history and the "
+    "customer's real-time features are written to the online store, as the worker does. "
+    "Default false: scoring leaves the customer's state unchanged (a what-if query)."
+)
+LATENCY_NOTE = (
+    "`latency_ms` is the API's own processing time, from the request's arrival in the "
+    "application to the decision (queueing for the scorer included; network and "
+    "serialisation of the response excluded). The worker sets it from the Kafka timestamp."
+)
+
+
+class ErrorBody(BaseModel):
+    """An error answer: never a traceback."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, then field names and positions")
+    field: str = Field(description="the offending field's dotted path inside the body")
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422 answer: one entry per invalid field."""
+
+    detail: list[FieldError]
+
+
+class ScoreBatchResponse(BaseModel):
+    """One decision per transaction, in the request's order."""
+
+    decisions: list[Decision]
+
+
+class ReadyBody(BaseModel):
+    status: str = Field(description="ready | not ready")
+    model_version: str | None = None
+    reasons: list[str] = Field(default_factory=list, description="why not ready")
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code, media_type="application/json")
+
+
+class Guard:
+    """Pure-ASGI middleware: API key, request metrics, and generic 500s."""
+
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, metrics: ApiMetrics, routes: frozenset[str]
+    ) -> None:
+        self.app = app
+        self.api_key = None if api_key is None else api_key.encode()
+        self.metrics = metrics
+        self.routes = routes
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or scope.get("path", "")
+        return path if path in self.routes else "unmatched"
+
+    def _authorised(self, scope: Scope) -> bool:
+        if self.api_key is None or not scope.get("path", "").startswith(PROTECTED_PREFIX):
+            return True
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"x-api-key":
+                given = value
+                break
+        return hmac.compare_digest(given, self.api_key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        scope.setdefault("state", {})["started_at"] = start
+        status = 500
+        started = recorded = False
+
+        def record() -> None:  # once, before the last byte leaves (the client may ask next)
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                route = self._route(scope)
+                self.metrics.requests.inc(route, scope.get("method", ""), str(status))
+                self.metrics.latency_ms.observe((time.perf_counter() - start) * 1e3, route)
+
+        async def send_status(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()
+            await send(message)
+
+        try:
+            if self._authorised(scope):
+                await self.app(scope, receive, send_status)
+            else:
+                body = {"detail": f"missing or wrong {API_KEY_HEADER} header"}
+                await _json(body, 401)(scope, receive, send_status)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            self.metrics.errors.inc(self._route(scope))
+            if not started:
+                await _json({"detail": "internal error"}, 500)(scope, receive, send_status)
+        finally:
+            record()
+
+
+class ScoringService:
+    """The scorer behind its one-thread queue, and the readiness probe."""
+
+    def __init__(self, scorer: Scorer, probe: redis.Redis, metrics: ApiMetrics, max_coalesce: int):
+        self.scorer = scorer
+        self.probe = probe
+        self.queue = ScoringQueue(
+            self._score, max_coalesce=max_coalesce, on_call=metrics.scoring_calls.observe
+        )
+
+    def _score(self, events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
+        return self.scorer.score_events(events, update=update)
+
+    async def score(
+        self, events: Sequence[TransactionEvent], update: bool, *, single: bool = False
+    ) -> list[Decision]:
+        return await self.queue.score(events, update, single=single)
+
+    async def not_ready(self) -> list[str]:
+        """Why the API cannot score normally now (empty when ready).
+
+        The model is loaded and verified before the app exists (a process without a model
+        refuses to start), so Redis answering PING is what remains to check.
+        """
+        reasons = []
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.probe.ping), READY_TIMEOUT_S)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            reasons.append(f"redis not answering: {type(exc).__name__}: {exc}".rstrip(": "))
+        return reasons
+
+
+def readiness_client(redis_url: str, settings: Settings) -> redis.Redis:
+    """A Redis client for ``/ready``: the scorer's Redis, but no retries (answers fast)."""
+    from fraudstream.stack import redis_client
+
+    client = redis_client(redis_url, settings)
+    client.set_retry(Retry(NoBackoff(), 0))
+    return client
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+        inner = loc[1:] if loc[:1] == ["body"] else loc
+        out.append(
+            {
+                "loc": loc,
+                "field": ".".join(str(p) for p in inner) or "body",
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI:
+    """The API around an already built ``scorer`` (see :func:`app_from_environment`)."""
+    metrics = ApiMetrics()
+    max_batch = settings.api.max_batch
+    service = ScoringService(scorer, readiness_client(redis_url, settings), metrics, max_batch)
+    auth = settings.api.api_key is not None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.queue.start()
+        log.info("scoring API started: model %s", scorer.model.version)
+        try:
+            yield
+        finally:
+            await service.queue.stop()
+            service.probe.close()
+
+    app = FastAPI(
+        title="fraudstream scoring API",
+        version="1",
+        summary="Card-fraud decisions on the same scoring path as the stream worker.",
+        lifespan=lifespan,
+        max_body_size=settings.api.max_body_bytes,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    # Documents the header in OpenAPI; the check itself is in Guard, before the body is read.
+    secured = [Depends(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))] if auth else []
+    errors: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorBody, "description": "body over the configured size"},
+        422: {"model": ValidationErrorBody, "description": "invalid body; names the field"},
+        500: {"model": ErrorBody, "description": "internal error (no details)"},
+    }
+    if auth:
+        errors[401] = {"model": ErrorBody, "description": f"missing or wrong {API_KEY_HEADER}"}
+
+    class ScoreBatchRequest(BaseModel):
+        """Transactions to score together, in order."""
+
+        transactions: list[TransactionEvent] = Field(min_length=1, max_length=max_batch)
+
+    def latency(request: Request, decisions: list[Decision]) -> list[dict[str, Any]]:
+        ms = (time.perf_counter() - request.scope["state"]["started_at"]) * 1e3
+        out = []
+        for d in decisions:
+            metrics.decisions.inc(d.action)
+            if d.degraded:
+                metrics.degraded.inc()
+            out.append({**d.to_json_dict(), "latency_ms": ms})
+        return out
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        return _json({"detail": _field_errors(exc)}, 422)
+
+    @app.post(
+        "/v1/score",
+        response_model=Decision,
+        responses=errors,
+        tags=["scoring"],
+        dependencies=secured,
+        description="Score one transaction (canonical event schema). " + LATENCY_NOTE,
+    )
+    async def score(
+        request: Request,
+        event: TransactionEvent,
+        update: Annotated[bool, Query(description=UPDATE_DESCRIPTION)] = False,
+    ) -> Response:
+        (decision,) = latency(request, await service.score([event], update, single=True))
+        return _json(decision)
+
+    @app.post(
+        "/v1/score/batch",
+        response_model=ScoreBatchResponse,
+        responses=errors,
+        tags=["scoring"],
+        dependencies=secured,
+        description=(
+            f"Score 1 to {max_batch} transactions in one call (`FRAUDSTREAM_API__MAX_BATCH`); "
+            "a transaction id that repeats is scored as a replay. " + LATENCY_NOTE
+        ),
+    )
+    async def score_batch(
+        request: Request,
+        body: ScoreBatchRequest,
+        update: Annotated[bool, Query(description=UPDATE_DESCRIPTION)] = False,
+    ) -> Response:
+        decisions = await service.score(body.transactions, update)
+        return _json({"decisions": latency(request, decisions)})
+
+    @app.get(
+        "/v1/model",
+        tags=["model"],
+        responses={k: v for k, v in errors.items() if k in (401, 500)},
+        dependencies=secured,
+        description="The manifest of the model in use (version, features, thresholds, ...).",
+    )
+    async def model() -> dict[str, Any]:
+        manifest: dict[str, Any] = scorer.model.manifest
+        return manifest
+
+    @app.get("/health", tags=["operations"], description="Liveness: the process answers.")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        response_model=ReadyBody,
+        responses={503: {"model": ReadyBody, "description": "not ready, with the reasons"}},
+        description="Readiness: the model is loaded and Redis answers PING; else 503 and why.",
+    )
+    async def ready() -> Response:
+        reasons = await service.not_ready()
+        if reasons:
+            return _json({"status": "not ready", "model_version": None, "reasons": reasons}, 503)
+        return _json({"status": "ready", "model_version": scorer.model.version, "reasons": []})
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        description="Prometheus text format: requests, latency (ms), decisions, degraded, errors.",
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the two schemas pydantic cannot derive exactly."""
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)  # also caches it in app.openapi_schema
+        components = schema["components"]["schemas"]
+        # ids are strings or integers, amount > 0: the producers' schema says what the code does
+        event = TransactionEvent.json_schema()
+        components["TransactionEvent"] = {k: v for k, v in event.items() if k != "$schema"}
+        components["Decision"]["properties"]["latency_ms"]["description"] = LATENCY_NOTE
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    routes = frozenset(getattr(r, "path", "") for r in app.routes)
+    app.add_middleware(Guard, api_key=_secret(settings), metrics=metrics, routes=routes)
+    return app
+
+
+def _secret(settings: Settings) -> str | None:
+    key = settings.api.api_key
+    return None if key is None else key.get_secret_value()
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (one call per worker process): settings read once
+    here, the process's entry point; the model verified and the scorer built."""
+    from fraudstream.config import load_settings
+    from fraudstream.scoring import build_scorer
+    from fraudstream.stack import resolve_endpoints
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    endpoints = resolve_endpoints(settings)
+    scorer = build_scorer(settings, endpoints)
+    return create_app(settings, scorer, redis_url=endpoints.redis_url)

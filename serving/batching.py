@@ -1,0 +1,141 @@
+"""One scoring thread for the API, and the coalescing of concurrent requests.
+
+The scorer is synchronous and not thread-safe, and most of its cost per call is fixed
+(one event costs about as much as a few). So every request goes through one queue, served
+by one task that runs one :meth:`Scorer.score_events` call at a time on one dedicated
+thread. Single-transaction requests that wait together are scored in one call when that
+cannot change their result:
+
+* same ``update`` flag only;
+* at most one transaction per customer in a call: a customer's real-time features come from
+  its stored history plus the call's own events of that customer, so two requests of one
+  customer are scored in separate calls, in arrival order, as if they came one by one;
+* a batch request is one call of its own, and a single request is never moved ahead of an
+  earlier batch request or of a request with the other ``update`` flag.
+
+Customers do not interact in the feature kernel, so each coalesced transaction gets exactly
+the decision it would get alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fraudstream.decision import Decision
+from fraudstream.schema import TransactionEvent
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[Sequence[TransactionEvent], bool], list[Decision]]
+
+
+@dataclass(eq=False)
+class _Job:
+    events: Sequence[TransactionEvent]
+    update: bool
+    single: bool
+    future: asyncio.Future[list[Decision]]
+
+
+class ScoringQueue:
+    """Serialises ``score(events, update)`` calls on one thread, coalescing single requests."""
+
+    def __init__(
+        self,
+        score: ScoreFn,
+        *,
+        max_coalesce: int,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
+        self._score = score
+        self._max = max_coalesce
+        self._on_call = on_call
+        self._pending: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start serving (inside the running event loop)."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name="scoring-queue")
+
+    async def stop(self) -> None:
+        """Stop serving; requests still waiting fail with :class:`RuntimeError`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the API is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def score(
+        self, events: Sequence[TransactionEvent], update: bool, *, single: bool
+    ) -> list[Decision]:
+        """The decisions of ``events``, in order; ``single``: may share a call with others."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the scoring queue is not running (app started without lifespan?)")
+        future: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(events, update, single and len(events) == 1, future))
+        self._wakeup.set()
+        return await future
+
+    def _next_group(self) -> list[_Job]:
+        head = self._pending.popleft()
+        if not head.single:
+            return [head]
+        group = [head]
+        customers = {head.events[0].customer_id}
+        skipped: list[_Job] = []
+        while self._pending and len(group) < self._max:
+            job = self._pending[0]
+            if not job.single or job.update != head.update:
+                break  # never reorder across a batch or the other update flag
+            self._pending.popleft()
+            customer = job.events[0].customer_id
+            if customer in customers:
+                skipped.append(job)  # the next call, keeping its place in line
+            else:
+                group.append(job)
+                customers.add(customer)
+        self._pending.extendleft(reversed(skipped))
+        return group
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group = [job for job in self._next_group() if not job.future.done()]
+                if not group:
+                    continue
+                events = [event for job in group for event in job.events]
+                update = group[0].update
+                if self._on_call is not None:
+                    self._on_call(len(events))
+                try:
+                    decisions = await loop.run_in_executor(
+                        self._executor, self._score, events, update
+                    )
+                except Exception as exc:
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                start = 0
+                for job in group:
+                    end = start + len(job.events)
+                    if not job.future.done():
+                        job.future.set_result(decisions[start:end])
+                    start = end
