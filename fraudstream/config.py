@@ -13,6 +13,7 @@ Unknown ``FRAUDSTREAM_*`` variables, malformed values and unknown keys in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudstream.errors import FraudstreamError
@@ -45,7 +55,12 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    """Kafka connection. Unset ``bootstrap_servers`` means: use the local stack."""
+    """Kafka connection and security. Unset ``bootstrap_servers`` means: use the local stack.
+
+    The security settings reach every client alike (confluent-kafka and Faust), through
+    :mod:`fraudstream.kafka`. SASL protocols need ``sasl_username`` and ``sasl_password``;
+    a client certificate (mutual TLS) needs both ``ssl_certfile`` and ``ssl_keyfile``.
+    """
 
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port...]; unset: the local stack"
@@ -54,10 +69,16 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM)")
-    ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM)")
-    ssl_keyfile: Path | None = Field(default=None, description="client key (PEM)")
-    ssl_key_password: SecretStr | None = None
+    ssl_cafile: FilePath | None = Field(
+        default=None, description="CA bundle (PEM) of the brokers' certificates; unset: system CAs"
+    )
+    ssl_certfile: FilePath | None = Field(
+        default=None, description="client certificate (PEM) for mutual TLS"
+    )
+    ssl_keyfile: FilePath | None = Field(default=None, description="client key (PEM)")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="passphrase of an encrypted ssl_keyfile"
+    )
     partitions: int = Field(default=4, ge=1, le=1024, description="partitions of created topics")
     replication_factor: int = Field(default=1, ge=1, le=16)
     session_timeout_ms: int = Field(
@@ -94,6 +115,15 @@ class KafkaSettings(_Section):
                 raise ValueError(f"{server!r} is not host:port (for example 127.0.0.1:9092)")
         return ",".join(servers)
 
+    @model_validator(mode="after")
+    def _check_client_certificate(self) -> KafkaSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                f"{env_name('kafka', 'ssl_certfile')} and {env_name('kafka', 'ssl_keyfile')} "
+                "go together (mutual TLS): set both or neither"
+            )
+        return self
+
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL")
@@ -123,14 +153,21 @@ class TopicSettings(_Section):
 
 
 class RedisSettings(_Section):
-    """Redis (the Feast online store). Unset ``url`` means: use the local stack."""
+    """Redis (the Feast online store). Unset ``url`` means: use the local stack.
+
+    ``username``/``password`` authenticate (an ACL user, or the default user's
+    ``requirepass`` without a username); ``rediss://`` means TLS, verified against
+    ``ssl_ca_certs`` (or the system CAs). They never go into the URL.
+    """
 
     url: str | None = Field(
         default=None, description="redis://host:port/db or rediss://... for TLS; unset: local stack"
     )
     username: str | None = Field(default=None, description="ACL user")
     password: SecretStr | None = None
-    ssl_ca_certs: Path | None = Field(default=None, description="CA bundle for rediss://")
+    ssl_ca_certs: FilePath | None = Field(
+        default=None, description="CA bundle (PEM) for rediss://; unset: system CAs"
+    )
     socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("url")
@@ -150,6 +187,25 @@ class RedisSettings(_Section):
         if parts.password:
             raise ValueError("put the password in FRAUDSTREAM_REDIS__PASSWORD, not in the URL")
         return value
+
+    @field_validator("username", "password")
+    @classmethod
+    def _check_credential(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and "," in text:  # never echo the value: it may be a secret
+            raise ValueError(
+                "must not contain ',' (Feast's Redis connection string cannot carry it)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RedisSettings:
+        if self.ssl_ca_certs is not None and not (self.url or "").startswith("rediss://"):
+            raise ValueError(
+                f"{env_name('redis', 'ssl_ca_certs')} is for TLS: set "
+                f"{env_name('redis', 'url')} to a rediss:// URL"
+            )
+        return self
 
 
 class FeastSettings(_Section):
@@ -335,8 +391,23 @@ def redis_url_with_auth(url: str, redis: RedisSettings) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _feast_value(value: str) -> str:
+    """``value`` as Feast reads it back: Feast JSON-decodes each value when it can, so a
+    value that decodes (``123``, ``true``, ``"x"``) is written as a JSON string."""
+    try:
+        json.loads(value)
+    except ValueError:
+        return value
+    return json.dumps(value)
+
+
 def feast_connection_string(url: str, redis: RedisSettings) -> str:
-    """Feast's Redis ``connection_string`` (``host:port,db=N,ssl=true,...``) for ``url``."""
+    """Feast's Redis ``connection_string`` (``host:port,db=N,ssl=true,...``) for ``url``.
+
+    It carries the password, so it goes only into the environment of Feast (a subprocess or
+    this process) and never into a file or a log; ``fraudstream env`` prints it on
+    purpose, for ``eval`` in the user's own shell.
+    """
     parts = urlsplit(url)
     items = [f"{parts.hostname}:{parts.port}"]
     db = parts.path.lstrip("/")
@@ -345,9 +416,9 @@ def feast_connection_string(url: str, redis: RedisSettings) -> str:
     if parts.scheme == "rediss":
         items.append("ssl=true")
         if redis.ssl_ca_certs is not None:
-            items.append(f"ssl_ca_certs={redis.ssl_ca_certs}")
+            items.append(f"ssl_ca_certs={_feast_value(str(redis.ssl_ca_certs))}")
     if redis.username:
-        items.append(f"username={redis.username}")
+        items.append(f"username={_feast_value(redis.username)}")
     if redis.password is not None:
-        items.append(f"password={redis.password.get_secret_value()}")
+        items.append(f"password={_feast_value(redis.password.get_secret_value())}")
     return ",".join(items)

@@ -1,21 +1,27 @@
 """Kafka client configuration, checks and topic administration, built from settings.
 
 One place turns :class:`~fraudstream.config.KafkaSettings` into the configuration of
-each client family: confluent-kafka (producers, consumers, admin) and Faust
-(aiokafka underneath), so that security settings reach all of them alike.
+each client family: :func:`confluent_config` for every confluent-kafka producer,
+consumer and admin client, and :func:`faust_credentials` for Faust (aiokafka
+underneath), so that the security settings (TLS, SASL) reach all of them alike.
+No other module builds a Kafka client configuration.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fraudstream.config import KafkaSettings, env_name
+from fraudstream.config import KafkaSettings, SettingsError, env_name
 from fraudstream.errors import FraudstreamError
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +30,32 @@ class KafkaUnavailable(FraudstreamError):
     """The configured Kafka cluster did not answer."""
 
 
+def _sasl_credentials(kafka: KafkaSettings) -> tuple[str, str]:
+    """The SASL user and password, or :class:`SettingsError` naming what is missing."""
+    if not kafka.sasl_username or kafka.sasl_password is None:
+        raise SettingsError(
+            f"{env_name('kafka', 'security_protocol')}={kafka.security_protocol} needs "
+            f"{env_name('kafka', 'sasl_username')} and {env_name('kafka', 'sasl_password')}"
+        )
+    return kafka.sasl_username, kafka.sasl_password.get_secret_value()
+
+
 def confluent_config(kafka: KafkaSettings, bootstrap: str) -> dict[str, Any]:
-    """librdkafka settings common to producers, consumers and admin clients."""
+    """librdkafka settings common to producers, consumers and admin clients.
+
+    Every confluent-kafka client of fraudstream starts from this (through
+    :func:`producer_config`, :func:`consumer_config` or :func:`admin`).
+    """
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "security.protocol": kafka.security_protocol,
         "client.id": "fraudstream",
     }
     if kafka.uses_sasl:
+        username, password = _sasl_credentials(kafka)
         conf["sasl.mechanism"] = kafka.sasl_mechanism
-        conf["sasl.username"] = kafka.sasl_username or ""
-        if kafka.sasl_password is not None:
-            conf["sasl.password"] = kafka.sasl_password.get_secret_value()
+        conf["sasl.username"] = username
+        conf["sasl.password"] = password
     if kafka.uses_ssl:
         if kafka.ssl_cafile:
             conf["ssl.ca.location"] = str(kafka.ssl_cafile)
@@ -76,28 +96,35 @@ def faust_broker_url(bootstrap: str) -> str:
     return "kafka://" + ";".join(bootstrap.split(","))
 
 
-def faust_credentials(kafka: KafkaSettings) -> Any:
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """A client TLS context: brokers verified (certificate and host name) against
+    ``ssl_cafile`` or the system CAs, with the client certificate when one is set."""
+    context = ssl.create_default_context(
+        purpose=ssl.Purpose.SERVER_AUTH,
+        cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+    )
+    if kafka.ssl_certfile and kafka.ssl_keyfile:
+        password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
+        try:
+            context.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile), password)
+        except ssl.SSLError as exc:
+            raise SettingsError(
+                f"{env_name('kafka', 'ssl_certfile')}/{env_name('kafka', 'ssl_keyfile')}: "
+                f"cannot load the client certificate ({exc.reason}; is "
+                f"{env_name('kafka', 'ssl_key_password')} right?)"
+            ) from None
+    return context
+
+
+def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
     """Faust ``broker_credentials`` for the security settings, or ``None`` for PLAINTEXT."""
     import faust
 
-    context: ssl.SSLContext | None = None
-    if kafka.uses_ssl:
-        context = ssl.create_default_context(
-            purpose=ssl.Purpose.SERVER_AUTH,
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
-        )
-        if kafka.ssl_certfile and kafka.ssl_keyfile:
-            context.load_cert_chain(
-                str(kafka.ssl_certfile),
-                str(kafka.ssl_keyfile),
-                password=kafka.ssl_key_password.get_secret_value()
-                if kafka.ssl_key_password
-                else None,
-            )
+    context = ssl_context(kafka) if kafka.uses_ssl else None
     if kafka.uses_sasl:
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        username, password = _sasl_credentials(kafka)
         return faust.SASLCredentials(
-            username=kafka.sasl_username,
+            username=username,
             password=password,
             ssl_context=context,
             mechanism=kafka.sasl_mechanism,
@@ -111,19 +138,58 @@ def admin(kafka: KafkaSettings, bootstrap: str) -> AdminClient:
     return AdminClient(confluent_config(kafka, bootstrap))
 
 
+_BROKER_NAME = re.compile(r"\b[a-z_]+://\S+")  # "sasl_ssl://host:port/1:" says nothing
+
+
+def _settings_to_check(detail: str) -> list[str]:
+    """The settings a connection error points at (from librdkafka's error text)."""
+    text = _BROKER_NAME.sub("", detail).lower()
+    if "sasl" in text or "authentication" in text:
+        names = ["security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"]
+    elif "ssl" in text or "certificate" in text or "tls" in text:
+        names = ["security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile"]
+    elif "apiversion_query" in text:  # dropped before the first request: protocol mismatch
+        names = ["security_protocol"]
+    else:
+        return []
+    return [env_name("kafka", name) for name in names]
+
+
+class _Lines(logging.Handler):
+    """Keeps one client's librdkafka log lines: its reasons for a dropped connection."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def check_kafka(kafka: KafkaSettings, bootstrap: str, timeout_s: float = 5.0) -> int:
-    """Ask the cluster for metadata; return the broker count or raise :class:`KafkaUnavailable`."""
+    """Ask the cluster for metadata; return the broker count or raise :class:`KafkaUnavailable`
+    naming the settings to check (the address, or the TLS / SASL settings)."""
     conf = confluent_config(kafka, bootstrap)
     errors: list[str] = []
-    conf["error_cb"] = lambda err: errors.append(str(err))
-    conf["log_level"] = 0  # a refused connection is the answer here, not noise on stderr
+    seen = _Lines()
+    rdkafka_log = logging.Logger("rdkafka")  # this client's own: not printed, not propagated
+    rdkafka_log.addHandler(seen)
+    conf.update(
+        {"error_cb": lambda err: errors.append(str(err)), "logger": rdkafka_log, "log_level": 6}
+    )
+    client = AdminClient(conf)
     try:
-        metadata = AdminClient(conf).list_topics(timeout=timeout_s)
+        metadata = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        detail = errors[-1] if errors else str(exc.args[0] if exc.args else exc)
+        client.poll(0)  # serves error_cb and the log lines
+        pointed = [line for line in errors + seen.lines if _settings_to_check(line)]
+        detail = pointed[0] if pointed else (errors or [str(exc.args[0] if exc.args else exc)])[-1]
+        hint = _settings_to_check(detail)
+        check = f"; check {', '.join(hint)}" if hint else ""
         raise KafkaUnavailable(
-            f"{env_name('kafka', 'bootstrap_servers')}={bootstrap}: Kafka did not answer "
-            f"within {timeout_s:g}s ({detail})"
+            f"{env_name('kafka', 'bootstrap_servers')}={bootstrap} "
+            f"({env_name('kafka', 'security_protocol')}={kafka.security_protocol}): Kafka did "
+            f"not answer within {timeout_s:g}s ({detail}){check}"
         ) from None
     return len(metadata.brokers)
 

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
-from fraudstream.config import Settings, env_name, redis_url_with_auth
+from fraudstream.config import RedisSettings, Settings, env_name
 from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import KafkaUnavailable, check_kafka, ensure_topics
 
@@ -190,25 +190,62 @@ def redis_binary() -> str:
 # ---------------------------------------------------------------- readiness
 
 
-def redis_client(url: str, settings: Settings) -> redis.Redis:
-    """A Redis client for ``url`` with the configured credentials and timeouts."""
-    kwargs: dict[str, Any] = {
-        "socket_timeout": settings.redis.socket_timeout_s,
-        "socket_connect_timeout": settings.redis.socket_timeout_s,
+def redis_client_options(url: str, redis_settings: RedisSettings) -> dict[str, Any]:
+    """``redis.Redis`` keyword arguments for ``url``: credentials, TLS and timeouts.
+
+    The credentials are passed as arguments, never put into the URL, so no URL that is
+    shown or logged carries them. ``rediss://`` verifies the server's certificate and
+    host name against ``ssl_ca_certs`` (or the system CAs).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": redis_settings.socket_timeout_s,
+        "socket_connect_timeout": redis_settings.socket_timeout_s,
     }
-    if settings.redis.ssl_ca_certs is not None and url.startswith("rediss://"):
-        kwargs["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
-    client: redis.Redis = redis.Redis.from_url(redis_url_with_auth(url, settings.redis), **kwargs)
+    if redis_settings.username is not None:
+        options["username"] = redis_settings.username
+    if redis_settings.password is not None:
+        options["password"] = redis_settings.password.get_secret_value()
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+        options["ssl_check_hostname"] = True
+        if redis_settings.ssl_ca_certs is not None:
+            options["ssl_ca_certs"] = str(redis_settings.ssl_ca_certs)
+    return options
+
+
+def redis_client(url: str, settings: Settings) -> redis.Redis:
+    """The Redis client of fraudstream for ``url``, with the configured credentials and TLS.
+
+    Every Redis client of the product comes from here; Feast builds its own from
+    :func:`fraudstream.config.feast_connection_string`, out of the same settings.
+    """
+    client: redis.Redis = redis.Redis.from_url(url, **redis_client_options(url, settings.redis))
     return client
 
 
+def _redis_hint(exc: redis.RedisError, redis_settings: RedisSettings) -> str:
+    """What to check for a failed PING: credentials, TLS or the address."""
+    user, secret = env_name("redis", "username"), env_name("redis", "password")
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        if redis_settings.password is None:
+            return f"Redis requires a password: set {secret} (and {user} for an ACL user)"
+        return f"Redis refused the credentials: check {user} and {secret}"
+    text = str(exc).lower()
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return (
+            f"TLS failed: check {env_name('redis', 'ssl_ca_certs')} and the host name "
+            f"in {env_name('redis', 'url')}"
+        )
+    return "Redis did not answer PING"
+
+
 def check_redis(url: str, settings: Settings) -> None:
-    """PING Redis; raise :class:`StackError` naming the setting when it does not answer."""
+    """PING Redis; raise :class:`StackError` naming the settings to check when it fails."""
     try:
         redis_client(url, settings).ping()
     except redis.RedisError as exc:
         raise StackError(
-            f"{env_name('redis', 'url')}={url}: Redis did not answer PING ({exc})"
+            f"{env_name('redis', 'url')}={url}: {_redis_hint(exc, settings.redis)} ({exc})"
         ) from None
 
 
@@ -244,8 +281,11 @@ def _start_redis(settings: Settings, state: StackState) -> None:
         "--appendonly", "no",
         "--protected-mode", "yes",
     ]  # fmt: skip
-    if settings.redis.password is not None:
-        argv += ["--requirepass", settings.redis.password.get_secret_value()]
+    if settings.redis.password is not None:  # redis-server overwrites its argv once started
+        secret = settings.redis.password.get_secret_value()
+        argv += ["--requirepass", secret]
+        if settings.redis.username:
+            argv += ["--user", settings.redis.username, "on", f">{secret}", "~*", "&*", "+@all"]
     info = start_process(argv, settings.stack.dir / "logs" / "redis.log")
     info.port = port
     url = f"redis://127.0.0.1:{port}/0"

@@ -13,6 +13,7 @@ import copy
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -589,3 +590,80 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
         assert required in patterns, required
     for needed in ("constraints.txt", "pyproject.toml", "README.md", "fraudstream", "feature_repo"):
         assert needed not in patterns, f"{needed} is needed in the build context"
+
+
+# --- security ----------------------------------------------------------------------------
+
+_REQUIRED_VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
+
+
+def secret_literals(compose: Mapping[str, Any]) -> list[str]:
+    """``service: NAME`` for every secret whose value is not a required ``${VAR:?...}``.
+
+    Secrets are the ``SecretStr`` settings, ``REDISCLI_AUTH`` and ``--requirepass``.
+    """
+    from tests.security_support import secret_env_names
+
+    secret_names = set(secret_env_names()) | {"REDISCLI_AUTH"}
+    found = []
+    for name, service in services(compose).items():
+        values = {k: v for k, v in environment(service).items() if k.upper() in secret_names}
+        command = [str(part) for part in service.get("command") or []]
+        if "--requirepass" in command:
+            values["--requirepass"] = command[command.index("--requirepass") + 1]
+        found += [
+            f"{name}: {key}"
+            for key, value in values.items()
+            if not _REQUIRED_VARIABLE.fullmatch(value)
+        ]
+    return found
+
+
+@pytest.mark.unit
+def test_secrets_come_from_required_variables(compose: dict[str, Any]) -> None:
+    assert secret_literals(compose) == []
+    assert "requirepass" in command_text(services(compose)["redis"])
+
+
+@pytest.mark.unit
+def test_secret_check_catches_a_literal_or_a_default(compose: dict[str, Any]) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["redis"]["command"] = ["redis-server", "--requirepass", "hunter2"]
+    broken["services"]["worker"]["environment"] = {
+        **environment(broken["services"]["worker"]),
+        "FRAUDSTREAM_REDIS__PASSWORD": "${REDIS_PASSWORD:-hunter2}",
+        "FRAUDSTREAM_KAFKA__SASL_PASSWORD": "plain-text",
+    }
+    assert sorted(secret_literals(broken)) == [
+        "redis: --requirepass",
+        "worker: FRAUDSTREAM_KAFKA__SASL_PASSWORD",
+        "worker: FRAUDSTREAM_REDIS__PASSWORD",
+    ]
+
+
+@pytest.mark.unit
+def test_the_password_stays_out_of_files_and_command_lines(example_env: dict[str, str]) -> None:
+    assert example_env["REDIS_PASSWORD"] not in COMPOSE_FILE.read_text()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(COMPOSE_DIR / ".env")], cwd=REPO_ROOT, check=False
+    )
+    assert ignored.returncode == 0, "compose/.env (which holds REDIS_PASSWORD) must be git-ignored"
+    redis = services(yaml.safe_load(COMPOSE_FILE.read_text()))["redis"]
+    check = [str(part) for part in redis["healthcheck"]["test"]]
+    assert not {"-a", "--pass", "--askpass"} & set(" ".join(check).split())
+    assert environment(redis)["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+
+
+@pytest.mark.unit
+def test_by_default_only_loopback_ports_are_published(compose: dict[str, Any]) -> None:
+    """With nothing but the required password set, no port is reachable from another host,
+    and Redis is not published at all (containers reach it on the compose network)."""
+    minimal = interpolate(compose, {"REDIS_PASSWORD": "x" * 24})
+    published = {name: published_ports(s) for name, s in services(minimal).items()}
+    assert published["redis"] == [] and "6379" in [
+        str(p) for p in services(minimal)["redis"]["expose"]
+    ]
+    assert {name for name, ports in published.items() if ports} == PUBLISHING
+    for name, ports in published.items():
+        for host_ip, _, _ in ports:
+            assert host_ip == "127.0.0.1", f"{name} publishes on {host_ip or 'all interfaces'}"
