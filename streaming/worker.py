@@ -31,8 +31,9 @@ Per message:
   :meth:`Decision.to_json_dict` with ``latency_ms`` = emission time − the message's Kafka
   timestamp.
 
-If scoring fails (a bug, a model error), the batch's valid events go to the dead-letter
-topic with ``error_type`` ``scoring_failed`` and the error, and the failure is logged.
+If scoring a batch fails (a bug, a corrupt state), its valid events are scored one by one;
+an event that still fails goes to the dead-letter topic with ``error_type``
+``scoring_failed`` and the error, and the failure is logged.
 
 Duplicates: a ``transaction_id`` that occurs more than once in one batch is scored once
 per message, each copy as a replay (the scorer leaves a replayed transaction out of its
@@ -179,13 +180,11 @@ class BatchProcessor:
             events = [event for _, event in valid]
             try:
                 records = await asyncio.to_thread(self.scorer.score_records, events, update=True)
-            except Exception as exc:
-                log.exception("scoring a batch of %d event(s) failed", len(valid))
-                error = f"scoring failed: {type(exc).__name__}: {exc}"
-                outputs.extend(
-                    dead_letter(message, error, "scoring_failed", self.dead_letter_topic)
-                    for message, _ in valid
+            except Exception:
+                log.exception(
+                    "scoring a batch of %d event(s) failed; scoring one by one", len(valid)
                 )
+                outputs.extend(await self._one_by_one(valid))
             else:
                 now_s = time.time()
                 outputs.extend(
@@ -193,6 +192,25 @@ class BatchProcessor:
                     for (message, _), record in zip(valid, records, strict=True)
                 )
         await self.produce(outputs)
+
+    async def _one_by_one(
+        self, valid: Sequence[tuple[Incoming, TransactionEvent]]
+    ) -> list[Outgoing]:
+        """Score each event alone, so one that cannot be scored does not take its batch along:
+        it goes to the dead-letter topic (``scoring_failed``) with the error."""
+        outputs = []
+        for message, event in valid:
+            try:
+                [record] = await asyncio.to_thread(self.scorer.score_records, [event], update=True)
+            except Exception as exc:
+                log.exception("scoring %s failed", event.transaction_id)
+                error = f"scoring failed: {type(exc).__name__}: {exc}"
+                outputs.append(
+                    dead_letter(message, error, "scoring_failed", self.dead_letter_topic)
+                )
+            else:
+                outputs.append(decision_message(record, message, self.decisions_topic))
+        return outputs
 
     async def dead_letter_all(self, batch: Sequence[Incoming], exc: Exception) -> None:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""

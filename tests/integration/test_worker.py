@@ -150,11 +150,16 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
     ensure_topics(settings.kafka, bootstrap, list(topics.values()))
 
     # the expected decisions, from the same history state, before the worker changes it
-    expected = {
-        d.transaction_id: d
-        for d in build_scorer(settings, endpoints).score(new, update=False).decisions
-    }
+    scorer = build_scorer(settings, endpoints)
+    expected = {d.transaction_id: d for d in scorer.score(new, update=False).decisions}
     assert len(expected) == N_VALID
+    # a customer whose stored state is corrupt: its event cannot be scored, the rest can
+    poisoned = new.iloc[[0]].copy()
+    poisoned["transaction_id"] = pd.array(["poisoned-1"], dtype="string[pyarrow]")
+    poisoned["customer_id"] = pd.array(["poison-customer"], dtype="string[pyarrow]")
+    scorer.history.client.zadd(scorer.history.prefix + b"poison-customer", {b"short": 1})
+    # transactions delivered twice (a producer retry): each copy decided, with one score
+    duplicated = list(new["transaction_id"].astype(str).iloc[[5, 6, 250]])
 
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
     env.update(
@@ -185,11 +190,16 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
             key, value = encode(event)
             producer.produce(topics["transactions"], key=key, value=value)
             sent_valid += 1
+            if event.transaction_id in duplicated:
+                producer.produce(topics["transactions"], key=key, value=value)
             if i == N_VALID // 2:  # malformed messages in the middle of the stream
                 for bad_key, bad_value, _ in MALFORMED:
                     producer.produce(topics["transactions"], key=bad_key, value=bad_value)
+                [poison] = event_payloads(poisoned)
+                producer.produce(topics["transactions"], key=b"poison", value=encode(poison)[1])
         assert producer.flush(15) == 0, "events not delivered to the transactions topic"
         assert sent_valid == N_VALID
+        n_decisions, n_dead = N_VALID + len(duplicated), len(MALFORMED) + 1
 
         decisions: list[tuple[bytes | None, dict[str, Any]]] = []
         dead: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
@@ -197,9 +207,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         complete_at: float | None = None
         try:
             while time.monotonic() < deadline:
-                if complete_at is None and (
-                    len(decisions) >= N_VALID and len(dead) >= len(MALFORMED)
-                ):
+                if complete_at is None and (len(decisions) >= n_decisions and len(dead) >= n_dead):
                     complete_at = time.monotonic()
                 if complete_at is not None and time.monotonic() - complete_at > GRACE_S:
                     break
@@ -215,13 +223,13 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         finally:
             consumer.close()
 
-        assert len(decisions) == N_VALID and len(dead) == len(MALFORMED), (
+        assert len(decisions) == n_decisions and len(dead) == n_dead, (
             f"{len(decisions)} decision(s), {len(dead)} dead letter(s); log:\n{worker_log()}"
         )
 
-        # exactly one decision per transaction, keyed by its id, scored as in this process
+        # one decision per message, keyed by its id, scored as in this process
         ids = [d["transaction_id"] for _, d in decisions]
-        assert sorted(ids) == sorted(expected)
+        assert sorted(ids) == sorted([*expected, *duplicated])
         for key, d in decisions:
             want = expected[d["transaction_id"]]
             assert key == d["transaction_id"].encode()
@@ -239,7 +247,10 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
 
         # each malformed message once, with its own key and bytes and a telling error
         by_key = {key: (value, headers) for key, value, headers in dead}
-        assert len(by_key) == len(MALFORMED)
+        assert len(by_key) == n_dead
+        value, headers = by_key.pop(b"poison")
+        assert headers["error_type"] == b"scoring_failed"
+        assert orjson.loads(value)["transaction_id"] == "poisoned-1"
         for bad_key, bad_value, word in MALFORMED:
             value, headers = by_key[bad_key]
             assert value == bad_value
