@@ -3,7 +3,9 @@
 One event (a Kafka message value, JSON) is validated by :class:`TransactionEvent`;
 a table of events (Parquet, a DataFrame) by :func:`validate_frame`, with the same
 rules, vectorised. Identifiers may arrive as strings or integers and are stored as
-strings; timestamps must carry an offset and are stored in UTC. The JSON Schema in
+strings; timestamps must carry an offset and are stored in UTC. A single event's timestamp
+must also be on or after :data:`MIN_TIMESTAMP` (2000-01-01Z; tables are not checked against
+it); the worker adds an upper bound for live messages. The JSON Schema in
 ``docs/transaction.schema.json`` is generated from :class:`TransactionEvent`.
 """
 
@@ -29,6 +31,8 @@ EVENT_COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "a
 OPTIONAL_COLUMNS = ["currency"]
 LABEL_COLUMN = "is_fraud"
 MAX_ID_LENGTH = 128
+#: The earliest timestamp a single event may carry (simulated and handbook data start in 2018).
+MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class InvalidEvents(FraudstreamError):
@@ -44,24 +48,40 @@ def _identifier(value: Any) -> str:
     return text
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string with an offset, e.g. 2026-01-31T12:00:00Z")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
+        raise ValueError(f"{_short(value)} is not an ISO-8601 timestamp") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(f"{value!r} has no UTC offset (add Z or +00:00)")
-    return parsed.astimezone(UTC)
+        raise ValueError(f"{_short(value)} has no UTC offset (add Z or +00:00)")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{_short(value)} is out of range in UTC") from None
+    if utc < MIN_TIMESTAMP:
+        raise ValueError(f"{_short(value)} is before {MIN_TIMESTAMP.isoformat()}")
+    return utc
 
 
 def _amount(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a JSON number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(
+            "must be a finite number > 0, got an integer too large for a float"
+        ) from None
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"must be a finite number > 0, got {value!r}")
+        raise ValueError(f"must be a finite number > 0, got {_short(value)}")
     return number
 
 

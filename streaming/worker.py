@@ -20,12 +20,20 @@ No exception leaves the loop body (an exception in an agent would ack the batch)
 
 Per message:
 
-* not UTF-8, not JSON, or not a valid :class:`~fraudstream.schema.TransactionEvent`
-  (missing or wrongly typed fields, amount not finite and > 0, timestamp without offset):
-  a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and
+* over :data:`MAX_MESSAGE_BYTES` (checked before parsing), not UTF-8, not JSON, or not a
+  valid :class:`~fraudstream.schema.TransactionEvent` (missing or wrongly typed fields,
+  amount not finite and > 0, timestamp without offset or before 2000-01-01Z), or a timestamp
+  more than :data:`MAX_FUTURE_S` (1 day) after the worker's clock: a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and
   the headers ``error`` (what is wrong, without traceback), ``error_type``
   (``invalid_event``), ``source_topic``, ``source_partition``, ``source_offset`` and
-  ``source_timestamp_ms``;
+  ``source_timestamp_ms``. The ``error`` is one line and starts with the field at fault
+  (``amount: ...``) or ``message:`` when the whole message is. The dead letter of an
+  oversized message carries only its first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes and
+  the header ``value_bytes`` (its full size), so it fits the producer's request limit;
+* valid but unusual, scored as usual: extra fields are ignored; any finite amount > 0 is
+  scored, however large; timestamps in the past (since 2000) and out-of-order events are
+  scored at their own event time; an unknown customer or terminal is scored ``degraded``
+  (see :mod:`fraudstream.scoring`); duplicate ids are replays (below);
 * valid: scored with the batch's other valid events in one :meth:`Scorer.score` call, then
   one decision on ``settings.topics.decisions``, keyed by ``transaction_id``, value
   :meth:`Decision.to_json_dict` with ``latency_ms`` = emission time − the message's Kafka
@@ -49,6 +57,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -67,6 +76,12 @@ AGENT_NAME = "score_transactions"
 RETRY_PAUSE_S = 0.5
 RETRY_PAUSE_MAX_S = 10.0
 MAX_ERROR_LENGTH = 2000
+#: A message value over this size is dead-lettered unparsed (Kafka's default limit is ~1 MB).
+MAX_MESSAGE_BYTES = 1_000_000
+#: The dead letter of an oversized message keeps this many bytes of its value.
+DEAD_LETTER_MAX_VALUE_BYTES = 65_536
+#: A live event may be timed at most this far after the worker's clock (clock skew).
+MAX_FUTURE_S = 86_400.0
 
 Headers = list[tuple[str, bytes]]
 
@@ -102,23 +117,47 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode(value: bytes | None) -> TransactionEvent | str:
-    """The event in ``value``, or a one-line description of what is wrong with it."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def decode(value: bytes | None, now_s: float | None = None) -> TransactionEvent | str:
+    """The event in ``value``, or a one-line description of what is wrong with it.
+
+    Never raises. ``now_s`` (default: the clock) bounds the event time from above.
+    """
     if value is None:
         return "message: empty value (tombstone)"
+    if len(value) > MAX_MESSAGE_BYTES:
+        return f"message: {len(value):,} bytes, over the {MAX_MESSAGE_BYTES:,}-byte limit"
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"message: not UTF-8 ({exc})"
     try:
-        return TransactionEvent.model_validate_json(text)
+        event = TransactionEvent.model_validate_json(text)
     except ValidationError as exc:
-        return describe_validation_error(exc)
+        return _one_line(describe_validation_error(exc))
+    except Exception as exc:  # a validator bug must not stop the worker
+        return _one_line(f"message: {type(exc).__name__}: {exc}")
+    now_s = time.time() if now_s is None else now_s
+    if event.timestamp.timestamp() > now_s + MAX_FUTURE_S:
+        clock = datetime.fromtimestamp(now_s, UTC).isoformat()
+        return (
+            f"timestamp: {event.timestamp.isoformat()} is more than "
+            f"{MAX_FUTURE_S / 3600:g} h after the worker's clock ({clock})"
+        )
+    return event
 
 
 def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> Outgoing:
     """The dead letter of ``message``: its own key and bytes, the error in the headers."""
     stamp = "" if message.timestamp_s is None else str(round(message.timestamp_s * 1000))
+    value = message.value
+    extra: Headers = []
+    if value is not None and len(value) > MAX_MESSAGE_BYTES:
+        extra = [("value_bytes", str(len(value)).encode())]
+        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
     headers: Headers = [
         ("error", error[:MAX_ERROR_LENGTH].encode()),
         ("error_type", error_type.encode()),
@@ -126,8 +165,9 @@ def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> O
         ("source_partition", str(message.partition).encode()),
         ("source_offset", str(message.offset).encode()),
         ("source_timestamp_ms", stamp.encode()),
+        *extra,
     ]
-    return Outgoing(topic, message.key, message.value, headers)
+    return Outgoing(topic, message.key, value, headers)
 
 
 def decision_message(

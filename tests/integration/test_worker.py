@@ -33,6 +33,7 @@ from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
 from fraudstream.scoring import build_scorer
 from fraudstream.stack import resolve_endpoints
+from streaming.worker import DEAD_LETTER_MAX_VALUE_BYTES, MAX_MESSAGE_BYTES
 
 from .world import build_world
 
@@ -77,6 +78,38 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
         b'{"transaction_id":"m5","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
         b'"terminal_id":"t","amount":"12.5"}',
         "amount",
+    ),
+    # fuzzed corpus (issue 6, point 5): each would once have stopped or stalled the worker
+    (
+        b"bad-future",
+        b'{"transaction_id":"m6","timestamp":"2126-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":5}',
+        "worker's clock",
+    ),
+    (
+        b"bad-past",
+        b'{"transaction_id":"m7","timestamp":"0001-01-01T00:00:00+01:00","customer_id":"c",'
+        b'"terminal_id":"t","amount":5}',
+        "timestamp",
+    ),
+    (
+        b"bad-inf",
+        b'{"transaction_id":"m8","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":1e999}',
+        "amount",
+    ),
+    (
+        b"bad-bigint",
+        b'{"transaction_id":"m9","timestamp":"2026-01-01T00:00:00Z","customer_id":"c",'
+        b'"terminal_id":"t","amount":1' + b"0" * 400 + b"}",
+        "amount",
+    ),
+    (b"bad-array", b"[1, 2]", "object"),
+    (b"bad-number", b"42", "object"),
+    (
+        b"bad-huge",
+        b'{"transaction_id":"m10","pad":"' + b"x" * 1_000_100 + b'"}',
+        "1,000,000-byte limit",
     ),
 ]
 
@@ -184,7 +217,10 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         def worker_log() -> str:
             return log.read_text()[-4000:]
 
-        producer = Producer(producer_config(settings.kafka, bootstrap))
+        # message.max.bytes: let the oversized malformed message through (broker: ~1 MB)
+        producer = Producer(
+            {**producer_config(settings.kafka, bootstrap), "message.max.bytes": 2_000_000}
+        )
         sent_valid = 0
         for i, event in enumerate(event_payloads(new)):
             key, value = encode(event)
@@ -253,7 +289,11 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         assert orjson.loads(value)["transaction_id"] == "poisoned-1"
         for bad_key, bad_value, word in MALFORMED:
             value, headers = by_key[bad_key]
-            assert value == bad_value
+            if len(bad_value) > MAX_MESSAGE_BYTES:  # only the head of an oversized message
+                assert value == bad_value[:DEAD_LETTER_MAX_VALUE_BYTES]
+                assert headers["value_bytes"] == str(len(bad_value)).encode()
+            else:
+                assert value == bad_value
             error = headers["error"].decode()
             assert word in error, (bad_key, error)
             assert "Traceback" not in error
