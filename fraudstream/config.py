@@ -247,6 +247,11 @@ class ScoringSettings(_Section):
         description="SHAP (TreeSHAP) reasons for every decision, or only for review and "
         "decline (approvals then get XGBoost's approximate contributions, 13x cheaper)",
     )
+    max_event_ahead_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="the worker dead-letters an event timed further than this after its clock",
+    )
     customer_cache_rows: int = Field(
         default=4_000_000,
         ge=0,

@@ -23,8 +23,8 @@ Per message:
 * over :data:`MAX_MESSAGE_BYTES` (checked before parsing), not UTF-8, not JSON, or not a
   valid :class:`~fraudstream.schema.TransactionEvent` (missing or wrongly typed fields,
   amount not finite and > 0, timestamp without offset or before 2000-01-01Z), or a timestamp
-  more than :data:`MAX_FUTURE_S` (1 day) after the worker's clock: a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and
-  the headers ``error`` (what is wrong, without traceback), ``error_type``
+  more than ``settings.scoring.max_event_ahead_s`` (default 1 day) after the worker's clock:
+  a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and the headers ``error`` (what is wrong, without traceback), ``error_type``
   (``invalid_event``), ``source_topic``, ``source_partition``, ``source_offset`` and
   ``source_timestamp_ms``. The ``error`` is one line and starts with the field at fault
   (``amount: ...``) or ``message:`` when the whole message is. The dead letter of an
@@ -121,7 +121,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def decode(value: bytes | None, now_s: float | None = None) -> TransactionEvent | str:
+def decode(
+    value: bytes | None, now_s: float | None = None, max_ahead_s: float = MAX_FUTURE_S
+) -> TransactionEvent | str:
     """The event in ``value``, or a one-line description of what is wrong with it.
 
     Never raises. ``now_s`` (default: the clock) bounds the event time from above.
@@ -141,11 +143,11 @@ def decode(value: bytes | None, now_s: float | None = None) -> TransactionEvent 
     except Exception as exc:  # a validator bug must not stop the worker
         return _one_line(f"message: {type(exc).__name__}: {exc}")
     now_s = time.time() if now_s is None else now_s
-    if event.timestamp.timestamp() > now_s + MAX_FUTURE_S:
+    if event.timestamp.timestamp() > now_s + max_ahead_s:
         clock = datetime.fromtimestamp(now_s, UTC).isoformat()
         return (
             f"timestamp: {event.timestamp.isoformat()} is more than "
-            f"{MAX_FUTURE_S / 3600:g} h after the worker's clock ({clock})"
+            f"{max_ahead_s / 3600:g} h after the worker's clock ({clock})"
         )
     return event
 
@@ -195,6 +197,7 @@ class BatchProcessor:
         self.scorer = scorer
         self.decisions_topic = settings.topics.decisions
         self.dead_letter_topic = settings.topics.dead_letter
+        self.max_ahead_s = settings.scoring.max_event_ahead_s
         self.retry_pause_s = retry_pause_s
 
     async def process(self, batch: Sequence[Incoming]) -> None:
@@ -202,7 +205,7 @@ class BatchProcessor:
         outputs: list[Outgoing] = []
         valid: list[tuple[Incoming, TransactionEvent]] = []
         for message in batch:
-            result = decode(message.value)
+            result = decode(message.value, max_ahead_s=self.max_ahead_s)
             if isinstance(result, str):
                 log.warning(
                     "dead letter %s[%d]@%d: %s",
