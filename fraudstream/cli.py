@@ -604,11 +604,11 @@ def serve_cmd(
 
     from fraudstream.model import ModelError
     from fraudstream.scoring import build_scorer
-    from serving.app import create_app
+    from serving.app import api_endpoints, create_app
 
     settings = _settings(ctx)
     try:
-        endpoints = local_stack.resolve_endpoints(settings)
+        endpoints = api_endpoints(settings)  # Redis only: the API needs no Kafka
         local_stack.check_redis(endpoints.redis_url, settings)
         scorer = build_scorer(settings, endpoints)
     except ModelError as exc:

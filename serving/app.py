@@ -42,6 +42,7 @@ from fraudstream.config import Settings
 from fraudstream.decision import Decision
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
+from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.batching import ScoringQueue
 from serving.metrics import CONTENT_TYPE, ApiMetrics
 
@@ -372,17 +373,29 @@ def _secret(settings: Settings) -> str | None:
     return None if key is None else key.get_secret_value()
 
 
+def api_endpoints(settings: Settings) -> Endpoints:
+    """Where Redis is; the API needs no Kafka, so a configured Redis URL is enough."""
+    if settings.redis.url is None:
+        return resolve_endpoints(settings)  # the local stack
+    kafka = settings.kafka.bootstrap_servers
+    return Endpoints(
+        kafka_bootstrap=kafka or "",
+        redis_url=settings.redis.url,
+        kafka_external=kafka is not None,
+        redis_external=True,
+    )
+
+
 def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` (one call per worker process): settings read once
     here, the process's entry point; the model verified and the scorer built."""
     from fraudstream.config import load_settings
     from fraudstream.scoring import build_scorer
-    from fraudstream.stack import resolve_endpoints
 
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    endpoints = resolve_endpoints(settings)
+    endpoints = api_endpoints(settings)
     scorer = build_scorer(settings, endpoints)
     return create_app(settings, scorer, redis_url=endpoints.redis_url)

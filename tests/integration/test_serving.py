@@ -349,3 +349,25 @@ def test_ready_follows_a_private_redis_without_restart(world: World, tmp_path: P
             assert body["model_version"] == world.model.version
     finally:
         stack.stop_process(info)
+
+
+def test_serve_refuses_a_tampered_model(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(world.settings.model.dir, model)
+    with (model / "model.ubj").open("ab") as handle:
+        handle.write(b"\0")
+    env = subprocess_env(world.settings, resolve_endpoints(world.settings), tmp_path / "stack")
+    env["FRAUDSTREAM_MODEL__DIR"] = str(model)
+    port = str(stack.free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudstream", "serve", "--port", port],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to start" in done.stderr and "SHA-256" in done.stderr

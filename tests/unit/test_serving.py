@@ -401,3 +401,18 @@ def test_queue_refuses_work_when_not_started() -> None:
             await queue.score([event("t", "c")], False, single=True)
 
     asyncio.run(main())
+
+
+def test_serve_needs_redis_not_kafka(clean_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from fraudstream.cli import app
+
+    clean_env()
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2  # no stack, nothing configured
+    # with a Redis URL and no Kafka at all, what stops it is Redis not answering
+    monkeypatch.setenv("FRAUDSTREAM_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "FRAUDSTREAM_REDIS__URL" in result.output and "PING" in result.output
