@@ -216,6 +216,21 @@ class ModelSettings(_Section):
     dir: Path = Field(default=Path("models/current"), description="model artifact directory")
 
 
+class WorkerSettings(_Section):
+    """The scoring worker's metrics and liveness endpoint."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics and /live here; off when unset"
+    )
+    stall_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="not live when a partition with lag has not committed for this long",
+    )
+    check_interval_s: float = Field(default=5.0, gt=0, le=600, description="liveness check period")
+
+
 class ApiSettings(_Section):
     """The REST API (``fraudstream serve``)."""
 
@@ -262,6 +277,15 @@ class ScoringSettings(_Section):
 
 class StackSettings(_Section):
     dir: Path = Field(default=Path(".stack"), description="local stack state, data and logs")
+    kafka_storage_engine: str = Field(
+        default="memory://tansu/",
+        pattern=r"^(memory|s3)://",
+        description=(
+            "the local broker's (Tansu) --storage-engine: memory://tansu/ (lost when the broker "
+            "stops) or s3://BUCKET/ (kept; the S3 endpoint and keys come from AWS_ENDPOINT, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP)"
+        ),
+    )
 
 
 class Settings(BaseSettings):
@@ -284,6 +308,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     scoring: ScoringSettings = ScoringSettings()
     stack: StackSettings = StackSettings()
+    worker: WorkerSettings = WorkerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

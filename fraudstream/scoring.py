@@ -29,6 +29,7 @@ Missing or stale features (documented policy):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,6 +191,8 @@ class Scorer:
         self.policy = policy
         self.clock = clock
         self.names = model.feature_names
+        #: Seconds spent per stage (features, model, update) since the last reset, for metrics.
+        self.timings: dict[str, float] = {"features": 0.0, "model": 0.0, "update": 0.0}
         self._check_features()
         self.terminal_features = [n for n in self.names if ALL_FEATURES[n].source == "terminal"]
 
@@ -238,6 +241,7 @@ class Scorer:
     def score_batch(self, batch: Batch, *, update: bool = True) -> Scored:
         """Decisions for ``batch`` (distinct transaction ids), in order."""
         now = self.clock()
+        started = time.perf_counter()
         n = len(batch)
         degraded: list[list[str]] = [[] for _ in range(n)]
 
@@ -259,6 +263,7 @@ class Scorer:
         columns.update({c: terminal[:, j] for j, c in enumerate(self.terminal_features)})
         matrix = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in self.names])
 
+        featured = time.perf_counter()
         scores = self.model.predict(matrix)
         actions = self._actions(scores, batch.amount, degraded)
         exact = (
@@ -274,8 +279,13 @@ class Scorer:
             contributions[approx] = self.model.contributions(matrix[approx], exact=False)[:, :-1]
         top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
 
+        modelled = time.perf_counter()
         if update and history_ok:
             self._update(batch, customers, codes, ids, next_states, customer)
+        updated = time.perf_counter()
+        self.timings["features"] += featured - started
+        self.timings["model"] += modelled - featured
+        self.timings["update"] += updated - modelled
 
         version = self.model.version
         names = self.names

@@ -55,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,9 +65,12 @@ from pydantic import ValidationError
 
 from fraudstream.config import Settings
 from fraudstream.decision import encode_record
+from fraudstream.kafka import producer_config
+from fraudstream.metrics import WorkerMetrics
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import Endpoints
+from streaming.delivery import DeliveringProducer
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +195,21 @@ class BatchProcessor:
         scorer: Scorer,
         *,
         retry_pause_s: float = RETRY_PAUSE_S,
+        delivery: DeliveringProducer,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.app = app
         self.scorer = scorer
         self.decisions_topic = settings.topics.decisions
         self.dead_letter_topic = settings.topics.dead_letter
         self.max_ahead_s = settings.scoring.max_event_ahead_s
+        self.metrics = metrics
+        self.delivery = delivery
         self.retry_pause_s = retry_pause_s
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Score ``batch`` and produce every output; returns once all are delivered."""
+        started = time.perf_counter()
         outputs: list[Outgoing] = []
         valid: list[tuple[Incoming, TransactionEvent]] = []
         for message in batch:
@@ -219,6 +227,11 @@ class BatchProcessor:
                 )
             else:
                 valid.append((message, result))
+        decoded = time.perf_counter()
+        timings = self.scorer.timings
+        before = dict(timings)
+        reads = self.scorer.history.reads
+        records: list[dict[str, Any]] = []
         if valid:
             events = [event for _, event in valid]
             try:
@@ -227,21 +240,56 @@ class BatchProcessor:
                 log.exception(
                     "scoring a batch of %d event(s) failed; scoring one by one", len(valid)
                 )
-                outputs.extend(await self._one_by_one(valid))
+                more, records = await self._one_by_one(valid)
+                outputs.extend(more)
             else:
                 now_s = time.time()
                 outputs.extend(
                     decision_message(record, message, self.decisions_topic, now_s)
                     for (message, _), record in zip(valid, records, strict=True)
                 )
+        scored = time.perf_counter()
         await self.produce(outputs)
+        if self.metrics is not None:
+            done = time.perf_counter()
+            stages = {k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")}
+            self._record(batch, outputs, records, reads, decoded - started, stages)
+            with self.metrics.lock:
+                self.metrics.stage_ms.observe((done - scored) * 1000, "produce")
+                self.metrics.stage_ms.observe((done - started) * 1000, "batch")
+
+    def _record(
+        self,
+        batch: Sequence[Incoming],
+        outputs: Sequence[Outgoing],
+        records: Sequence[dict[str, Any]],
+        reads_before: int,
+        decode_s: float,
+        stages_ms: dict[str, float],
+    ) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        with metrics.lock:
+            metrics.consumed.inc(amount=len(batch))
+            metrics.batch_events.observe(len(batch))
+            metrics.stage_ms.observe(decode_s * 1000, "decode")
+            for stage, ms in stages_ms.items():
+                metrics.stage_ms.observe(ms, stage)
+            metrics.history_reads.inc(amount=self.scorer.history.reads - reads_before)
+            for out in outputs:
+                if out.topic == self.dead_letter_topic:
+                    metrics.dead_letters.inc(dict(out.headers)["error_type"].decode())
+            for record in records:
+                metrics.decisions.inc(record["action"])
+                if record["degraded"]:
+                    metrics.degraded.inc()
 
     async def _one_by_one(
         self, valid: Sequence[tuple[Incoming, TransactionEvent]]
-    ) -> list[Outgoing]:
+    ) -> tuple[list[Outgoing], list[dict[str, Any]]]:
         """Score each event alone, so one that cannot be scored does not take its batch along:
         it goes to the dead-letter topic (``scoring_failed``) with the error."""
-        outputs = []
+        outputs, records = [], []
         for message, event in valid:
             try:
                 [record] = await asyncio.to_thread(self.scorer.score_records, [event], update=True)
@@ -253,11 +301,15 @@ class BatchProcessor:
                 )
             else:
                 outputs.append(decision_message(record, message, self.decisions_topic))
-        return outputs
+                records.append(record)
+        return outputs, records
 
     async def dead_letter_all(self, batch: Sequence[Incoming], exc: Exception) -> None:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
+        if self.metrics is not None:
+            with self.metrics.lock:
+                self.metrics.dead_letters.inc("worker_error", amount=len(batch))
         await self.produce(
             [dead_letter(m, error, "worker_error", self.dead_letter_topic) for m in batch]
         )
@@ -267,17 +319,10 @@ class BatchProcessor:
         pending = list(outputs)
         pause = self.retry_pause_s
         while pending:
-            results = await asyncio.gather(
-                *(self._send(out) for out in pending), return_exceptions=True
-            )
+            results = await self.delivery.deliver(pending)
             failed = [
-                (out, res)
-                for out, res in zip(pending, results, strict=True)
-                if isinstance(res, BaseException)
+                (out, res) for out, res in zip(pending, results, strict=True) if res is not None
             ]
-            for _, res in failed:
-                if isinstance(res, asyncio.CancelledError):
-                    raise res
             if not failed:
                 return
             log.error(
@@ -290,14 +335,6 @@ class BatchProcessor:
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE_MAX_S)
             pending = [out for out, _ in failed]
-
-    async def _send(self, out: Outgoing) -> Any:
-        # Straight to the app's producer (the bytes are final): Faust's Topic.send adds
-        # per-message bookkeeping that this path does not need (see benchmarks/streaming.py)
-        delivery: Awaitable[Any] = await self.app.producer.send(
-            out.topic, out.key, out.value, None, None, out.headers
-        )
-        return await delivery
 
 
 def incoming(event: faust.EventT) -> Incoming:
@@ -314,10 +351,41 @@ def incoming(event: faust.EventT) -> Incoming:
     )
 
 
-def register(app: faust.App, settings: Settings, scorer: Scorer) -> faust.types.AgentT:
+def register(
+    app: faust.App, settings: Settings, scorer: Scorer, bootstrap: str
+) -> faust.types.AgentT:
     """Define the scoring agent on ``app`` (transactions → decisions / dead letters)."""
     source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
-    processor = BatchProcessor(app, settings, scorer)
+    metrics = WorkerMetrics(settings.worker.stall_after_s)
+    # linger 1 ms: a whole batch is queued at once and awaited, waiting longer only adds latency
+    delivery = DeliveringProducer({**producer_config(settings.kafka, bootstrap), "linger.ms": 1})
+    processor = BatchProcessor(app, settings, scorer, delivery=delivery, metrics=metrics)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def flush_outputs(app: faust.App, **kwargs: Any) -> None:
+        left = await asyncio.to_thread(delivery.close)
+        if left:
+            log.error("%d output message(s) undelivered at shutdown", left)
+
+    app.fraudstream_metrics = metrics  # type: ignore[attr-defined]
+
+    @app.timer(settings.worker.check_interval_s)
+    async def check_partitions() -> None:
+        """Lag and commit age per assigned partition; not live when one stalls."""
+        consumer = app.consumer
+        highwater, committed = {}, {}
+        for tp in consumer.assignment():
+            if tp.topic != source.get_topic_name():
+                continue
+            high = consumer.highwater(tp)
+            if high is None:  # no fetch answered yet
+                continue
+            highwater[(tp.topic, tp.partition)] = high
+            committed[(tp.topic, tp.partition)] = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        state = metrics.check_partitions(highwater, committed)
+        if not state.live:
+            log.error("worker not live: %s", "; ".join(state.stalled))
+
     size, within = settings.scoring.batch_size, settings.scoring.batch_timeout_s
 
     async def score_transactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -375,7 +443,11 @@ def build_worker_app(
     datadir = settings.stack.dir / f"{app_id}-data"
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last part
     app = create_app(settings, endpoints.kafka_bootstrap, app_id=app_id, datadir=datadir)
-    register(app, settings, scorer)
+    register(app, settings, scorer, endpoints.kafka_bootstrap)
+    if settings.worker.metrics_port is not None:
+        from fraudstream.metrics import serve
+
+        serve(app.fraudstream_metrics, settings.worker.metrics_host, settings.worker.metrics_port)  # type: ignore[attr-defined]
     log.info(
         "worker %s: %s -> %s (dead letters: %s), model %s, batches of %d / %gs",
         app_id,

@@ -13,11 +13,14 @@ SIGTERM and expects a clean exit.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +197,9 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
     # transactions delivered twice (a producer retry): each copy decided, with one score
     duplicated = list(new["transaction_id"].astype(str).iloc[[5, 6, 250]])
 
+    with socket.socket() as probe:  # a free port for the worker's metrics
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
     env.update(
         {
@@ -208,6 +214,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
             "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dead_letter"],
             "FRAUDSTREAM_SCORING__BATCH_SIZE": str(BATCH_SIZE),
             "TEST_APP_ID": f"worker-{tag}",
+            "FRAUDSTREAM_WORKER__METRICS_PORT": str(metrics_port),
         }
     )
     log = tmp_path / "worker.log"
@@ -301,6 +308,28 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
             assert headers["source_topic"] == topics["transactions"].encode()
             assert int(headers["source_partition"]) in range(settings.kafka.partitions)
             assert int(headers["source_offset"]) >= 0
+
+        # what the worker counted, on its metrics endpoint
+        base = f"http://127.0.0.1:{metrics_port}"
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("fraudstream_worker_")
+        }
+        assert samples["fraudstream_worker_consumed_total"] == n_decisions + n_dead
+        decided = sum(
+            v for k, v in samples.items() if k.startswith("fraudstream_worker_decisions_total")
+        )
+        assert decided == n_decisions
+        assert samples['fraudstream_worker_dead_letters_total{error_type="invalid_event"}'] == len(
+            MALFORMED
+        )
+        assert samples['fraudstream_worker_dead_letters_total{error_type="scoring_failed"}'] == 1
+        for stage in ("decode", "features", "model", "update", "produce", "batch"):
+            assert samples[f'fraudstream_worker_stage_duration_ms_count{{stage="{stage}"}}'] > 0
+        live = json.loads(urllib.request.urlopen(f"{base}/live", timeout=5).read())
+        assert live["live"] is True
 
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -1,0 +1,324 @@
+"""Prometheus metrics of fraudstream's processes: every definition here.
+
+The values live in small counters of this module, exposed through a private
+:class:`~prometheus_client.CollectorRegistry` by a custom collector, rather than in
+``prometheus_client.Counter`` objects: importing Feast switches prometheus-client to its
+multiprocess mode for the whole process (``feast.metrics`` sets ``PROMETHEUS_MULTIPROC_DIR``),
+where same-named metrics of two registries share one value.
+
+:class:`WorkerMetrics` also holds the worker's liveness: a Faust agent can die while the
+process stays up, so the worker is live only while every assigned partition that has
+unread messages keeps committing (:meth:`WorkerMetrics.check_partitions`).
+:func:`serve` exposes ``/metrics`` and ``/live`` over HTTP.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+#: Histogram buckets in milliseconds.
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 500, 1000, 2500)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+Labels = tuple[str, ...]
+
+
+class Counter:
+    """A counter family with fixed label names."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.values: defaultdict[Labels, float] = defaultdict(float)
+        if not self.labelnames:
+            self.values[()] = 0.0
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] += amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric(list(labels), value)
+        return family
+
+
+class Gauge:
+    """A gauge family with fixed label names (a label set can be removed)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.values: dict[Labels, float] = {} if labelnames else {(): 0.0}
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = value
+
+    def clear(self) -> None:
+        self.values = {} if self.labelnames else {(): 0.0}
+
+    def family(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric(list(labels), value)
+        return family
+
+
+class Histogram:
+    """A histogram family with fixed label names and buckets."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.bounds = [float(b) for b in buckets]
+        self.counts: dict[Labels, list[int]] = {}
+        self.sums: defaultdict[Labels, float] = defaultdict(float)
+
+    def observe(self, value: float, *labels: str) -> None:
+        counts = self.counts.setdefault(labels, [0] * (len(self.bounds) + 1))
+        counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sums[labels] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, counts in sorted(self.counts.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric(list(labels), buckets, self.sums[labels])
+        return family
+
+
+class _Families(Collector):
+    """A collector over a fixed set of families, with its own registry."""
+
+    families: tuple[Counter | Gauge | Histogram, ...] = ()
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # updates on the event loop, reads on the HTTP thread
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            families = [f.family() for f in self.families]
+        yield from families
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class ApiMetrics(_Families):
+    """Requests, latency, decisions, degraded decisions, scorer calls and errors of one app."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "fraudstream_api_requests",
+            "HTTP requests answered, by route template, method and status code",
+            ["route", "method", "status"],
+        )
+        self.latency_ms = Histogram(
+            "fraudstream_api_request_duration_ms",
+            "Time from request arrival to the end of the response, in milliseconds",
+            LATENCY_BUCKETS_MS,
+            ["route"],
+        )
+        self.decisions = Counter(
+            "fraudstream_api_decisions", "Transactions scored, by action", ["action"]
+        )
+        self.degraded = Counter(
+            "fraudstream_api_degraded_decisions",
+            "Decisions made with missing or stale features (degraded: true)",
+        )
+        self.scoring_calls = Histogram(
+            "fraudstream_api_scoring_call_transactions",
+            "Transactions per scorer call (concurrent single requests are scored together)",
+            BATCH_BUCKETS[:-1],
+        )
+        self.errors = Counter(
+            "fraudstream_api_errors",
+            "Requests that failed inside the API (answered 500)",
+            ["route"],
+        )
+        self.families = (
+            self.requests,
+            self.latency_ms,
+            self.decisions,
+            self.degraded,
+            self.scoring_calls,
+            self.errors,
+        )
+        super().__init__()
+
+
+@dataclass
+class _Partition:
+    committed: int | None = None
+    moved_at: float = 0.0  # monotonic time the committed offset last changed
+
+
+@dataclass(frozen=True)
+class Liveness:
+    live: bool
+    stalled: list[str] = field(default_factory=list)  # "topic[partition]: why"
+
+
+class WorkerMetrics(_Families):
+    """What the scoring worker did, per stage, and whether its partitions keep moving."""
+
+    STAGES = ("decode", "features", "model", "update", "produce", "batch")
+
+    def __init__(self, stall_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_after_s = stall_after_s
+        self.clock = clock
+        self.consumed = Counter("fraudstream_worker_consumed", "Messages taken from the input")
+        self.decisions = Counter(
+            "fraudstream_worker_decisions", "Decisions produced, by action", ["action"]
+        )
+        self.dead_letters = Counter(
+            "fraudstream_worker_dead_letters",
+            "Messages sent to the dead-letter topic, by error type",
+            ["error_type"],
+        )
+        self.degraded = Counter(
+            "fraudstream_worker_degraded_decisions",
+            "Decisions made with missing or stale features (degraded: true)",
+        )
+        self.history_reads = Counter(
+            "fraudstream_worker_history_reads",
+            "Customer states read from Redis (not in the worker's cache or changed elsewhere)",
+        )
+        self.stage_ms = Histogram(
+            "fraudstream_worker_stage_duration_ms",
+            "Time per micro-batch in each stage (decode, features, model, update: history and "
+            "online-store writes, produce: until every output is delivered; batch: all)",
+            LATENCY_BUCKETS_MS,
+            ["stage"],
+        )
+        self.batch_events = Histogram(
+            "fraudstream_worker_batch_messages", "Messages per micro-batch", BATCH_BUCKETS
+        )
+        self.lag = Gauge(
+            "fraudstream_worker_consumer_lag",
+            "Messages in the partition after the last committed offset",
+            ["topic", "partition"],
+        )
+        self.commit_age = Gauge(
+            "fraudstream_worker_commit_age_seconds",
+            "Seconds since the partition's committed offset last moved",
+            ["topic", "partition"],
+        )
+        self.live = Gauge(
+            "fraudstream_worker_live",
+            "1 while every partition with lag keeps committing, else 0",
+        )
+        self.live.set(1.0)
+        self.families = (
+            self.consumed,
+            self.decisions,
+            self.dead_letters,
+            self.degraded,
+            self.history_reads,
+            self.stage_ms,
+            self.batch_events,
+            self.lag,
+            self.commit_age,
+            self.live,
+        )
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._liveness = Liveness(True)
+        super().__init__()
+
+    def check_partitions(
+        self,
+        highwater: Mapping[tuple[str, int], int],
+        committed: Mapping[tuple[str, int], int | None],
+    ) -> Liveness:
+        """Update lag and commit age of the assigned partitions; live unless a partition with
+        lag has not committed for ``stall_after_s``."""
+        now = self.clock()
+        stalled = []
+        with self.lock:
+            self.lag.clear()
+            self.commit_age.clear()
+            known = {}
+            for tp, high in highwater.items():
+                state = self._partitions.get(tp) or _Partition(moved_at=now)
+                offset = committed.get(tp)
+                if offset != state.committed:
+                    state = _Partition(offset, now)
+                known[tp] = state
+                lag = max(high - (offset or 0), 0)
+                age = now - state.moved_at
+                labels = (tp[0], str(tp[1]))
+                self.lag.set(lag, *labels)
+                self.commit_age.set(age, *labels)
+                if lag > 0 and age > self.stall_after_s:
+                    stalled.append(f"{tp[0]}[{tp[1]}]: lag {lag}, no commit for {age:.0f}s")
+            self._partitions = known
+            self._liveness = Liveness(not stalled, stalled)
+            self.live.set(1.0 if not stalled else 0.0)
+        return self._liveness
+
+    @property
+    def liveness(self) -> Liveness:
+        with self.lock:
+            return self._liveness
+
+
+def serve(metrics: WorkerMetrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve ``/metrics`` (Prometheus text) and ``/live`` (200, or 503 with the stalled
+    partitions) on a daemon thread; returns the server (``shutdown()`` stops it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._answer(200, metrics.render(), CONTENT_TYPE)
+            elif self.path == "/live":
+                state = metrics.liveness
+                body = orjson.dumps({"live": state.live, "stalled": state.stalled})
+                self._answer(200 if state.live else 503, body, "application/json")
+            else:
+                self._answer(404, b'{"detail": "not found"}', "application/json")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("metrics http: " + format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    log.info("worker metrics on http://%s:%d/metrics (liveness: /live)", host, port)
+    return server

@@ -1,0 +1,66 @@
+"""The worker's output producer on the real broker: every delivery awaited, errors returned."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from fraudstream.config import Settings
+from fraudstream.kafka import consumer_config, producer_config
+from streaming.delivery import DeliveringProducer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def test_a_batch_is_delivered_in_full_before_deliver_returns(
+    service_settings: Settings, kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("delivery")
+    producer = DeliveringProducer(producer_config(service_settings.kafka, kafka_bootstrap))
+    outputs = [Out(topic, f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")]) for i in range(2000)]
+    too_big = Out(topic, b"big", b"x" * 3_000_000, [])  # over the producer's message limit
+
+    async def run() -> tuple[list[object], list[object]]:
+        first = await producer.deliver(outputs)
+        second = await producer.deliver([too_big])
+        return list(first), list(second)
+
+    try:
+        first, second = asyncio.run(run())
+    finally:
+        assert producer.close() == 0
+    assert first == [None] * len(outputs)
+    assert second[0] is not None  # the error is returned, not raised or lost
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(producer.deliver(outputs[:1]))
+
+    consumer = Consumer(consumer_config(service_settings.kafka, kafka_bootstrap, "delivery-check"))
+    consumer.assign(
+        [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for p in range(service_settings.kafka.partitions)
+        ]
+    )
+    seen: set[bytes] = set()
+    try:
+        for _ in range(100):
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    seen.add(msg.key())
+            if len(seen) >= len(outputs):
+                break
+    finally:
+        consumer.close()
+    assert seen == {o.key for o in outputs}
