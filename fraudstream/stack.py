@@ -304,7 +304,7 @@ def _start_kafka(settings: Settings, state: StackState) -> None:
         "broker",
         "--listener-url", address,
         "--advertised-listener-url", address,
-        "--storage-engine", "memory://tansu/",
+        "--storage-engine", settings.stack.kafka_storage_engine,
     ]  # fmt: skip
     info = start_process(argv, settings.stack.dir / "logs" / "kafka.log")
     info.port = port
