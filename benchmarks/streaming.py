@@ -17,10 +17,11 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    ``take_events``), forwarding each message's bytes unchanged to an output topic and
    awaiting each delivery like the worker, as a subprocess of this script; saturation:
    ``--saturation`` events are in its input topic before it starts;
-3. the worker (``python -m fraudstream worker``, one process): saturation on the same
-   events pre-loaded the same way ("cold": it reads every customer's state from Redis once),
-   then "warm" saturation on the next ``--saturation`` events published at once while it
-   runs (the figure compared with the references), then paced publishing at 1,000 and 3,000 events/s
+3. the worker (``python -m fraudstream worker``, one process): twice ``--saturation`` events
+   pre-loaded the same way; "cold" saturation over the first half of its decisions (it reads
+   every customer's state from Redis once), "warm" over the second half (the figure compared
+   with the references; per-stage µs per event from the worker's own /metrics), then paced
+   publishing at 1,000 and 3,000 events/s
    and, first, 200/s, below its capacity (``--warmup`` s, then ``--measure`` s each;
    each rate's decisions all received before the next starts) with p50/p99 of the decisions'
    ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
@@ -48,6 +49,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 HANDBOOK = ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.parquet"
 STREAM_FROM = pd.Timestamp("2018-08-17", tz="UTC")
+METRICS_PORT = 19_731  # the worker's /metrics during the run
 TARGETS = {"vs_bare": 0.70, "vs_naive": 10.0, "p99_1k_ms": 100.0, "rss_mb": 600.0}
 
 
@@ -72,11 +75,20 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------ the bare agent
 
 
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
 def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     """Reference (a): forward every message unchanged (run as a subprocess).
 
     ``mode`` "topic": Faust's ``Topic.send`` (the idiomatic agent, the issue's reference);
-    "producer": the app's producer directly, as the worker sends its decisions (a').
+    "producer": the worker's own output producer (``streaming.delivery``), as the worker
+    sends its decisions (a').
     """
     import asyncio
 
@@ -96,18 +108,28 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     size, within = settings.scoring.batch_size, settings.scoring.batch_timeout_s
 
     async def send(event: Any) -> Any:
-        if mode == "producer":
-            delivery = await app.producer.send(
-                out.get_topic_name(), event.message.key, event.message.value, None, None, []
-            )
-        else:
-            delivery = await out.send(key=event.message.key, value=event.message.value, force=True)
+        delivery = await out.send(key=event.message.key, value=event.message.value, force=True)
         return await delivery
+
+    delivering = None
+    if mode == "producer":  # the worker's own output path (streaming/delivery.py)
+        from fraudstream.kafka import producer_config
+        from streaming.delivery import DeliveringProducer
+
+        config = {**producer_config(settings.kafka, endpoints.kafka_bootstrap), "linger.ms": 1}
+        delivering = DeliveringProducer(config)
 
     async def forward(stream: faust.StreamT[bytes]) -> Any:
         assert isinstance(stream, faust.Stream)
         async for events in stream.take_events(size, within=within):
-            await asyncio.gather(*(send(e) for e in events))
+            if delivering is not None:
+                outs = [
+                    Out(out.get_topic_name(), e.message.key, e.message.value, []) for e in events
+                ]
+                errors = await delivering.deliver(outs)
+                assert not any(errors), errors
+            else:
+                await asyncio.gather(*(send(e) for e in events))
             yield None
 
     app.agent(source, name="bare-forward", concurrency=1)(forward)
@@ -320,9 +342,35 @@ def env_for(settings: Any, endpoints: Any, topics: dict[str, str], stack_dir: Pa
             # the replay's stream runs up to two weeks ahead of the clock (original times)
             "FRAUDSTREAM_SCORING__MAX_EVENT_AHEAD_S": str(30 * 86_400),
             "FRAUDSTREAM_LOG_LEVEL": "INFO",
+            "FRAUDSTREAM_WORKER__METRICS_PORT": str(METRICS_PORT),
         }
     )
     return env
+
+
+def worker_stages() -> dict[str, dict[str, float]]:
+    """Sums and counts of the worker's stage histograms (ms) and messages, from /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read()
+    out: dict[str, dict[str, float]] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("fraudstream_worker_stage_duration_ms_sum"):
+            stage = line.split('stage="')[1].split('"')[0]
+            out.setdefault(stage, {})["ms"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("fraudstream_worker_consumed_total"):
+            out["consumed"] = {"n": float(line.rsplit(" ", 1)[1])}
+    return out
+
+
+def stage_delta(before: dict, after: dict) -> dict[str, float]:
+    """µs per consumed message of each stage between two scrapes."""
+    n = after["consumed"]["n"] - before.get("consumed", {}).get("n", 0.0)
+    return {
+        stage: (v["ms"] - before.get(stage, {}).get("ms", 0.0)) * 1000 / n
+        for stage, v in after.items()
+        if stage != "consumed" and n > 0
+    }
 
 
 # ------------------------------------------------------------------ stages
@@ -406,7 +454,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     rates = [float(r) for r in args.rates.split(",") if r]
     n_sat = args.saturation
     paced = [int(r * (args.warmup + args.measure)) for r in rates]
-    need = 2 * n_sat + sum(paced) + args.profile_events
+    need = 2 * n_sat + sum(paced) + args.profile_events  # the worker gets 2 x n_sat at first
     if len(new) < need:
         raise SystemExit(f"only {len(new):,} stream events, {need:,} needed")
     sat_events = new.iloc[:n_sat]
@@ -424,10 +472,14 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
     everything = [*bare_topics.values(), *prod_topics.values(), *work_topics.values()]
     ensure_topics(kafka, bootstrap, everything)
-    for topic in (bare_topics["in"], prod_topics["in"], work_topics["in"]):
+    for topic in (bare_topics["in"], prod_topics["in"]):
         res = publish_events(sat_events, kafka=kafka, bootstrap=bootstrap, topic=topic)
         assert res.delivered == n_sat, res.summary()
-    log(f"pre-loaded {n_sat:,} events into three input topics")
+    res = publish_events(
+        new.iloc[: 2 * n_sat], kafka=kafka, bootstrap=bootstrap, topic=work_topics["in"]
+    )
+    assert res.delivered == 2 * n_sat, res.summary()
+    log(f"pre-loaded {n_sat:,} events for each bare agent, {2 * n_sat:,} for the worker")
 
     # (a) bare agent, saturation: Faust's Topic.send, then (a') the worker's producer path
     script = [sys.executable, str(Path(__file__).resolve())]
@@ -458,19 +510,17 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         log(f"worker saturation (cold: every customer's state read from Redis): {worker}")
         # warm: the next n_sat events published at once while it runs (the publisher is
         # several times faster than the worker, so the worker is saturated again)
-        warm_events = new.iloc[n_sat : 2 * n_sat]
-        first = len(reader.stamps)
-        res = publish_events(warm_events, kafka=kafka, bootstrap=bootstrap, topic=work_topics["in"])
-        assert res.delivered == n_sat, res.summary()
-        reader.drain(first + n_sat, 300, alive)
-        stamps = np.sort(np.asarray(reader.stamps[first : first + n_sat], dtype=np.int64))
-        warm = {
+        # warm: the next n_sat pre-loaded events, every customer's state already in memory
+        scrape_before = worker_stages()
+        reader.drain(2 * n_sat, 300, alive)
+        stamps = np.sort(np.asarray(reader.stamps[n_sat : 2 * n_sat], dtype=np.int64))
+        warm_sat = {
             "events": n_sat,
-            "publish_ev_s": res.rate if hasattr(res, "rate") else None,
             "span_s": (stamps[-1] - stamps[0]) / 1000.0,
             "ev_s": (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0),
+            "stages_us_per_event": stage_delta(scrape_before, worker_stages()),
         }
-        log(f"worker saturation (warm): {warm}")
+        log(f"worker saturation (warm): {warm_sat}")
         offset = 2 * n_sat
         for rate, count in zip(rates, paced, strict=True):
             n_warm = int(rate * args.warmup)
@@ -517,7 +567,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     stages = stage_profile(
         world, new.iloc[offset : offset + args.profile_events], settings.scoring.batch_size
     )
-    w, b, nv = warm["ev_s"], bare["ev_s"], naive["ev_s"]
+    w, b, nv = warm_sat["ev_s"], bare["ev_s"], naive["ev_s"]
     bp = bare_producer["ev_s"]
     p99_1k = latency.get("1000", {}).get("p99_ms")
     met = {
@@ -556,7 +606,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "p99_3k_ms": latency.get("3000", {}).get("p99_ms"),
         "worker_peak_rss_mb": peak_mb,
         "worker": worker,
-        "worker_warm": warm,
+        "worker_warm": warm_sat,
         "bare": bare,
         "naive": naive,
         "stages_us_per_event": stages["us_per_event"],
@@ -573,6 +623,12 @@ def print_table(r: dict[str, Any]) -> None:
     m = r["targets_met"]
     print(f"| worker saturation, warm (ev/s) | {f(r['worker_saturation_ev_s'])} | | |")
     print(f"| worker saturation, cold start (ev/s) | {f(r['worker_cold_saturation_ev_s'])} | | |")
+    stages = r["worker_warm"]["stages_us_per_event"]
+    print(
+        "| worker stages, warm (µs/event) | "
+        + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+        + " | | |"
+    )
     print(f"| (a) bare Faust agent saturation (ev/s) | {f(r['bare_ev_s'])} | | |")
     print(f"| (a') bare agent, worker's producer path (ev/s) | {f(r['bare_producer_ev_s'])} | | |")
     print(f"| (b) naive Feast + predict per event (ev/s) | {f(r['naive_ev_s'])} | | |")
