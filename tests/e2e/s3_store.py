@@ -37,6 +37,19 @@ def _etag(data: bytes) -> str:
     return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
 
 
+_ETAGS: dict[Path, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, etag)
+
+
+def _file_etag(path: Path) -> tuple[str, int, float]:
+    """``(etag, size, mtime)`` of a stored object, the ETag cached while the file is unchanged."""
+    stat = path.stat()
+    cached = _ETAGS.get(path)
+    if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
+        cached = (stat.st_mtime_ns, stat.st_size, _etag(path.read_bytes()))
+        _ETAGS[path] = cached
+    return cached[2], stat.st_size, stat.st_mtime
+
+
 def _error(code: str, message: str) -> bytes:
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
@@ -47,6 +60,7 @@ def _error(code: str, message: str) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: S3Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: object) -> None:
         self.server.requests += 1
@@ -191,10 +205,12 @@ class _Handler(BaseHTTPRequestHandler):
         delimiter = query.get("delimiter", [""])[0]
         start_after = query.get("start-after", [""])[0]
         contents, prefixes = [], set()
+        # only the folder the prefix names can hold matching keys
+        folder = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
         with _LOCK:
             files = sorted(
                 (p.relative_to(base).as_posix(), p)
-                for p in base.rglob("*")
+                for p in (folder.rglob("*") if folder.is_dir() else [])
                 if p.is_file() and not p.name.endswith(".part")
             )
             for key, path in files:
@@ -204,12 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if delimiter and delimiter in rest:
                     prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
                     continue
-                data = path.read_bytes()
-                modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                etag, size, mtime = _file_etag(path)
+                modified = datetime.fromtimestamp(mtime, UTC)
                 contents.append(
                     f"<Contents><Key>{escape(key)}</Key>"
                     f"<LastModified>{modified.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</LastModified>"
-                    f"<ETag>{escape(_etag(data))}</ETag><Size>{len(data)}</Size>"
+                    f"<ETag>{escape(etag)}</ETag><Size>{size}</Size>"
                     "<StorageClass>STANDARD</StorageClass></Contents>"
                 )
         common = "".join(
