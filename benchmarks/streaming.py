@@ -113,11 +113,9 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
 
     delivering = None
     if mode == "producer":  # the worker's own output path (streaming/delivery.py)
-        from fraudstream.kafka import producer_config
         from streaming.delivery import DeliveringProducer
 
-        config = {**producer_config(settings.kafka, endpoints.kafka_bootstrap), "linger.ms": 1}
-        delivering = DeliveringProducer(config)
+        delivering = DeliveringProducer(settings.kafka, endpoints.kafka_bootstrap)
 
     async def forward(stream: faust.StreamT[bytes]) -> Any:
         assert isinstance(stream, faust.Stream)

@@ -169,6 +169,12 @@ class RedisSettings(_Section):
         default=None, description="CA bundle (PEM) for rediss://; unset: system CAs"
     )
     socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="retries of a failed command (10 ms, then up to 100 ms apart)",
+    )
 
     @field_validator("url")
     @classmethod

@@ -84,10 +84,10 @@ def consumer_config(kafka: KafkaSettings, bootstrap: str, group_id: str) -> dict
     return conf
 
 
-def producer_config(kafka: KafkaSettings, bootstrap: str) -> dict[str, Any]:
+def producer_config(kafka: KafkaSettings, bootstrap: str, linger_ms: int = 5) -> dict[str, Any]:
     """An idempotent producer: retries never duplicate or reorder within a partition."""
     conf = confluent_config(kafka, bootstrap)
-    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": linger_ms})
     return conf
 
 

@@ -197,9 +197,15 @@ def redis_client_options(url: str, redis_settings: RedisSettings) -> dict[str, A
     shown or logged carries them. ``rediss://`` verifies the server's certificate and
     host name against ``ssl_ca_certs`` (or the system CAs).
     """
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     options: dict[str, Any] = {
         "socket_timeout": redis_settings.socket_timeout_s,
         "socket_connect_timeout": redis_settings.socket_timeout_s,
+        # redis-py's default waits up to 1 + 2 + 4 s between three retries: a scorer must
+        # fail fast instead (its degraded policy keeps deciding) and retry on the next batch
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), redis_settings.retries),
     }
     if redis_settings.username is not None:
         options["username"] = redis_settings.username

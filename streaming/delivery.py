@@ -20,6 +20,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, Producer
 
+from fraudstream.config import KafkaSettings
+from fraudstream.kafka import producer_config
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
@@ -41,8 +44,9 @@ class Output(Protocol):
 class DeliveringProducer:
     """Produce batches and await each message's delivery report (a poll thread serves them)."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+    def __init__(self, kafka: KafkaSettings, bootstrap: str) -> None:
+        # linger 1 ms: a whole batch is queued at once and awaited; waiting only adds latency
+        self._producer = Producer(producer_config(kafka, bootstrap, linger_ms=1))
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._poll, name="output-producer", daemon=True)

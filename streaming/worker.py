@@ -66,7 +66,6 @@ from pydantic import ValidationError
 
 from fraudstream.config import Settings
 from fraudstream.decision import encode_record
-from fraudstream.kafka import producer_config
 from fraudstream.metrics import WorkerMetrics
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
@@ -358,8 +357,7 @@ def register(
     """Define the scoring agent on ``app`` (transactions → decisions / dead letters)."""
     source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
     metrics = WorkerMetrics(settings.worker.stall_after_s)
-    # linger 1 ms: a whole batch is queued at once and awaited, waiting longer only adds latency
-    delivery = DeliveringProducer({**producer_config(settings.kafka, bootstrap), "linger.ms": 1})
+    delivery = DeliveringProducer(settings.kafka, bootstrap)
     processor = BatchProcessor(app, settings, scorer, delivery=delivery, metrics=metrics)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -394,15 +392,28 @@ def register(
         assert isinstance(stream, faust.Stream)
         async for events in stream.take_events(size, within=within):
             batch = [incoming(event) for event in events]
-            try:
-                await processor.process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug: keep the events, on the dead-letter topic
-                log.exception("batch of %d message(s) failed", len(batch))
-                await processor.dead_letter_all(batch, exc)
+            # Finish the batch even if the agent is cancelled meanwhile (a stop that skips
+            # Faust's wait for streams): take_events acks the batch on the way out, so it
+            # must not be acked with its outputs unsent.
+            work = asyncio.ensure_future(handle(batch))
+            cancelled = False
+            while not work.done():
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
+            work.result()  # a failure to even dead-letter the batch stops here, unacked
             log.debug("batch of %d message(s) done", len(batch))
             yield None
+
+    async def handle(batch: list[Incoming]) -> None:
+        try:
+            await processor.process(batch)
+        except Exception as exc:  # a bug: keep the events, on the dead-letter topic
+            log.exception("batch of %d message(s) failed", len(batch))
+            await processor.dead_letter_all(batch, exc)
 
     agent: faust.types.AgentT = app.agent(source, name=AGENT_NAME, concurrency=1)(
         score_transactions

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from fraudstream.config import Settings
-from fraudstream.kafka import consumer_config, producer_config
+from fraudstream.kafka import consumer_config
 from streaming.delivery import DeliveringProducer
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_a_batch_is_delivered_in_full_before_deliver_returns(
     service_settings: Settings, kafka_bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
     topic = topic_factory("delivery")
-    producer = DeliveringProducer(producer_config(service_settings.kafka, kafka_bootstrap))
+    producer = DeliveringProducer(service_settings.kafka, kafka_bootstrap)
     outputs = [Out(topic, f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")]) for i in range(2000)]
     too_big = Out(topic, b"big", b"x" * 3_000_000, [])  # over the producer's message limit
 
