@@ -41,11 +41,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudstream.config import Settings
 from fraudstream.decision import Decision
+from fraudstream.metrics import CONTENT_TYPE, ApiMetrics
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.batching import ScoringQueue
-from serving.metrics import CONTENT_TYPE, ApiMetrics
 
 log = logging.getLogger(__name__)
 

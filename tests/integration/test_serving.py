@@ -28,7 +28,6 @@ import httpx2
 import orjson
 import pandas as pd
 import pytest
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -42,6 +41,7 @@ from fraudstream.scoring import build_scorer
 from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.app import API_KEY_HEADER, create_app
 
+from .private_redis import start_redis
 from .world import World, build_world
 
 pytestmark = pytest.mark.integration
@@ -288,28 +288,6 @@ def test_api_key_on_the_real_path(world: World) -> None:
 
 
 # ------------------------------------------------------------------ /ready and a Redis outage
-
-
-def start_redis(port: int, work: Path) -> stack.ProcessInfo:
-    work.mkdir(parents=True, exist_ok=True)
-    argv = [
-        stack.redis_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(work),
-        "--save", "",
-        "--appendonly", "no",
-    ]  # fmt: skip
-    info = stack.start_process(argv, work / "redis.log")
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError):
-            client.ping()
-            return info
-        time.sleep(0.05)
-    stack.stop_process(info)
-    pytest.fail(f"private redis-server on {port} did not answer")
 
 
 def poll_ready(client: TestClient, want: int, timeout_s: float = 15.0) -> dict[str, Any]:
