@@ -108,13 +108,28 @@ def check(ctx: typer.Context) -> None:
 
 
 @app.command("env")
-def env(ctx: typer.Context) -> None:
-    """Print ``export`` lines for the ``feast`` CLI: ``eval "$(fraudstream env)"``."""
+def env(
+    ctx: typer.Context,
+    reveal_secrets: Annotated[
+        bool, typer.Option("--reveal-secrets", help="print the Redis password too")
+    ] = False,
+) -> None:
+    """Print ``export`` lines for the ``feast`` CLI: ``eval "$(fraudstream env)"``.
+
+    A Redis password is never printed unless asked for with ``--reveal-secrets``;
+    ``fraudstream feast ...`` hands it to Feast without printing it.
+    """
     settings = _settings(ctx)
     try:
         endpoints = local_stack.resolve_endpoints(settings)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
+    if settings.redis.password is not None and not reveal_secrets:
+        raise fail(
+            "the Redis connection for Feast carries FRAUDSTREAM_REDIS__PASSWORD, which is "
+            "never printed unless asked: run `fraudstream feast ...` (it passes the password "
+            "to Feast without printing it) or `fraudstream env --reveal-secrets`"
+        )
     for key, value in feast_environment(settings, endpoints).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 

@@ -292,12 +292,16 @@ def test_cli_never_prints_a_secret(secret_environment: dict[str, str], tmp_path:
     assert _leaked(checked.stdout + checked.stderr) == []
 
 
-def test_env_prints_the_redis_password_only_in_the_feast_connection(
+def test_env_prints_the_redis_password_only_when_asked(
     secret_environment: dict[str, str], tmp_path: Path
 ) -> None:
-    """``fraudstream env`` exists for ``eval "$(fraudstream env)"``: Feast's connection
-    string must carry the Redis password (README, Security). Nothing else is printed."""
-    result = _run(["env"], secret_environment, tmp_path)
+    """``fraudstream env`` (for ``eval "$(fraudstream env)"``) refuses to print the Redis
+    password unless asked with ``--reveal-secrets``; then only in Feast's connection."""
+    refused = _run(["env"], secret_environment, tmp_path)
+    assert refused.returncode == 2
+    assert "--reveal-secrets" in refused.stderr and "fraudstream feast" in refused.stderr
+    assert _leaked(refused.stdout + refused.stderr) == []
+    result = _run(["env", "--reveal-secrets"], secret_environment, tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("export FRAUDSTREAM_FEAST_REDIS_CONNECTION=")
