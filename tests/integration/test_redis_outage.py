@@ -144,6 +144,12 @@ def test_worker_decides_through_a_redis_outage_and_recovers(
     assert not [d for d in during if d["action"] == "approve" and d["amount"] > limit]
     # back to normal within RECOVERY_S of Redis returning, without a restart
     assert not any(d["degraded"] for d in settled), [d for d in settled if d["degraded"]][:1]
+    normal_again = min(decided(d) for d in decisions if decided(d) > up_at and not d["degraded"])
+    print(  # the figures benchmarks/RESULTS.md reports (pytest -s)
+        f"redis outage: {len(decisions)} decisions for {total} events, {len(during)} "
+        f"decided while down ({DOWN_S:.0f} s), all degraded; first normal decision "
+        f"{normal_again - up_at:.2f} s after redis-server started again; 0 dead letters"
+    )
 
 
 def _read(
