@@ -44,11 +44,10 @@ import os
 import platform
 import pstats
 import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,32 +155,6 @@ def feast_references(model_features: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------ processes
-
-
-@contextlib.contextmanager
-def subprocess_running(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[Any]:
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=log_path.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def env_for(settings: Any, endpoints: Any, stack_dir: Path) -> dict[str, str]:
@@ -496,8 +469,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "--no-access-log", "--max-requests", "0",
     ]  # fmt: skip
     with (
-        subprocess_running(api_argv, env, work / "api.log") as api,
-        subprocess_running(feast_argv, env, work / "feast.log") as feast,
+        stack.running(api_argv, work / "api.log", env=env) as api,
+        stack.running(feast_argv, work / "feast.log", env=env) as feast,
     ):
         wait_http(api_port, "/ready", api, work / "api.log")
         wait_http(feast_port, "/health", feast, work / "feast.log")

@@ -36,7 +36,6 @@ Prints a Markdown table and, last, one JSON line. Everything it starts is stoppe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -44,7 +43,6 @@ import os
 import platform
 import pstats
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -276,32 +274,6 @@ def saturation(reader: Reader, n: int, started: float, alive: Any, timeout_s: fl
     }
 
 
-@contextlib.contextmanager
-def subprocess_running(argv: list[str], env: dict[str, str], log_path: Path) -> Any:
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=log_path.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, every_s: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -446,6 +418,7 @@ def main() -> None:
 def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> dict[str, Any]:
     from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
+    from fraudstream.stack import running
 
     world = build_world(args, settings, endpoints)
     new: pd.DataFrame = world["new"]
@@ -487,7 +460,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         env = env_for(settings, endpoints, topics, work / f"bare-{mode}-stack")
         started = time.time()
         argv = [*script, "--bare-agent", f"bare-{mode}-{tag}", "--bare-mode", mode]
-        with subprocess_running(argv, env, work / f"bare-{mode}.log") as proc:
+        with running(argv, work / f"bare-{mode}.log", env=env) as proc:
             bares[mode] = saturation(reader, n_sat, started, lambda: proc.poll() is None, 240)
         reader.close()
         log(f"bare ({mode}): {bares[mode]}")
@@ -499,7 +472,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"worker-{tag}"]
     latency: dict[str, Any] = {}
     started = time.time()
-    with subprocess_running(argv, env, work / "worker.log") as proc:
+    with running(argv, work / "worker.log", env=env) as proc:
         sampler = RssSampler(proc.pid)
         sampler.start()
         alive = lambda: proc.poll() is None  # noqa: E731

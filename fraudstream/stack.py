@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +149,42 @@ def start_process(argv: list[str], log_path: Path, cwd: Path | None = None) -> P
             start_new_session=True,
         )
     return ProcessInfo(pid=proc.pid, program=argv[0], log=str(log_path))
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stop_timeout_s: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in a process group of its own, output to ``log_path``, for as long as the
+    ``with`` block lasts; then SIGTERM the group, and SIGKILL it after ``stop_timeout_s``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd if cwd is not None else log_path.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
 def free_port() -> int:

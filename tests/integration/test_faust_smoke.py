@@ -7,10 +7,6 @@ one event with confluent-kafka and expects it, unchanged, on the output topic.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -22,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from fraudstream.config import Settings
 from fraudstream.kafka import confluent_config, producer_config
+from fraudstream.stack import running
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Start-up is about 5 s here (see benchmarks/RESULTS.md); leave room for a slow CI.
@@ -49,26 +46,8 @@ def faust_worker(
         "--sink", sink,
         "--loglevel", "INFO",
     ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
+    with running(argv, log, cwd=REPO_ROOT, stop_timeout_s=20):
         yield source, sink, log
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def test_worker_forwards_event_to_output_topic(

@@ -8,10 +8,7 @@ without a restart. Redis runs privately (append-only file, so its data survives 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -69,16 +66,8 @@ def test_worker_decides_through_a_redis_outage_and_recovers(
             }
         )
         log = tmp_path / "worker.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"outage-{tag}"],
-                cwd=tmp_path,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
+        argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"outage-{tag}"]
+        with stack.running(argv, log, env=env) as proc:
             deadline = time.monotonic() + 90
             while "[^Worker]: Ready" not in log.read_text():
                 assert proc.poll() is None, log.read_text()[-3000:]
@@ -109,11 +98,6 @@ def test_worker_decides_through_a_redis_outage_and_recovers(
 
             decisions, dead = _read(settings, kafka_bootstrap, topics, total)
             assert proc.poll() is None, "the worker died:\n" + log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
     finally:
         stack.stop_process(info)
 

@@ -83,30 +83,15 @@ def subprocess_running(
     argv: list[str], env: dict[str, str], log: Path
 ) -> Iterator[Callable[[], str]]:
     """Run ``python -m fraudstream ARGV``; yields a function returning the log's tail."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", *argv],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    with stack.running([sys.executable, "-m", "fraudstream", *argv], log, env=env) as proc:
 
-    def tail() -> str:
-        return f"exit code {proc.poll()}; log:\n{log.read_text()[-4000:]}"
+        def tail() -> str:
+            return f"exit code {proc.poll()}; log:\n{log.read_text()[-4000:]}"
 
-    try:
         yield tail
         os.killpg(proc.pid, signal.SIGTERM)
         # a clean stop: uvicorn re-raises the SIGTERM it handled once it has shut down
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM), tail()
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def wait_ready(client: httpx2.Client, tail: Callable[[], str]) -> None:

@@ -12,7 +12,6 @@ SIGTERM and expects a clean exit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,7 +21,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from fraudstream.config import Settings
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
 from fraudstream.scoring import build_scorer
-from fraudstream.stack import resolve_endpoints
+from fraudstream.stack import resolve_endpoints, running
 from streaming.worker import DEAD_LETTER_MAX_VALUE_BYTES, MAX_MESSAGE_BYTES
 
 from .world import build_world
@@ -135,27 +133,6 @@ def world(
     }
 
 
-@contextlib.contextmanager
-def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", "worker", "--app-id", env["TEST_APP_ID"]],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def _consumer(settings: Settings, bootstrap: str, topics: list[str]) -> Consumer:
     conf = confluent_config(settings.kafka, bootstrap)
     conf.update({"group.id": "unused", "enable.auto.commit": False})
@@ -219,7 +196,8 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
     )
     log = tmp_path / "worker.log"
     consumer = _consumer(settings, bootstrap, [topics["decisions"], topics["dead_letter"]])
-    with running_worker(env, log) as proc:
+    argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", env["TEST_APP_ID"]]
+    with running(argv, log, env=env) as proc:
 
         def worker_log() -> str:
             return log.read_text()[-4000:]
