@@ -1,16 +1,19 @@
 """Score a micro-batch of transactions: the one code path of the worker and the REST API.
 
-For a batch of validated events (:func:`fraudstream.schema.validate_frame` columns):
+For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 
-1. load the customers' recent history from Redis (one round trip) and compute their
-   real-time features with the backfill's kernel (:func:`customer_features_given_history`);
+1. get the customers' states (:class:`~fraudstream.history.CustomerHistory`: cached in
+   process, checked against Redis with one ``MGET``, re-read only when changed elsewhere)
+   and compute their real-time features with the backfill's kernel
+   (:func:`~fraudstream.features.advance_customers`);
 2. read the terminal features of the whole batch from the Feast online store (one round
    trip, :class:`~fraudstream.online_store.OnlineStore`);
 3. compute the request features, score with the model (``inplace_predict``, one thread),
-   explain with ``pred_contribs`` (top 3 reasons);
+   explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and decline,
+   XGBoost's approximate contributions for approvals unless ``exact_reasons`` is ``all``;
 4. when ``update`` is true (the worker; the API only on request), append the events to
    the history and write the customers' fresh features to the online store in Feast's
-   format, so ``get_online_features`` and the API see them.
+   format, so ``get_online_features`` and the API see them (one Lua script each).
 
 Missing or stale features (documented policy):
 
