@@ -11,12 +11,14 @@ and Kafka timestamp are at hand (``event.message``). ``take_events`` acks the ba
 events only when the agent asks for the next batch, that is after the loop body below
 has returned; Faust commits acked offsets only.
 
-Commit after produce. Every decision and dead letter is sent with ``force=True`` (sent
-now, not attached to the current event until commit) and the agent awaits each send's
-delivery future (``producer_acks=-1``) before it finishes the batch; a failed send is
-retried, with a growing pause, until it is delivered. So an offset is committed only
-after everything its message produced is in Kafka: at-least-once, never a lost event.
-No exception leaves the loop body (an exception in an agent would ack the batch).
+Commit after produce. Every decision and dead letter goes through an idempotent
+confluent-kafka producer (``acks=all``, :mod:`streaming.delivery`) and the agent awaits
+every message's delivery report before it finishes the batch; a failed send is retried,
+with a growing pause, until it is delivered. So an offset is committed only after
+everything its message produced is in Kafka: at-least-once, never a lost event. No
+exception leaves the loop body (an exception in an agent would ack the batch), and a batch
+in flight is finished even if the agent is cancelled. Metrics and liveness:
+:class:`~fraudstream.metrics.WorkerMetrics`, served when ``worker.metrics_port`` is set.
 
 Per message:
 
