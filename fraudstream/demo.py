@@ -149,11 +149,12 @@ def run_stream_demo(
     echo("loading the customers' recent history into Redis (the worker's real-time state)")
     CustomerHistory(redis_client(endpoints.redis_url, settings), project).append(events)
     log_path = settings.stack.dir / "logs" / "worker.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # the log is appended to
     worker = start_process([sys.executable, "-m", "fraudstream", "worker"], log_path)
     register_process(settings, "worker", worker)
     echo(f"worker started (pid {worker.pid}, log {log_path})")
     try:
-        wait_until_ready(log_path, worker, timeout_s=60)
+        wait_until_ready(log_path, worker, timeout_s=60, offset=log_start)
         started = datetime.now(UTC)
         echo(f"publishing the {len(fresh):,} held-out transactions at {rate:,.0f}/s")
         result = publish_events(
@@ -194,14 +195,19 @@ def run_stream_demo(
     return summarise(decisions, labels, len(dead), result.summary(), echo)
 
 
-def wait_until_ready(log_path: Path, worker: ProcessInfo, timeout_s: float) -> None:
-    """Wait for the Faust worker's ``[^Worker]: Ready`` line (its partitions assigned)."""
+def wait_until_ready(
+    log_path: Path, worker: ProcessInfo, timeout_s: float, offset: int = 0
+) -> None:
+    """Wait for the Faust worker's ``[^Worker]: Ready`` line (its partitions assigned),
+    written after byte ``offset`` of its log (earlier runs' lines do not count)."""
     from fraudstream.stack import process_running
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if "[^Worker]: Ready" in log_path.read_text(errors="replace"):
-            return
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            if b"[^Worker]: Ready" in log.read():
+                return
         if not process_running(worker):
             tail = log_path.read_text(errors="replace")[-3000:]
             raise FraudstreamError(f"the worker exited during start-up; {log_path}:\n{tail}")
