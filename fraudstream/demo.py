@@ -176,6 +176,8 @@ def run_stream_demo(
             follow=True,
             stop=lambda: time.monotonic() > deadline or len(decisions) >= len(wanted),
         ):
+            if record.timestamp_ms is None or record.timestamp_ms < started.timestamp() * 1000:
+                continue  # an earlier run's decision (same simulated ids)
             value, _ = parse_value(record.value)
             if isinstance(value, dict) and value.get("transaction_id") in wanted:
                 decisions.setdefault(value["transaction_id"], value)
