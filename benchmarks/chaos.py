@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +49,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.small_world import build_small_world  # noqa: E402
 from fraudstream.config import Settings  # noqa: E402
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config  # noqa: E402
 from fraudstream.publish import encode, event_payloads  # noqa: E402
@@ -91,52 +90,10 @@ def build_world(
     root: Path, kafka_bootstrap: str, redis_url: str, *, seed: int = 7, customers: int = 300
 ) -> World:
     """Model, Feast repo (a private project: its own Redis keys) and history in Redis."""
-    from fraudstream.feast_env import open_store, run_feast
-    from fraudstream.schema import validate_frame
-    from fraudstream.scoring import build_scorer
-    from fraudstream.simulate import simulate
-    from fraudstream.stack import resolve_endpoints
-    from training.backfill import backfill, refresh_terminal_snapshot
-    from training.evaluate import Split
-    from training.train import train
-
-    source = ROOT / "feature_repo"
-    repo = root / "feature_repo"
-    repo.mkdir(parents=True)
-    for name in ("definitions.py", ".feastignore"):
-        shutil.copy2(source / name, repo / name)
-    project = f"c{uuid.uuid4().hex[:10]}"
-    yaml = (source / "feature_store.yaml").read_text()
-    (repo / "feature_store.yaml").write_text(
-        yaml.replace("project: fraudstream", f"project: {project}")
+    built = build_small_world(
+        root, kafka_bootstrap, redis_url, seed=seed, customers=customers, project_prefix="c"
     )
-    settings = Settings(
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        redis={"url": redis_url},
-        feast={"repo_path": repo},
-        model={"dir": root / "model"},
-        stack={"dir": root / "stack"},
-    )
-    today = datetime.now(UTC).date()
-    raw = simulate(
-        customers=customers,
-        terminals=2 * customers,
-        days=40,
-        start=str(today - timedelta(days=40)),
-        seed=seed,
-    )
-    past = validate_frame(raw, keep=("is_fraud",))
-    endpoints = resolve_endpoints(settings)
-    backfill(past, repo)
-    assert run_feast(settings, endpoints, ["apply"]) == 0
-    store = open_store(settings, endpoints)
-    train(past, Split(today - timedelta(days=22)), settings.model.dir, store, backfill_first=False)
-    refreshed_at = pd.Timestamp.now(tz="UTC").floor("s")
-    refresh_terminal_snapshot(past, repo, refreshed_at)
-    end = (refreshed_at + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
-    assert run_feast(settings, endpoints, ["materialize-incremental", end]) == 0
-    build_scorer(settings, endpoints).history.append(past)
-    return World(settings, past.drop(columns=["is_fraud"]), refreshed_at)
+    return World(built.settings, built.past.drop(columns=["is_fraud"]), built.refreshed_at)
 
 
 def stream_events(world: World, n: int, *, seed: int, tag: str) -> pd.DataFrame:
@@ -480,6 +437,63 @@ class ChaosResult:
         }
 
 
+@dataclass
+class Run:
+    """What one reliability run works on: its topics, events, worker and output reader."""
+
+    topics: dict[str, str]
+    events: pd.DataFrame
+    malformed: list[tuple[bytes, bytes]]
+    valid_ids: set[str]
+    malformed_keys: set[bytes]
+    worker: WorkerProcess
+    reader: OutputReader
+
+
+def prepare_run(
+    world: World,
+    bootstrap: str,
+    redis_url: str,
+    *,
+    prefix: str,
+    n_events: int,
+    n_malformed: int,
+    seed: int,
+    stack_dir: Path,
+    log_dir: Path,
+    batch_size: int | None = None,
+) -> Run:
+    """Topics of a fresh tag (created), ``n_events`` stream events, ``n_malformed`` broken
+    messages, a worker process (not started) and an output reader (not started)."""
+    settings = world.settings
+    tag = f"{prefix}{uuid.uuid4().hex[:8]}"
+    topics = {
+        "transactions": f"tx-{tag}",
+        "decisions": f"decisions-{tag}",
+        "dead_letter": f"tx-{tag}.dlq",
+    }
+    ensure_topics(settings.kafka, bootstrap, list(topics.values()))
+    events = stream_events(world, n_events, seed=seed, tag=tag)
+    malformed = malformed_messages(n_malformed)
+    env = worker_env(
+        settings,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        topics=topics,
+        stack_dir=stack_dir,
+        batch_size=batch_size,
+    )
+    return Run(
+        topics=topics,
+        events=events,
+        malformed=malformed,
+        valid_ids=set(events["transaction_id"].astype(str)),
+        malformed_keys={key for key, _ in malformed},
+        worker=WorkerProcess(env, f"worker-{tag}", log_dir),
+        reader=OutputReader(settings, bootstrap, topics),
+    )
+
+
 def run_chaos(
     world: World,
     *,
@@ -497,27 +511,21 @@ def run_chaos(
     wait for every output, stop cleanly, and count (see the module's docstring)."""
     rng = random.Random(seed)
     settings = world.settings
-    tag = f"chaos{uuid.uuid4().hex[:8]}"
-    topics = {
-        "transactions": f"tx-{tag}",
-        "decisions": f"decisions-{tag}",
-        "dead_letter": f"tx-{tag}.dlq",
-    }
-    ensure_topics(settings.kafka, bootstrap, list(topics.values()))
-    events = stream_events(world, n_events, seed=seed, tag=tag)
-    malformed = malformed_messages(n_malformed)
-    valid_ids = set(events["transaction_id"].astype(str))
-    malformed_keys = {key for key, _ in malformed}
-    env = worker_env(
-        settings,
-        bootstrap=bootstrap,
-        redis_url=redis_url,
-        topics=topics,
+    run = prepare_run(
+        world,
+        bootstrap,
+        redis_url,
+        prefix="chaos",
+        n_events=n_events,
+        n_malformed=n_malformed,
+        seed=seed,
         stack_dir=work / "stack",
+        log_dir=work / "logs",
         batch_size=batch_size,
     )
-    worker = WorkerProcess(env, f"worker-{tag}", work / "logs")
-    reader = OutputReader(settings, bootstrap, topics)
+    topics, events, malformed = run.topics, run.events, run.malformed
+    valid_ids, malformed_keys = run.valid_ids, run.malformed_keys
+    worker, reader = run.worker, run.reader
     lo, hi = KILL_RANGE
     points = sorted(int(rng.uniform(lo, hi) * n_events) for _ in range(kills))
     result = ChaosResult(events=n_events, malformed=n_malformed)

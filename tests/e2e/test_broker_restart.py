@@ -13,23 +13,14 @@ after the start.
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from benchmarks.chaos import (
-    OutputReader,
-    WorkerProcess,
-    World,
-    malformed_messages,
-    publish,
-    stream_events,
-    worker_env,
-)
+from benchmarks.chaos import World, prepare_run, publish
 from fraudstream import stack
 from fraudstream.config import Settings
-from fraudstream.kafka import check_kafka, ensure_topics
+from fraudstream.kafka import check_kafka
 
 from .s3_store import S3Server
 
@@ -83,30 +74,24 @@ def test_worker_resumes_by_itself_after_broker_restart(
 def run(world: World, private: Settings, redis_url: str, tmp_path: Path) -> None:
     bootstrap = stack.resolve_endpoints(private).kafka_bootstrap
     settings = world.settings
-    tag = f"brk{uuid.uuid4().hex[:8]}"
-    topics = {
-        "transactions": f"tx-{tag}",
-        "decisions": f"decisions-{tag}",
-        "dead_letter": f"tx-{tag}.dlq",
-    }
-    ensure_topics(settings.kafka, bootstrap, list(topics.values()))
-    events = stream_events(world, N_EVENTS, seed=21, tag=tag)
-    half = N_EVENTS // 2
-    malformed = malformed_messages(N_MALFORMED)
-    valid_ids = set(events["transaction_id"].astype(str))
-    malformed_keys = {key for key, _ in malformed}
-    env = worker_env(
-        settings,
-        bootstrap=bootstrap,
-        redis_url=redis_url,
-        topics=topics,
+    run = prepare_run(
+        world,
+        bootstrap,
+        redis_url,
+        prefix="brk",
+        n_events=N_EVENTS,
+        n_malformed=N_MALFORMED,
+        seed=21,
         stack_dir=tmp_path / "worker-stack",
+        log_dir=tmp_path / "logs",
     )
-    worker = WorkerProcess(env, f"worker-{tag}", tmp_path / "logs")
+    topics, events, malformed = run.topics, run.events, run.malformed
+    valid_ids, malformed_keys = run.valid_ids, run.malformed_keys
+    worker, reader = run.worker, run.reader
+    half = N_EVENTS // 2
     deadline = time.monotonic() + TIMEOUT_S
     worker.start()
     pid = worker.proc.pid if worker.proc is not None else None
-    reader = OutputReader(settings, bootstrap, topics)
     reader.start()
     try:
         publish(

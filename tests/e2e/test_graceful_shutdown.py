@@ -20,21 +20,11 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from benchmarks.chaos import (
-    OutputReader,
-    WorkerProcess,
-    World,
-    malformed_messages,
-    publish,
-    stream_events,
-    worker_env,
-)
-from fraudstream.kafka import ensure_topics
+from benchmarks.chaos import World, prepare_run, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -48,26 +38,20 @@ def test_sigterm_mid_stream_then_restart_decides_each_event_exactly_once(
     chaos_world: World, kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = chaos_world.settings
-    tag = f"term{uuid.uuid4().hex[:8]}"
-    topics = {
-        "transactions": f"tx-{tag}",
-        "decisions": f"decisions-{tag}",
-        "dead_letter": f"tx-{tag}.dlq",
-    }
-    ensure_topics(settings.kafka, kafka_bootstrap, list(topics.values()))
-    events = stream_events(chaos_world, N_EVENTS, seed=11, tag=tag)
-    malformed = malformed_messages(N_MALFORMED)
-    valid_ids = set(events["transaction_id"].astype(str))
-    malformed_keys = {key for key, _ in malformed}
-    env = worker_env(
-        settings,
-        bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topics=topics,
+    run = prepare_run(
+        chaos_world,
+        kafka_bootstrap,
+        redis_url,
+        prefix="term",
+        n_events=N_EVENTS,
+        n_malformed=N_MALFORMED,
+        seed=11,
         stack_dir=tmp_path / "stack",
+        log_dir=tmp_path / "logs",
     )
-    worker = WorkerProcess(env, f"worker-{tag}", tmp_path / "logs")
-    reader = OutputReader(settings, kafka_bootstrap, topics)
+    topics, events, malformed = run.topics, run.events, run.malformed
+    valid_ids, malformed_keys = run.valid_ids, run.malformed_keys
+    worker, reader = run.worker, run.reader
     rng = random.Random(12)
     points = sorted(rng.randrange(N_EVENTS // 10, N_EVENTS * 7 // 10) for _ in range(STOPS))
     deadline = time.monotonic() + TIMEOUT_S
