@@ -160,10 +160,6 @@ class CustomerHistory:
             for i in range(len(customer_ids))
         ]
 
-    def load(self, customer_ids: Sequence[str]) -> list[CustomerState]:
-        """The states in Redis (no cache), for inspection and tests."""
-        return [state for state, _ in self._load(list(dict.fromkeys(customer_ids)))]
-
     # ------------------------------------------------------------ write
 
     def save(
@@ -252,7 +248,3 @@ class CustomerHistory:
         old = self._cache.pop(customer_id, None)
         if old is not None:
             self._cached_rows -= len(old[0])
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-        self._cached_rows = 0

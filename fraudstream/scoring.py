@@ -58,7 +58,7 @@ from fraudstream.features import (
 from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelArtifact, ModelError
 from fraudstream.online_store import OnlineStore
-from fraudstream.schema import EVENT_COLUMNS, TransactionEvent, validate_frame
+from fraudstream.schema import TransactionEvent
 from fraudstream.stack import Endpoints
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,6 @@ def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
             out.append([])
         out[n].append(i)
     return out
-
-
-def events_frame(events: Sequence[TransactionEvent]) -> pd.DataFrame:
-    """The canonical table (:func:`validate_frame`) of events with distinct ids."""
-    rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
-    return validate_frame(pd.DataFrame(rows, columns=EVENT_COLUMNS))
 
 
 class Scorer:

@@ -198,7 +198,7 @@ class BatchProcessor:
         *,
         retry_pause_s: float = RETRY_PAUSE_S,
         delivery: DeliveringProducer,
-        metrics: WorkerMetrics | None = None,
+        metrics: WorkerMetrics,
     ) -> None:
         self.app = app
         self.scorer = scorer
@@ -252,13 +252,14 @@ class BatchProcessor:
                 )
         scored = time.perf_counter()
         await self.produce(outputs)
-        if self.metrics is not None:
-            done = time.perf_counter()
-            stages = {k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")}
-            self._record(batch, outputs, records, reads, decoded - started, stages)
-            with self.metrics.lock:
-                self.metrics.stage_ms.observe((done - scored) * 1000, "produce")
-                self.metrics.stage_ms.observe((done - started) * 1000, "batch")
+        done = time.perf_counter()
+        stages_ms = {k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")}
+        stages_ms.update(
+            decode=(decoded - started) * 1000,
+            produce=(done - scored) * 1000,
+            batch=(done - started) * 1000,
+        )
+        self._record(batch, outputs, records, reads, stages_ms)
 
     def _record(
         self,
@@ -266,15 +267,12 @@ class BatchProcessor:
         outputs: Sequence[Outgoing],
         records: Sequence[dict[str, Any]],
         reads_before: int,
-        decode_s: float,
         stages_ms: dict[str, float],
     ) -> None:
         metrics = self.metrics
-        assert metrics is not None
         with metrics.lock:
             metrics.consumed.inc(amount=len(batch))
             metrics.batch_events.observe(len(batch))
-            metrics.stage_ms.observe(decode_s * 1000, "decode")
             for stage, ms in stages_ms.items():
                 metrics.stage_ms.observe(ms, stage)
             metrics.history_reads.inc(amount=self.scorer.history.reads - reads_before)
@@ -309,9 +307,8 @@ class BatchProcessor:
     async def dead_letter_all(self, batch: Sequence[Incoming], exc: Exception) -> None:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
-        if self.metrics is not None:
-            with self.metrics.lock:
-                self.metrics.dead_letters.inc("worker_error", amount=len(batch))
+        with self.metrics.lock:
+            self.metrics.dead_letters.inc("worker_error", amount=len(batch))
         await self.produce(
             [dead_letter(m, error, "worker_error", self.dead_letter_topic) for m in batch]
         )
@@ -354,11 +351,11 @@ def incoming(event: faust.EventT) -> Incoming:
 
 
 def register(
-    app: faust.App, settings: Settings, scorer: Scorer, bootstrap: str
+    app: faust.App, settings: Settings, scorer: Scorer, bootstrap: str, metrics: WorkerMetrics
 ) -> faust.types.AgentT:
-    """Define the scoring agent on ``app`` (transactions → decisions / dead letters)."""
+    """Define the scoring agent on ``app`` (transactions → decisions / dead letters), and the
+    timer that keeps ``metrics``' lag, commit age and liveness current."""
     source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
-    metrics = WorkerMetrics(settings.worker.stall_after_s)
     delivery = DeliveringProducer(settings.kafka, bootstrap)
     processor = BatchProcessor(app, settings, scorer, delivery=delivery, metrics=metrics)
 
@@ -367,8 +364,6 @@ def register(
         left = await asyncio.to_thread(delivery.close)
         if left:
             log.error("%d output message(s) undelivered at shutdown", left)
-
-    app.fraudstream_metrics = metrics  # type: ignore[attr-defined]
 
     @app.timer(settings.worker.check_interval_s)
     async def check_partitions() -> None:
@@ -457,7 +452,8 @@ def build_worker_app(
     datadir = settings.stack.dir / f"{app_id}-data"
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last part
     app = create_app(settings, endpoints.kafka_bootstrap, app_id=app_id, datadir=datadir)
-    register(app, settings, scorer, endpoints.kafka_bootstrap)
+    metrics = WorkerMetrics(settings.worker.stall_after_s)
+    register(app, settings, scorer, endpoints.kafka_bootstrap, metrics)
     # Keep the ~300,000 start-up objects (Feast, pandas, Faust, the model) out of the garbage
     # collector's scans: a full collection of them took 155 ms on an idle core, a latency
     # spike on whatever batch it lands in.
@@ -466,7 +462,7 @@ def build_worker_app(
     if settings.worker.metrics_port is not None:
         from fraudstream.metrics import serve
 
-        serve(app.fraudstream_metrics, settings.worker.metrics_host, settings.worker.metrics_port)  # type: ignore[attr-defined]
+        serve(metrics, settings.worker.metrics_host, settings.worker.metrics_port)
     log.info(
         "worker %s: %s -> %s (dead letters: %s), model %s, batches of %d / %gs",
         app_id,
