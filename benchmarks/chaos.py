@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.small_world import build_small_world  # noqa: E402
+from benchmarks.small_world import build_small_world, process_env  # noqa: E402
 from fraudstream.config import Settings  # noqa: E402
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config  # noqa: E402
 from fraudstream.publish import encode, event_payloads  # noqa: E402
@@ -197,23 +197,16 @@ def worker_env(
     batch_size: int | None = None,
 ) -> dict[str, str]:
     """The worker subprocess's environment: no inherited ``FRAUDSTREAM_*``, this world's."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "FRAUDSTREAM_REDIS__URL": redis_url,
-            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
-            "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["transactions"],
-            "FRAUDSTREAM_TOPICS__DECISIONS": topics["decisions"],
-            "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dead_letter"],
-        }
-    )
+    extra = {
+        "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "FRAUDSTREAM_REDIS__URL": redis_url,
+        "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["transactions"],
+        "FRAUDSTREAM_TOPICS__DECISIONS": topics["decisions"],
+        "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dead_letter"],
+    }
     if batch_size is not None:
-        env["FRAUDSTREAM_SCORING__BATCH_SIZE"] = str(batch_size)
-    return env
+        extra["FRAUDSTREAM_SCORING__BATCH_SIZE"] = str(batch_size)
+    return process_env(settings, stack_dir, extra)
 
 
 class WorkerProcess:

@@ -157,20 +157,10 @@ def feast_references(model_features: list[str]) -> list[str]:
 # ------------------------------------------------------------------ processes
 
 
-def env_for(settings: Any, endpoints: Any, stack_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
-            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
-            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
-            "FRAUDSTREAM_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
+def env_for(settings: Any, stack_dir: Path) -> dict[str, str]:
+    from benchmarks.small_world import process_env
+
+    return process_env(settings, stack_dir, {"FRAUDSTREAM_LOG_LEVEL": "WARNING"})
 
 
 def cpu_seconds(pid: int) -> float:
@@ -461,7 +451,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     log(f"{len(refs)} Feast features per lookup: {', '.join(refs)}")
 
     api_port, feast_port = stack.free_port(), stack.free_port()
-    env = env_for(settings, endpoints, work / "api-stack")
+    env = env_for(settings, work / "api-stack")
     api_argv = [sys.executable, "-m", "fraudstream", "serve", "--port", str(api_port)]
     feast_argv = [
         sys.executable, "-m", "fraudstream", "feast", "serve",

@@ -8,8 +8,10 @@ all of it, for a test to stream.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,28 @@ class SmallWorld:
     refreshed_at: pd.Timestamp  # the terminal snapshot's time (UTC, whole seconds)
     store: FeatureStore
     scorer: Scorer
+
+
+def process_env(
+    settings: Settings, stack_dir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a ``fraudstream`` subprocess for ``settings``: none of this
+    process's ``FRAUDSTREAM_*`` variables; its Kafka, Redis, feature repo, model and stack
+    directory; then ``extra``."""
+    assert settings.kafka.bootstrap_servers and settings.redis.url, "external services only"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "FRAUDSTREAM_REDIS__URL": settings.redis.url,
+            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
+            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
+            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
+            **(extra or {}),
+        }
+    )
+    return env
 
 
 def private_feature_repo(root: Path, project_prefix: str) -> Path:

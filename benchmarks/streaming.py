@@ -47,7 +47,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,14 +70,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------ the bare agent
-
-
-@dataclass(frozen=True)
-class Out:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 def bare_agent_main(app_id: str, mode: str = "topic") -> None:
@@ -114,13 +105,15 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
         from streaming.delivery import DeliveringProducer
 
         delivering = DeliveringProducer(settings.kafka, endpoints.kafka_bootstrap)
+    from streaming.worker import Outgoing
 
     async def forward(stream: faust.StreamT[bytes]) -> Any:
         assert isinstance(stream, faust.Stream)
         async for events in stream.take_events(size, within=within):
             if delivering is not None:
                 outs = [
-                    Out(out.get_topic_name(), e.message.key, e.message.value, []) for e in events
+                    Outgoing(out.get_topic_name(), e.message.key, e.message.value, [])
+                    for e in events
                 ]
                 errors = await delivering.deliver(outs)
                 assert not any(errors), errors
@@ -295,27 +288,20 @@ class RssSampler(threading.Thread):
             self.halt.wait(self.every_s)
 
 
-def env_for(settings: Any, endpoints: Any, topics: dict[str, str], stack_dir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
-            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
-            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
-            "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["in"],
-            "FRAUDSTREAM_TOPICS__DECISIONS": topics["out"],
-            "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dlq"],
-            "FRAUDSTREAM_SCORING__BATCH_SIZE": str(settings.scoring.batch_size),
-            # the replay's stream runs up to two weeks ahead of the clock (original times)
-            "FRAUDSTREAM_SCORING__MAX_EVENT_AHEAD_S": str(30 * 86_400),
-            "FRAUDSTREAM_LOG_LEVEL": "INFO",
-            "FRAUDSTREAM_WORKER__METRICS_PORT": str(METRICS_PORT),
-        }
-    )
-    return env
+def env_for(settings: Any, topics: dict[str, str], stack_dir: Path) -> dict[str, str]:
+    from benchmarks.small_world import process_env
+
+    extra = {
+        "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["in"],
+        "FRAUDSTREAM_TOPICS__DECISIONS": topics["out"],
+        "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dlq"],
+        "FRAUDSTREAM_SCORING__BATCH_SIZE": str(settings.scoring.batch_size),
+        # the replay's stream runs up to two weeks ahead of the clock (original times)
+        "FRAUDSTREAM_SCORING__MAX_EVENT_AHEAD_S": str(30 * 86_400),
+        "FRAUDSTREAM_LOG_LEVEL": "INFO",
+        "FRAUDSTREAM_WORKER__METRICS_PORT": str(METRICS_PORT),
+    }
+    return process_env(settings, stack_dir, extra)
 
 
 def worker_stages() -> dict[str, dict[str, float]]:
@@ -457,7 +443,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     bares: dict[str, dict[str, Any]] = {}
     for mode, topics in (("topic", bare_topics), ("producer", prod_topics)):
         reader = Reader(settings, bootstrap, topics["out"])
-        env = env_for(settings, endpoints, topics, work / f"bare-{mode}-stack")
+        env = env_for(settings, topics, work / f"bare-{mode}-stack")
         started = time.time()
         argv = [*script, "--bare-agent", f"bare-{mode}-{tag}", "--bare-mode", mode]
         with running(argv, work / f"bare-{mode}.log", env=env) as proc:
@@ -468,7 +454,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
 
     # the worker: saturation, then paced latency runs
     reader = Reader(settings, bootstrap, work_topics["out"])
-    env = env_for(settings, endpoints, work_topics, work / "worker-stack")
+    env = env_for(settings, work_topics, work / "worker-stack")
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"worker-{tag}"]
     latency: dict[str, Any] = {}
     started = time.time()

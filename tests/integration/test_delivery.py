@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -12,16 +11,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from fraudstream.config import Settings
 from fraudstream.kafka import consumer_config
 from streaming.delivery import DeliveringProducer
+from streaming.worker import Outgoing
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Out:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 def test_a_batch_is_delivered_in_full_before_deliver_returns(
@@ -29,8 +21,10 @@ def test_a_batch_is_delivered_in_full_before_deliver_returns(
 ) -> None:
     topic = topic_factory("delivery")
     producer = DeliveringProducer(service_settings.kafka, kafka_bootstrap)
-    outputs = [Out(topic, f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")]) for i in range(2000)]
-    too_big = Out(topic, b"big", b"x" * 3_000_000, [])  # over the producer's message limit
+    outputs = [
+        Outgoing(topic, f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")]) for i in range(2000)
+    ]
+    too_big = Outgoing(topic, b"big", b"x" * 3_000_000, [])  # over the producer's message limit
 
     async def run() -> tuple[list[object], list[object]]:
         first = await producer.deliver(outputs)

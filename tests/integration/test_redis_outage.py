@@ -8,7 +8,6 @@ without a restart. Redis runs privately (append-only file, so its data survives 
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from benchmarks.small_world import process_env
 from fraudstream import stack
 from fraudstream.kafka import confluent_config, ensure_topics
 from fraudstream.publish import publish_events
@@ -50,20 +50,15 @@ def test_worker_decides_through_a_redis_outage_and_recovers(
         tag = uuid.uuid4().hex[:8]
         topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
         ensure_topics(settings.kafka, kafka_bootstrap, list(topics.values()))
-        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-        env.update(
+        env = process_env(
+            settings,
+            tmp_path / "stack",
             {
-                "PYTHONPATH": str(REPO_ROOT),
-                "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "FRAUDSTREAM_REDIS__URL": redis_url,
                 "FRAUDSTREAM_REDIS__SOCKET_TIMEOUT_S": "1",
-                "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-                "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-                "FRAUDSTREAM_STACK__DIR": str(tmp_path / "stack"),
                 "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["in"],
                 "FRAUDSTREAM_TOPICS__DECISIONS": topics["out"],
                 "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dlq"],
-            }
+            },
         )
         log = tmp_path / "worker.log"
         argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"outage-{tag}"]

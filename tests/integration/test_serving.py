@@ -32,6 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from benchmarks.small_world import process_env
 from fraudstream import stack
 from fraudstream.config import Settings
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
@@ -61,21 +62,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_
 
 def payloads(events: pd.DataFrame) -> list[dict[str, Any]]:
     return [event.to_json_dict() for event in event_payloads(events)]
-
-
-def subprocess_env(settings: Settings, endpoints: Endpoints, stack_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO_ROOT),
-            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
-            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
-            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-            "FRAUDSTREAM_STACK__DIR": str(stack_dir),
-        }
-    )
-    return env
 
 
 @contextlib.contextmanager
@@ -112,7 +98,7 @@ def worker_decisions(
     tag = f"s{uuid.uuid4().hex[:8]}"
     topics = {"transactions": f"tx-{tag}", "decisions": f"decisions-{tag}", "dlq": f"dlq-{tag}"}
     ensure_topics(settings.kafka, endpoints.kafka_bootstrap, list(topics.values()))
-    env = subprocess_env(settings, endpoints, tmp_path / "worker-stack")
+    env = process_env(settings, tmp_path / "worker-stack")
     env.update(
         {
             "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["transactions"],
@@ -160,7 +146,7 @@ def test_api_scores_equal_the_worker(world: World, tmp_path: Path) -> None:
     assert len(first_of_customer) < len(new)  # some customers pay more than once
 
     port = stack.free_port()
-    env = subprocess_env(settings, endpoints, tmp_path / "api-stack")
+    env = process_env(settings, tmp_path / "api-stack")
     env["FRAUDSTREAM_API__MAX_BATCH"] = str(N_EVENTS)
     argv = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     with (
@@ -321,7 +307,7 @@ def test_serve_refuses_a_tampered_model(world: World, tmp_path: Path) -> None:
     shutil.copytree(world.settings.model.dir, model)
     with (model / "model.ubj").open("ab") as handle:
         handle.write(b"\0")
-    env = subprocess_env(world.settings, resolve_endpoints(world.settings), tmp_path / "stack")
+    env = process_env(world.settings, tmp_path / "stack")
     env["FRAUDSTREAM_MODEL__DIR"] = str(model)
     port = str(stack.free_port())
     done = subprocess.run(

@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from benchmarks.small_world import process_env
 from fraudstream.config import Settings
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
@@ -177,22 +178,17 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
     with socket.socket() as probe:  # a free port for the worker's metrics
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
-    env.update(
+    env = process_env(
+        settings,
+        tmp_path / "stack",
         {
-            "PYTHONPATH": str(REPO_ROOT),
-            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "FRAUDSTREAM_REDIS__URL": endpoints.redis_url,
-            "FRAUDSTREAM_FEAST__REPO_PATH": str(settings.feast.repo_path),
-            "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
-            "FRAUDSTREAM_STACK__DIR": str(tmp_path / "stack"),
             "FRAUDSTREAM_TOPICS__TRANSACTIONS": topics["transactions"],
             "FRAUDSTREAM_TOPICS__DECISIONS": topics["decisions"],
             "FRAUDSTREAM_TOPICS__DEAD_LETTER": topics["dead_letter"],
             "FRAUDSTREAM_SCORING__BATCH_SIZE": str(BATCH_SIZE),
             "TEST_APP_ID": f"worker-{tag}",
             "FRAUDSTREAM_WORKER__METRICS_PORT": str(metrics_port),
-        }
+        },
     )
     log = tmp_path / "worker.log"
     consumer = _consumer(settings, bootstrap, [topics["decisions"], topics["dead_letter"]])
