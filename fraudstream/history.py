@@ -28,11 +28,11 @@ customer's history once, not per event, and never uses a state that is out of da
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from fraudstream.features import (
     to_ms,
     transaction_digests,
 )
+from fraudstream.redis_batch import Script, execute
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ for k = 1, #KEYS, 2 do
 end
 return out
 """
-_APPEND_SHA = hashlib.sha1(_APPEND_LUA.encode(), usedforsecurity=False).hexdigest()
+_APPEND = Script(_APPEND_LUA)
+#: The scripts :meth:`CustomerHistory.append_command` calls (for ``execute``).
+SCRIPTS = (_APPEND,)
 
 
 def pack_entries(ms: np.ndarray, ids: np.ndarray, amount: np.ndarray) -> list[bytes]:
@@ -127,9 +130,18 @@ class CustomerHistory:
     def states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
         """The current state of each customer (distinct ids): one ``MGET``, plus one read
         of the customers whose state is not cached or was changed by another writer."""
-        versions: list[bytes | None] = self.client.mget(  # type: ignore[assignment]
-            [self._version_key(c) for c in customer_ids]
-        )
+        [versions] = execute(self.client, [self.versions_command(customer_ids)])
+        return self.states_from(customer_ids, versions)
+
+    def versions_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
+        """The ``MGET`` of the customers' versions, to send with other reads
+        (:func:`~fraudstream.redis_batch.execute`); its reply goes to :meth:`states_from`."""
+        return ("MGET", *[self._version_key(c) for c in customer_ids])
+
+    def states_from(
+        self, customer_ids: Sequence[str], versions: Sequence[bytes | None]
+    ) -> list[CustomerState]:
+        """:meth:`states`, given the reply of :meth:`versions_command`."""
         out: list[CustomerState | None] = []
         stale: list[int] = []
         for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
@@ -173,8 +185,18 @@ class CustomerHistory:
     ) -> None:
         """Append new transactions (customer ``codes`` into ``customer_ids``) to Redis and
         cache each customer's next ``states`` if no other writer came in between."""
-        versions = self._append(customer_ids, codes, ms, ids, amount)
-        for cid, state, version in zip(customer_ids, states, versions, strict=True):
+        command = self.append_command(customer_ids, codes, ms, ids, amount)
+        [versions] = execute(self.client, [command], [_APPEND])
+        self.saved(customer_ids, states, versions)
+
+    def saved(
+        self, customer_ids: Sequence[str], states: Sequence[CustomerState], versions: Sequence[Any]
+    ) -> None:
+        """Cache the customers' next ``states`` given the reply of :meth:`append_command`
+        (each customer's version after the write), unless another writer came in between."""
+        for cid, state, version in zip(
+            customer_ids, states, (int(v) for v in versions), strict=True
+        ):
             cached = self._cache.get(cid)
             if cached is not None and cached[1] == version - 1:
                 self._remember(cid, state, version)
@@ -201,19 +223,25 @@ class CustomerHistory:
             stop = max(stop - 1, start + 1)
             rows = order[bounds[start] : bounds[stop]]
             chunk = list(customers[start:stop])
-            self._append(chunk, codes[rows] - start, ms[rows], ids[rows], amount[rows])
+            command = self.append_command(
+                chunk, codes[rows] - start, ms[rows], ids[rows], amount[rows]
+            )
+            execute(self.client, [command], [_APPEND])
             for cid in chunk:
                 self._forget(cid)
             start = stop
 
-    def _append(
+    def append_command(
         self,
         customer_ids: Sequence[str],
         codes: np.ndarray,
         ms: np.ndarray,
         ids: np.ndarray,
         amount: np.ndarray,
-    ) -> list[int]:
+    ) -> tuple[Any, ...]:
+        """The script call appending transactions (customer ``codes`` into ``customer_ids``),
+        to send with other writes (:func:`~fraudstream.redis_batch.execute`, with
+        :data:`SCRIPTS`); its reply, each customer's new version, goes to :meth:`saved`."""
         members = pack_entries(ms, ids, amount)
         keys: list[bytes] = []
         args: list[bytes | int] = [EXPIRE_S]
@@ -227,12 +255,7 @@ class CustomerHistory:
             args += (len(rows), latest - CUSTOMER_HISTORY_MS if rows else 0)
             for r in rows:
                 args += (ms_list[r], members[r])
-        try:
-            replies = self.client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(_APPEND_LUA)
-            replies = self.client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
-        return [int(v) for v in replies]  # type: ignore[union-attr]
+        return _APPEND.command(keys, args)
 
     # ------------------------------------------------------------ cache
 

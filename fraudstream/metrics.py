@@ -224,6 +224,12 @@ class WorkerMetrics(_Families):
         self.batch_events = Histogram(
             "fraudstream_worker_batch_messages", "Messages per micro-batch", BATCH_BUCKETS
         )
+        self.batch_age_ms = Histogram(
+            "fraudstream_worker_batch_age_ms",
+            "Age of a micro-batch's oldest message (from its Kafka timestamp) when the worker "
+            "starts the batch: the part of the latency spent before the worker's own work",
+            LATENCY_BUCKETS_MS,
+        )
         self.lag = Gauge(
             "fraudstream_worker_consumer_lag",
             "Messages in the partition after the last committed offset",
@@ -247,6 +253,7 @@ class WorkerMetrics(_Families):
             self.history_reads,
             self.stage_ms,
             self.batch_events,
+            self.batch_age_ms,
             self.lag,
             self.commit_age,
             self.live,

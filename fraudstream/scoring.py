@@ -55,9 +55,12 @@ from fraudstream.features import (
     to_ms,
     transaction_digests,
 )
+from fraudstream.history import SCRIPTS as history_scripts
 from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelArtifact, ModelError
-from fraudstream.online_store import OnlineStore
+from fraudstream.online_store import SCRIPTS as online_scripts
+from fraudstream.online_store import CachedViewReader, OnlineStore
+from fraudstream.redis_batch import execute
 from fraudstream.schema import TransactionEvent
 from fraudstream.stack import Endpoints
 
@@ -181,6 +184,8 @@ class Scorer:
         terminal_max_age_s: float,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        if online.client is not history.client:
+            raise ValueError("the customer history and the online store must share a Redis client")
         self.terminal_max_age_s = terminal_max_age_s
         self.model = model
         self.online = online
@@ -192,6 +197,7 @@ class Scorer:
         self.timings: dict[str, float] = {"features": 0.0, "model": 0.0, "update": 0.0}
         self._check_features()
         self.terminal_features = [n for n in self.names if ALL_FEATURES[n].source == "terminal"]
+        self.terminals = CachedViewReader(online, TERMINAL_VIEW, self.terminal_features)
 
     def _check_features(self) -> None:
         """Refuse a model that reads a feature the online store does not define."""
@@ -243,18 +249,13 @@ class Scorer:
         degraded: list[list[str]] = [[] for _ in range(n)]
 
         customers, codes = _codes(batch.customer_id)
-        try:
-            states = self.history.states(customers)
-            history_ok = True
-        except redis.RedisError as exc:
-            log.warning("customer history unavailable: %s", exc)
-            states, history_ok = [CustomerState.empty() for _ in customers], False
-            for marks in degraded:
-                marks.append("customer history unavailable")
+        states, terminal, ages = self._read(batch, customers, degraded)
+        history_ok = states is not None
+        if states is None:
+            states = [CustomerState.empty() for _ in customers]
         ids = transaction_digests(batch.transaction_id)
         customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
 
-        terminal, ages = self._terminal_features(batch, degraded)
         prev = {w: customer[f"customer_prev_avg_amount_{w}d"] for w in PREVIOUS_WINDOWS}
         columns = {**customer, **request_feature_arrays(batch.ms, batch.amount, prev)}
         columns.update({c: terminal[:, j] for j, c in enumerate(self.terminal_features)})
@@ -335,23 +336,43 @@ class Scorer:
 
     # ------------------------------------------------------------ features
 
-    def _terminal_features(
-        self, batch: Batch, degraded: list[list[str]]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _read(
+        self, batch: Batch, customers: list[str], degraded: list[list[str]]
+    ) -> tuple[list[CustomerState] | None, np.ndarray, np.ndarray]:
+        """The customers' states (``None`` when unavailable), the terminal features and their
+        ages: the versions and the terminals' stamps in one round trip, then only what
+        changed since the last batch."""
         n = len(batch)
-        if not self.terminal_features:
-            return np.empty((n, 0)), np.full(n, np.nan)
+        commands = [self.history.versions_command(customers)]
+        plan = None
+        if self.terminal_features:
+            command, plan = self.terminals.stamps_command(batch.terminal_id)
+            commands.append(command)
+        missing = (np.full((n, len(self.terminal_features)), np.nan), np.full(n, np.nan))
         try:
-            rows = self.online.read_arrays(
-                {"terminal_id": batch.terminal_id}, self.terminal_features
-            )
+            replies = self._execute(commands)
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable: %s", exc)
+            for marks in degraded:
+                marks += ("customer history unavailable", "online store unavailable")
+            return None, *missing
+        states: list[CustomerState] | None
+        try:
+            states = self.history.states_from(customers, replies[0])
+        except redis.RedisError as exc:
+            log.warning("customer history unavailable: %s", exc)
+            states = None
+            for marks in degraded:
+                marks.append("customer history unavailable")
+        if plan is None:
+            return states, np.empty((n, 0)), np.full(n, np.nan)
+        try:
+            values, stamps = self.terminals.read_from(plan, replies[1])
         except redis.RedisError as exc:
             log.warning("online store unavailable: %s", exc)
             for marks in degraded:
                 marks.append("online store unavailable")
-            return np.full((n, len(self.terminal_features)), np.nan), np.full(n, np.nan)
-        values = rows.values.copy()
-        stamps = rows.event_timestamps[TERMINAL_VIEW]
+            return states, *missing
         found = stamps != np.iinfo(np.int64).min
         # age at the transaction's own time, as Feast's point-in-time join measures its TTL
         # (a live event's time is now; a replayed one keeps its own)
@@ -363,7 +384,12 @@ class Scorer:
             degraded[i].append("terminal features missing")
         for i in np.flatnonzero(stale):
             degraded[i].append("terminal features stale")
-        return values, ages
+        return states, values, ages
+
+    def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` of the history and the online store in one round trip."""
+        scripts = (*history_scripts, *online_scripts)
+        return execute(self.history.client, commands, scripts)
 
     def _update(
         self,
@@ -374,15 +400,17 @@ class Scorer:
         next_states: list[CustomerState],
         customer: dict[str, np.ndarray],
     ) -> None:
-        """Append to the history and push each customer's latest features (Feast format)."""
-        self.history.save(customers, next_states, batch.ms, codes, ids, batch.amount)
+        """Append to the history and push each customer's latest features (Feast format),
+        in one round trip."""
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
         latest = pd.DataFrame({name: values[last] for name, values in customer.items()})
         latest.insert(0, "customer_id", [customers[c] for c in codes[last]])
         latest.insert(1, "event_timestamp", pd.to_datetime(batch.ms[last], unit="ms", utc=True))
-        self.online.write(CUSTOMER_VIEW, latest)
+        append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
+        replies = self._execute([append, *self.online.write_commands(CUSTOMER_VIEW, latest)])
+        self.history.saved(customers, next_states, replies[0])
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:

@@ -212,6 +212,8 @@ class BatchProcessor:
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Score ``batch`` and produce every output; returns once all are delivered."""
         started = time.perf_counter()
+        stamps = [m.timestamp_s for m in batch if m.timestamp_s is not None]
+        age_ms = (time.time() - min(stamps)) * 1000 if stamps else None
         outputs: list[Outgoing] = []
         valid: list[tuple[Incoming, TransactionEvent]] = []
         for message in batch:
@@ -259,7 +261,7 @@ class BatchProcessor:
             produce=(done - scored) * 1000,
             batch=(done - started) * 1000,
         )
-        self._record(batch, outputs, records, reads, stages_ms)
+        self._record(batch, outputs, records, reads, stages_ms, age_ms)
 
     def _record(
         self,
@@ -268,11 +270,14 @@ class BatchProcessor:
         records: Sequence[dict[str, Any]],
         reads_before: int,
         stages_ms: dict[str, float],
+        age_ms: float | None = None,
     ) -> None:
         metrics = self.metrics
         with metrics.lock:
             metrics.consumed.inc(amount=len(batch))
             metrics.batch_events.observe(len(batch))
+            if age_ms is not None:
+                metrics.batch_age_ms.observe(age_ms)
             for stage, ms in stages_ms.items():
                 metrics.stage_ms.observe(ms, stage)
             metrics.history_reads.inc(amount=self.scorer.history.reads - reads_before)

@@ -30,7 +30,7 @@ from fraudstream.features import (
     TERMINAL_FEATURES,
     TERMINAL_VIEW,
 )
-from fraudstream.online_store import OnlineStore
+from fraudstream.online_store import CachedViewReader, OnlineStore
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate
 from training.backfill import backfill, customer_table, terminal_table
@@ -225,6 +225,42 @@ def test_feast_writes_are_read_and_byte_identical(repo: Repo) -> None:
     assert fast.write(CUSTOMER_VIEW, cust) == len(cids)
     assert fast.write(TERMINAL_VIEW, term) == len(tids)
     assert _hashes(repo.client, keys) == by_feast
+
+
+def test_cached_reader_reads_what_a_full_read_reads(repo: Repo) -> None:
+    """The scorer's terminal reader re-reads only entities whose row changed, and so
+    always returns what a full read returns: materialised rows, newer rows Feast writes
+    later, deleted rows, absent entities, repeated ids."""
+    store, fast = repo.store, repo.fast
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    first = repo.events["timestamp"].min() - pd.Timedelta(days=1)
+    store.materialize(start_date=first.to_pydatetime(), end_date=now.to_pydatetime())
+    tids = [*repo.terminals.index[:50], "absent"]
+    ids = tids + tids[:10]
+    reader = CachedViewReader(fast, TERMINAL_VIEW, TERMINAL_NAMES)
+
+    def check() -> int:
+        """Asserts equality; returns how many of the distinct ids have a row."""
+        values, stamps = reader.read(ids)
+        full = fast.read_arrays({"terminal_id": ids}, TERMINAL_NAMES)
+        np.testing.assert_array_equal(values, full.values)
+        np.testing.assert_array_equal(stamps, full.event_timestamps[TERMINAL_VIEW])
+        return int((stamps[: len(tids)] != np.iinfo(np.int64).min).sum())
+
+    stored = check()
+    assert 0 < stored < len(tids) and reader.reads == stored
+    check()
+    assert reader.reads == stored  # nothing changed: nothing re-read
+    newer = _with_nans(
+        _rows(repo.terminals, "terminal_id", tids[5:15], now + pd.Timedelta(hours=1))
+    )
+    store.write_to_online_store(TERMINAL_VIEW, newer)
+    check()
+    assert reader.reads == stored + 10  # exactly the ten new rows
+    repo.client.delete(fast.key(TERMINAL_VIEW, tids[0]))
+    check()
+    values, _ = reader.read([tids[0]])
+    assert np.isnan(values).all()
 
 
 def test_older_rows_do_not_overwrite_newer(repo: Repo) -> None:
