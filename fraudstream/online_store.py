@@ -290,12 +290,14 @@ def encode_timestamps(
     ``Timestamp.FromDatetime``; so does this, by flooring to the microsecond.
     """
     micros = _micros(timestamps)
+    return micros, encode_micros(micros)
+
+
+def encode_micros(micros: np.ndarray) -> list[bytes]:
+    """Serialized ``Timestamp`` of each time given in microseconds since the epoch."""
     if len(micros) and micros.min() <= 0:
         raise ValueError("timestamps at or before 1970-01-01 are not supported")
-    encoded = [
-        _encode_timestamp(us // 1_000_000, (us % 1_000_000) * 1000) for us in micros.tolist()
-    ]
-    return micros, encoded
+    return [_encode_timestamp(us // 1_000_000, (us % 1_000_000) * 1000) for us in micros.tolist()]
 
 
 def _encode_timestamp(seconds: int, nanos: int) -> bytes:
@@ -458,29 +460,49 @@ class OnlineStore:
         missing = [c for c in (spec.join_key, TIMESTAMP_COLUMN, *spec.features) if c not in frame]
         if missing:
             raise KeyError(f"{view}: frame lacks {', '.join(missing)}")
-        micros, stamps = encode_timestamps(frame[TIMESTAMP_COLUMN])
-        columns = [
-            encode_values(frame[name], dtype)
+        return self.write_array_commands(
+            view,
+            frame[spec.join_key].tolist(),
+            _micros(frame[TIMESTAMP_COLUMN]),
+            {name: frame[name] for name in spec.features},
+        )
+
+    def write_array_commands(
+        self,
+        view: str,
+        entities: Sequence[Any],
+        micros: np.ndarray,
+        columns: Mapping[str, pd.Series | np.ndarray],
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`write_commands` of rows given as arrays: each row's entity, its event time
+        in microseconds since the epoch, and every feature of the view (no DataFrame)."""
+        spec = self.views[view]
+        if not len(entities):
+            return []
+        stamps = encode_micros(micros)
+        us_list = micros.tolist()
+        encoded = [
+            encode_values(columns[name], dtype)
             for name, dtype in zip(spec.features, spec.dtypes, strict=True)
         ]
         key_of = self._keys[view]
-        keys = [key_of(v) for v in frame[spec.join_key].tolist()]
+        keys = [key_of(v) for v in entities]
         fields = self._fields[view]
         ts_field = spec.ts_field
         if not self.dedup:
             commands: list[tuple[Any, ...]] = []
             for i, key in enumerate(keys):
                 pairs: list[bytes] = [ts_field, stamps[i]]
-                for field, column in zip(fields, columns, strict=True):
+                for field, column in zip(fields, encoded, strict=True):
                     pairs += (field, column[i])
                 commands.append(("HSET", key, *pairs))
                 if self.key_ttl_seconds:
                     commands.append(("EXPIRE", key, self.key_ttl_seconds))
             return commands
         args: list[Any] = [ts_field, self.key_ttl_seconds, len(fields), *fields]
-        for i, us in enumerate(micros.tolist()):
+        for i, us in enumerate(us_list):
             args += (us // 1_000_000, (us % 1_000_000) * 1000, stamps[i])
-            args += [column[i] for column in columns]
+            args += [column[i] for column in encoded]
         return [_WRITE.command(keys, args)]
 
     # ------------------------------------------------------------ read

@@ -405,11 +405,14 @@ class Scorer:
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
-        latest = pd.DataFrame({name: values[last] for name, values in customer.items()})
-        latest.insert(0, "customer_id", [customers[c] for c in codes[last]])
-        latest.insert(1, "event_timestamp", pd.to_datetime(batch.ms[last], unit="ms", utc=True))
+        write = self.online.write_array_commands(
+            CUSTOMER_VIEW,
+            [customers[c] for c in codes[last]],
+            batch.ms[last] * 1000,
+            {name: values[last] for name, values in customer.items()},
+        )
         append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
-        replies = self._execute([append, *self.online.write_commands(CUSTOMER_VIEW, latest)])
+        replies = self._execute([append, *write])
         self.history.saved(customers, next_states, replies[0])
 
 
