@@ -77,16 +77,22 @@ class ModelArtifact:
         t = self.manifest["thresholds"]
         return Thresholds(review=float(t["review"]), decline=float(t["decline"]))
 
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Fraud probability per row of ``matrix`` (columns in :attr:`feature_names` order)."""
+    def dmatrix(self, matrix: np.ndarray) -> xgb.DMatrix:
+        """``matrix`` (columns in :attr:`feature_names` order) as XGBoost's input, built once
+        per batch for both :meth:`predict_dmatrix` and :meth:`explain`."""
         if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
             raise ModelError(
                 f"expected {len(self.feature_names)} columns, got shape {matrix.shape}"
             )
-        return np.asarray(
-            self.booster.inplace_predict(np.ascontiguousarray(matrix, dtype=np.float32)),
-            dtype=np.float64,
-        )
+        return xgb.DMatrix(matrix.astype(np.float32), feature_names=self.feature_names, nthread=1)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probability per row of ``matrix`` (columns in :attr:`feature_names` order)."""
+        return self.predict_dmatrix(self.dmatrix(matrix))
+
+    def predict_dmatrix(self, dmatrix: xgb.DMatrix) -> np.ndarray:
+        """:meth:`predict` of a :meth:`dmatrix`."""
+        return np.asarray(self.booster.predict(dmatrix), dtype=np.float64)
 
     def contributions(self, matrix: np.ndarray, *, exact: bool = True) -> np.ndarray:
         """Contributions per feature (last column: bias), in log-odds; they sum to the margin.
@@ -95,9 +101,20 @@ class ModelArtifact:
         otherwise XGBoost's approximation (``approx_contribs``: each split's change of the
         expected value credited to its feature, about 12 µs a row).
         """
-        dmatrix = xgb.DMatrix(
-            matrix.astype(np.float32), feature_names=self.feature_names, nthread=1
-        )
+        return self._contributions(self.dmatrix(matrix), exact=exact)
+
+    def explain(self, dmatrix: xgb.DMatrix, exact: np.ndarray) -> np.ndarray:
+        """Contributions per feature (no bias column) of each row of a :meth:`dmatrix`: SHAP
+        values for the rows where ``exact`` is true, the approximation for the others."""
+        if exact.all():
+            return self._contributions(dmatrix, exact=True)[:, :-1]
+        out = self._contributions(dmatrix, exact=False)[:, :-1]
+        if exact.any():
+            rows = np.flatnonzero(exact)
+            out[rows] = self._contributions(dmatrix.slice(rows), exact=True)[:, :-1]
+        return out
+
+    def _contributions(self, dmatrix: xgb.DMatrix, *, exact: bool) -> np.ndarray:
         return np.asarray(
             self.booster.predict(dmatrix, pred_contribs=True, approx_contribs=not exact)
         )

@@ -262,19 +262,15 @@ class Scorer:
         matrix = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in self.names])
 
         featured = time.perf_counter()
-        scores = self.model.predict(matrix)
+        dmatrix = self.model.dmatrix(matrix)
+        scores = self.model.predict_dmatrix(dmatrix)
         actions = self._actions(scores, batch.amount, degraded)
         exact = (
             np.ones(n, dtype=bool)
             if self.policy.exact_reasons == "all"
             else np.array([a != "approve" for a in actions], dtype=bool)
         )
-        contributions = np.empty((n, len(self.names)))
-        if exact.any():
-            contributions[exact] = self.model.contributions(matrix[exact])[:, :-1]
-        if not exact.all():
-            approx = ~exact
-            contributions[approx] = self.model.contributions(matrix[approx], exact=False)[:, :-1]
+        contributions = self.model.explain(dmatrix, exact)
         top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
 
         modelled = time.perf_counter()

@@ -1,0 +1,85 @@
+"""The model artifact's scoring calls: one DMatrix per batch for scores and reasons gives
+exactly what XGBoost's own calls give, row by row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from fraudstream.model import ModelArtifact, ModelError, load_artifact, save_artifact
+
+pytestmark = pytest.mark.unit
+
+NAMES = [f"f{i}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, len(NAMES)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) ** 2 > 1).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(x, label=y, feature_names=NAMES),
+        num_boost_round=30,
+    )
+    manifest = {
+        "model_version": "test-1",
+        "features": [{"name": n} for n in NAMES],
+        "thresholds": {"review": 0.5, "decline": 0.9},
+    }
+    out = save_artifact(Path(tmp_path_factory.mktemp("model")) / "m", booster, manifest)
+    return load_artifact(out)
+
+
+def _matrix(rows: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, len(NAMES)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_scores_equal_xgboost_inplace_predict(artifact: ModelArtifact, rows: int) -> None:
+    x = _matrix(rows)
+    expected = artifact.booster.inplace_predict(x.astype(np.float32))
+    np.testing.assert_array_equal(artifact.predict(x), expected)
+    np.testing.assert_array_equal(artifact.predict_dmatrix(artifact.dmatrix(x)), expected)
+
+
+@pytest.mark.parametrize("pattern", ["none", "all", "mixed"])
+def test_explain_gives_each_row_its_own_method(artifact: ModelArtifact, pattern: str) -> None:
+    x = _matrix(50)
+    exact = {
+        "none": np.zeros(50, bool),
+        "all": np.ones(50, bool),
+        "mixed": np.arange(50) % 3 == 0,
+    }[pattern]
+    got = artifact.explain(artifact.dmatrix(x), exact)
+    shap = artifact.contributions(x, exact=True)[:, :-1]
+    approx = artifact.contributions(x, exact=False)[:, :-1]
+    np.testing.assert_allclose(got[exact], shap[exact], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got[~exact], approx[~exact])
+    if pattern == "mixed":  # the two methods differ, so the test tells them apart
+        assert not np.allclose(shap[~exact], approx[~exact])
+    # with the bias, each row's contributions sum to its margin
+    full = artifact.contributions(x, exact=True)
+    margin = artifact.booster.predict(artifact.dmatrix(x), output_margin=True)
+    np.testing.assert_allclose(full.sum(axis=1), margin, atol=1e-5)
+
+
+def test_a_matrix_of_the_wrong_width_is_refused(artifact: ModelArtifact) -> None:
+    with pytest.raises(ModelError, match="expected 6 columns"):
+        artifact.predict(np.zeros((2, 5)))
+
+
+def test_a_tampered_model_file_is_refused(artifact: ModelArtifact, tmp_path: Path) -> None:
+    copy = save_artifact(tmp_path / "copy", artifact.booster, artifact.manifest)
+    with (copy / "model.ubj").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_artifact(copy)
