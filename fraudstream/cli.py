@@ -648,5 +648,11 @@ def serve_cmd(
     )
 
 
+# Commands of other modules register themselves last: they import this module's helpers.
+from fraudstream import cli_monitoring  # noqa: E402
+
+cli_monitoring.register(app, features_app)
+
+
 if __name__ == "__main__":
     app()

@@ -294,6 +294,33 @@ class StackSettings(_Section):
     )
 
 
+class MonitoringSettings(_Section):
+    """The archive (the offline log of what flowed), live quality and drift monitoring."""
+
+    archive_dir: Path | None = Field(
+        default=None, description="archive root; unset: <feast repo_path>/data/archive"
+    )
+    archive_group_id: str = Field(
+        default="fraudstream-archive", description="consumer group of `fraudstream archive`"
+    )
+    archive_max_batch: int = Field(
+        default=5000, ge=1, le=1_000_000, description="most messages per archived part file"
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="archive's /metrics (live quality); off unset"
+    )
+    quality_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the archive recomputes the quality gauges"
+    )
+    drift_window: int = Field(
+        default=10_000, ge=100, description="events in the live drift window (sliding)"
+    )
+    drift_threshold: float = Field(
+        default=0.2, gt=0, description="PSI at or above this flags drift (0.2: significant)"
+    )
+
+
 class Settings(BaseSettings):
     """All fraudstream settings. Read once, at an entry point, with :func:`load_settings`."""
 
@@ -315,6 +342,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     stack: StackSettings = StackSettings()
     worker: WorkerSettings = WorkerSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
