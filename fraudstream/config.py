@@ -219,7 +219,35 @@ class FeastSettings(_Section):
 
 
 class ModelSettings(_Section):
-    dir: Path = Field(default=Path("models/current"), description="model artifact directory")
+    """The model artifact, the model registry and the retrain promotion rule."""
+
+    dir: Path = Field(
+        default=Path("models/current"),
+        description="model artifact directory: `train` writes here; served when no registry",
+    )
+    registry_dir: Path | None = Field(
+        default=None,
+        description="model registry (versions + registry.json); unset: <dir's parent>/registry",
+    )
+    poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="how often the worker and the API look for a promoted model (between batches)",
+    )
+    promote_min_ap_gain: float = Field(
+        default=0.01,
+        description="retrain promotes when the challenger's AP is at least this higher",
+    )
+    promote_max_auc_loss: float = Field(
+        default=0.005,
+        ge=0,
+        description="... and its AUC ROC at most this lower than the champion's",
+    )
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.dir.parent / "registry"
 
 
 class WorkerSettings(_Section):

@@ -134,6 +134,31 @@ class _Families(Collector):
         return generate_latest(self.registry)
 
 
+class ModelMetrics:
+    """Which model versions serve and how hot reloads went (the worker's and the API's)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.serving = Gauge(
+            f"{prefix}_model_serving",
+            "1 for each model version in use, by role (champion, shadow)",
+            ["role", "version"],
+        )
+        self.reloads = Counter(
+            f"{prefix}_model_reloads", "Switches to a promoted model or a new shadow, live"
+        )
+        self.reload_failures = Counter(
+            f"{prefix}_model_reload_failures",
+            "Promoted models refused (bad artifact or features); the old model kept scoring",
+        )
+        self.families = (self.serving, self.reloads, self.reload_failures)
+
+    def set_serving(self, champion: str, shadow: str | None) -> None:
+        self.serving.clear()
+        self.serving.set(1.0, "champion", champion)
+        if shadow is not None:
+            self.serving.set(1.0, "shadow", shadow)
+
+
 class ApiMetrics(_Families):
     """Requests, latency, decisions, degraded decisions, scorer calls and errors of one app."""
 
@@ -166,7 +191,9 @@ class ApiMetrics(_Families):
             "Requests that failed inside the API (answered 500)",
             ["route"],
         )
+        self.models = ModelMetrics("fraudstream_api")
         self.families = (
+            *self.models.families,
             self.requests,
             self.latency_ms,
             self.decisions,
@@ -239,7 +266,9 @@ class WorkerMetrics(_Families):
             "1 while every partition with lag keeps committing, else 0",
         )
         self.live.set(1.0)
+        self.models = ModelMetrics("fraudstream_worker")
         self.families = (
+            *self.models.families,
             self.consumed,
             self.decisions,
             self.dead_letters,
