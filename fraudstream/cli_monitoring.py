@@ -66,7 +66,47 @@ def _quality_monitor(
     return None
 
 
+def score_batch_cmd(
+    ctx: typer.Context,
+    transactions: Annotated[Path, typer.Option(help="Parquet of events (canonical or handbook)")],
+    out: Annotated[Path, typer.Option(help="decisions file: Parquet, or CSV if it ends in .csv")],
+    history: Annotated[
+        Path | None,
+        typer.Option(help="earlier transactions of the same customers (besides the archive's)"),
+    ] = None,
+) -> None:
+    """Score a historical file as the stream would: features from the offline store (Feast
+    historical features, on a scratch copy: the live store is only read), the serving model
+    (registry champion, else the model dir), the scorer's actions and reasons.
+
+    Prints a JSON summary (rows, actions, model version, seconds).
+    """
+    import time
+
+    from fraudstream.batch_scoring import score_file, write_decisions
+
+    settings = _settings(ctx)
+    events = _events(transactions)
+    past = _events(history) if history is not None else None
+    started = time.perf_counter()
+    try:
+        decisions = score_file(settings, events, history=past)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    write_decisions(decisions, out)
+    summary = {
+        "rows": len(decisions),
+        "actions": decisions["action"].value_counts().to_dict(),
+        "degraded": int(decisions["degraded"].sum()),
+        "model_version": decisions["model_version"].iloc[0] if len(decisions) else None,
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    typer.echo(json.dumps(summary))
+
+
 def register(app: typer.Typer, features_app: typer.Typer) -> None:
     """Add this module's commands to the main app and its ``features`` group."""
     app.command("archive")(archive_cmd)
-    _ = (features_app, local_stack, Path, _events)
+    app.command("score-batch")(score_batch_cmd)
+    _ = (features_app, local_stack)

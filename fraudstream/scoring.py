@@ -169,6 +169,46 @@ def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
     return out
 
 
+def choose_actions(
+    model: ModelArtifact,
+    policy: ScoringSettings,
+    scores: np.ndarray,
+    amount: np.ndarray,
+    degraded: Sequence[Sequence[str]],
+) -> list[Action]:
+    """The thresholds' action; while degraded, never approve above the policy's amount."""
+    thresholds = model.thresholds
+    limit = policy.degraded_max_approve_amount
+    out: list[Action] = []
+    for i, score in enumerate(scores.tolist()):
+        action = thresholds.action(score)
+        if degraded[i] and action == "approve" and amount[i] > limit:
+            action = "review"
+        out.append(action)
+    return out
+
+
+def explain(
+    model: ModelArtifact, matrix: np.ndarray, actions: Sequence[Action], exact_reasons: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contributions per feature, the columns of the top reasons per row, and which rows
+    got exact SHAP values (review and decline, or all with ``exact_reasons="all"``)."""
+    n = len(actions)
+    exact = (
+        np.ones(n, dtype=bool)
+        if exact_reasons == "all"
+        else np.array([a != "approve" for a in actions], dtype=bool)
+    )
+    contributions = np.empty((n, matrix.shape[1]))
+    if exact.any():
+        contributions[exact] = model.contributions(matrix[exact])[:, :-1]
+    if not exact.all():
+        approx = ~exact
+        contributions[approx] = model.contributions(matrix[approx], exact=False)[:, :-1]
+    top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
+    return contributions, top, exact
+
+
 class Scorer:
     """Scores batches with one model; checks at start that the store serves its features."""
 
@@ -289,18 +329,7 @@ class Scorer:
             shadow_scores = self.shadow.predict(shadow_matrix).tolist()
             shadow_version = self.shadow.version
         actions = self._actions(scores, batch.amount, degraded)
-        exact = (
-            np.ones(n, dtype=bool)
-            if self.policy.exact_reasons == "all"
-            else np.array([a != "approve" for a in actions], dtype=bool)
-        )
-        contributions = np.empty((n, len(self.names)))
-        if exact.any():
-            contributions[exact] = self.model.contributions(matrix[exact])[:, :-1]
-        if not exact.all():
-            approx = ~exact
-            contributions[approx] = self.model.contributions(matrix[approx], exact=False)[:, :-1]
-        top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
+        contributions, top, exact = explain(self.model, matrix, actions, self.policy.exact_reasons)
 
         modelled = time.perf_counter()
         if update and history_ok:
@@ -351,15 +380,7 @@ class Scorer:
         self, scores: np.ndarray, amount: np.ndarray, degraded: list[list[str]]
     ) -> list[Action]:
         """The thresholds' action; while degraded, never approve above the policy's amount."""
-        thresholds = self.model.thresholds
-        limit = self.policy.degraded_max_approve_amount
-        out: list[Action] = []
-        for i, score in enumerate(scores.tolist()):
-            action = thresholds.action(score)
-            if degraded[i] and action == "approve" and amount[i] > limit:
-                action = "review"
-            out.append(action)
-        return out
+        return choose_actions(self.model, self.policy, scores, amount, degraded)
 
     # ------------------------------------------------------------ features
 
@@ -434,6 +455,4 @@ def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:
     ttl = store.get_feature_view(TERMINAL_VIEW).ttl
     max_age = ttl.total_seconds() if ttl else float("inf")
     history = CustomerHistory(client, store.project, settings.scoring.customer_cache_rows)
-    return Scorer(
-        models.champion, online, history, settings.scoring, max_age, shadow=models.shadow
-    )
+    return Scorer(models.champion, online, history, settings.scoring, max_age, shadow=models.shadow)
