@@ -7,13 +7,15 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudstream import stack as local_stack
 from fraudstream.cli import _events, _kafka_bootstrap, _settings, fail
 from fraudstream.errors import FraudstreamError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def archive_cmd(
@@ -105,8 +107,143 @@ def score_batch_cmd(
     typer.echo(json.dumps(summary))
 
 
+def _utc_option(value: str | None, name: str) -> pd.Timestamp | None:
+    """An ISO-8601 time with an offset (``Z``), as UTC; ``now`` is the current time."""
+    import pandas as pd
+
+    if value is None:
+        return None
+    if value == "now":
+        return pd.Timestamp.now(tz="UTC")
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise fail(f"{name} {value!r} is not an ISO-8601 time") from None
+    if stamp.tzinfo is None:
+        raise fail(f"{name} {value!r} has no UTC offset (add Z)")
+    return stamp.tz_convert("UTC")
+
+
+def publish_labels_cmd(
+    ctx: typer.Context,
+    transactions: Annotated[
+        Path, typer.Option(help="labelled Parquet (canonical is_fraud or handbook TX_FRAUD)")
+    ],
+    delay_days: Annotated[
+        float, typer.Option(min=0, help="each label is reported this long after its transaction")
+    ] = 7.0,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="labels per second (default: unpaced)")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="publish the first N labels only")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="only labels reported before this time (ISO-8601 with Z, or 'now')"),
+    ] = None,
+) -> None:
+    """Replay the labels of a labelled dataset on the labels topic, as they would arrive.
+
+    One label per transaction (1: fraud, 0: confirmed genuine), ``reported_at`` = the
+    transaction's time + the delay, published in ``reported_at`` order, keyed by
+    ``transaction_id`` (idempotent producer). Prints a JSON summary.
+    """
+    import sys
+    from datetime import timedelta
+
+    from fraudstream.consume import sigint_sets
+    from fraudstream.kafka import check_kafka, ensure_topics
+    from fraudstream.labels import label_events, publish_labels
+
+    settings = _settings(ctx)
+    bootstrap = _kafka_bootstrap(settings)
+    topic = settings.topics.labels
+    cutoff = _utc_option(until, "--until")
+    try:
+        labels = label_events(_events(transactions), timedelta(days=delay_days))
+        if cutoff is not None:
+            labels = labels[labels["reported_at"] < cutoff]
+        if limit is not None:
+            labels = labels.iloc[:limit]
+        check_kafka(settings.kafka, bootstrap)
+        ensure_topics(settings.kafka, bootstrap, [topic])
+        stop = threading.Event()
+        with (
+            sigint_sets(stop),
+            typer.progressbar(length=len(labels), label="labels", file=sys.stderr) as bar,
+        ):
+            done = 0
+
+            def progress(sent: int) -> None:
+                nonlocal done
+                bar.update(sent - done)
+                done = sent
+
+            result = publish_labels(
+                labels,
+                kafka=settings.kafka,
+                bootstrap=bootstrap,
+                topic=topic,
+                rate=rate,
+                progress=progress,
+                stop=stop.is_set,
+            )
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    summary = result.summary()
+    sent = labels.iloc[: result.sent]
+    summary["frauds"] = int(sent["label"].sum())
+    if len(sent):
+        summary["reported_from"] = sent["reported_at"].min().isoformat()
+        summary["reported_to"] = sent["reported_at"].max().isoformat()
+    typer.echo(json.dumps(summary))
+    if result.failed:
+        raise fail(f"{result.failed} label(s) not delivered: {result.errors[:1]}", code=1)
+
+
+def features_refresh_cmd(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str, typer.Option(help="labels known at this time (ISO-8601 with Z, or 'now')")
+    ] = "now",
+    history: Annotated[
+        Path | None,
+        typer.Option(help="labelled transactions not in the archive (e.g. the training data)"),
+    ] = None,
+    materialize: Annotated[
+        bool, typer.Option(help="run feast materialize-incremental for the terminal view")
+    ] = True,
+) -> None:
+    """Recompute the label-based terminal features from the archive's transactions and the
+    labels reported by --as-of, add them to the offline store and materialise them.
+
+    A label counts from its ``reported_at`` on, and the terminal features keep their own
+    7-day delay. The offline table's earlier rows (the training backfill) are kept.
+    """
+    from fraudstream.archive import Archive, archive_root
+    from fraudstream.labels import refresh_features
+
+    settings = _settings(ctx)
+    stamp = _utc_option(as_of, "--as-of")
+    assert stamp is not None
+    past = _events(history) if history is not None else None
+    try:
+        result = refresh_features(
+            settings,
+            Archive(archive_root(settings)),
+            stamp.floor("s"),
+            history=past,
+            materialize=materialize,
+        )
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(result.summary()))
+
+
 def register(app: typer.Typer, features_app: typer.Typer) -> None:
     """Add this module's commands to the main app and its ``features`` group."""
     app.command("archive")(archive_cmd)
     app.command("score-batch")(score_batch_cmd)
-    _ = (features_app, local_stack)
+    app.command("publish-labels")(publish_labels_cmd)
+    features_app.command("refresh")(features_refresh_cmd)
