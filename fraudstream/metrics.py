@@ -192,8 +192,10 @@ class ApiMetrics(_Families):
             ["route"],
         )
         self.models = ModelMetrics("fraudstream_api")
+        self.drift = DriftMetrics("fraudstream_api")
         self.families = (
             *self.models.families,
+            *self.drift.families,
             self.requests,
             self.latency_ms,
             self.decisions,
@@ -267,8 +269,10 @@ class WorkerMetrics(_Families):
         )
         self.live.set(1.0)
         self.models = ModelMetrics("fraudstream_worker")
+        self.drift = DriftMetrics("fraudstream_worker")
         self.families = (
             *self.models.families,
+            *self.drift.families,
             self.consumed,
             self.decisions,
             self.dead_letters,

@@ -40,8 +40,10 @@ from fraudstream.errors import FraudstreamError
 from fraudstream.model import MANIFEST_FILE, ModelArtifact, ModelError, load_artifact
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from fraudstream.config import Settings
-    from fraudstream.metrics import ModelMetrics
+    from fraudstream.metrics import DriftMetrics, ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -378,11 +380,16 @@ class HotReload:
     """
 
     def __init__(
-        self, scorer: SwitchableScorer, watcher: ModelWatcher, metrics: _HasModelMetrics
+        self,
+        scorer: SwitchableScorer,
+        watcher: ModelWatcher,
+        metrics: _HasModelMetrics,
+        on_switch: Callable[[ServingModels], None] | None = None,
     ) -> None:
         self.scorer = scorer
         self.watcher = watcher
         self.metrics = metrics
+        self.on_switch = on_switch
         watcher.on_failure = self._failed
         self._publish()
 
@@ -403,6 +410,8 @@ class HotReload:
         with self.metrics.lock:
             self.metrics.models.reloads.inc()
         self._publish()
+        if self.on_switch is not None:
+            self.on_switch(models)
         return True
 
     def _failed(self, _reason: str) -> None:
@@ -422,11 +431,45 @@ class _HasModelMetrics(Protocol):
     models: ModelMetrics
 
 
-def hot_reload(
-    settings: Settings, scorer: SwitchableScorer, metrics: _HasModelMetrics
-) -> HotReload:
-    """The :class:`HotReload` of a worker or API process, from the model settings."""
+class _HasDriftMetrics(_HasModelMetrics, Protocol):
+    drift: DriftMetrics
+
+
+class _Observable(SwitchableScorer, Protocol):
+    observer: Callable[[np.ndarray, np.ndarray], None] | None
+
+
+def watch_drift(settings: Settings, scorer: _Observable, metrics: _HasDriftMetrics) -> None:
+    """Feed every scored batch to a drift monitor built from the champion's training
+    baseline (none, with one log line, when its manifest has no baseline)."""
+    from fraudstream.drift import drift_monitor
+
+    monitoring = settings.monitoring
+    monitor = drift_monitor(
+        scorer.model.manifest,
+        monitoring.drift_window,
+        monitoring.drift_threshold,
+        metrics=metrics.drift,
+    )
+    if monitor is None:
+        scorer.observer = None
+        return
+    observe = monitor.observe
+
+    def observer(matrix: np.ndarray, scores: np.ndarray) -> None:
+        with metrics.lock:  # the gauges are read by the /metrics thread
+            observe(matrix, scores)
+
+    scorer.observer = observer
+
+
+def hot_reload(settings: Settings, scorer: _Observable, metrics: _HasDriftMetrics) -> HotReload:
+    """The :class:`HotReload` of a worker or API process, from the model settings; it also
+    restarts drift monitoring against each new champion's baseline."""
+    watch_drift(settings, scorer, metrics)
     current = ServingModels(scorer.model, scorer.shadow)
     registry = ModelRegistry(settings.model.registry_path)
     watcher = ModelWatcher(registry, current, settings.model.poll_interval_s)
-    return HotReload(scorer, watcher, metrics)
+    return HotReload(
+        scorer, watcher, metrics, on_switch=lambda _: watch_drift(settings, scorer, metrics)
+    )

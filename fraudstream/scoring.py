@@ -229,6 +229,8 @@ class Scorer:
         self.clock = clock
         #: Seconds spent per stage (features, model, update) since the last reset, for metrics.
         self.timings: dict[str, float] = {"features": 0.0, "model": 0.0, "update": 0.0}
+        #: Called with each batch's feature matrix and scores (the drift monitor), or None.
+        self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
         self.use(model, shadow)
 
     def use(self, model: ModelArtifact, shadow: ModelArtifact | None = None) -> None:
@@ -328,6 +330,8 @@ class Scorer:
                 )
             shadow_scores = self.shadow.predict(shadow_matrix).tolist()
             shadow_version = self.shadow.version
+        if self.observer is not None:
+            self.observer(matrix, scores)
         actions = self._actions(scores, batch.amount, degraded)
         contributions, top, exact = explain(self.model, matrix, actions, self.policy.exact_reasons)
 
