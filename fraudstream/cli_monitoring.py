@@ -17,6 +17,9 @@ from fraudstream.errors import FraudstreamError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fraudstream.archive import Archive
+    from fraudstream.config import Settings
+
 
 def archive_cmd(
     ctx: typer.Context,
@@ -62,10 +65,58 @@ def archive_cmd(
 
 
 def _quality_monitor(
-    settings: object, archive: object, port: int | None
+    settings: Settings, archive: Archive, port: int | None
 ) -> Callable[[dict[str, int]], None] | None:
-    """Live quality gauges served on ``port`` (filled in by the quality module)."""
-    return None
+    """With a metrics port (option or setting): serve the live quality gauges on
+    ``/metrics`` and return the archive's ``on_batch`` that keeps them current."""
+    port = port or settings.monitoring.metrics_port
+    if port is None:
+        return None
+    from fraudstream.metrics import QualityMetrics, serve
+    from fraudstream.quality import live_quality
+
+    metrics = QualityMetrics()
+    serve(metrics, settings.monitoring.metrics_host, port)
+    return live_quality(archive, metrics, settings.monitoring.quality_interval_s)
+
+
+def report_cmd(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(min=1, help="the last N days of event time")] = 14,
+    out: Annotated[Path, typer.Option(help="directory for report.json and the charts")] = Path(
+        "report"
+    ),
+    history: Annotated[
+        Path | None,
+        typer.Option(help="transactions before the archive began (customer windows for drift)"),
+    ] = None,
+) -> None:
+    """Live quality per day (precision of decline and review, recall, CP@100, labelled and
+    unlabelled decisions) and drift (PSI per feature and of the score, the archived window
+    against the training baseline), from the archive: a table on stdout, report.json,
+    quality.png and drift.png."""
+    from fraudstream.archive import Archive, archive_root
+    from fraudstream.quality import archive_quality, format_table, write_report
+
+    settings = _settings(ctx)
+    archive = Archive(archive_root(settings))
+    past = _events(history) if history is not None else None
+    try:
+        report = write_report(settings, archive, out, days, past)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(format_table(archive_quality(archive, days)))
+    drift = report["drift"]
+    if "psi" in drift:
+        worst = sorted(drift["psi"].items(), key=lambda kv: -kv[1])[:5]
+        typer.echo(
+            f"drift ({drift['events']:,} events, model {drift['model_version']}): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in worst)
+            + f"; drifted (PSI >= {drift['threshold']:g}): {', '.join(drift['drifted']) or 'none'}"
+        )
+    else:
+        typer.echo(f"drift: unavailable ({drift.get('unavailable')})")
+    typer.echo(f"report: {out / 'report.json'}")
 
 
 def score_batch_cmd(
@@ -246,4 +297,5 @@ def register(app: typer.Typer, features_app: typer.Typer) -> None:
     app.command("archive")(archive_cmd)
     app.command("score-batch")(score_batch_cmd)
     app.command("publish-labels")(publish_labels_cmd)
+    app.command("report")(report_cmd)
     features_app.command("refresh")(features_refresh_cmd)

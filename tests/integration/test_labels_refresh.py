@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 NAMES = [f.name for f in TERMINAL_FEATURES]
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "fraudstream", *args],
         env=env,
@@ -39,7 +39,11 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    summary: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
+    summary: dict[str, object] = json.loads(_run(args, env, cwd).strip().splitlines()[-1])
     return summary
 
 
@@ -123,3 +127,17 @@ def test_published_labels_reach_the_online_terminal_features(
     )
     served_at = rows.event_timestamps["terminal_features"]
     assert (served_at == now.value).all()  # the refresh's rows, at the as-of time
+
+    # the report: drift of the archived window against the model's training baseline
+    report_dir = tmp_path / "report"
+    printed = _run(
+        ["report", "--days", "14", "--out", str(report_dir), "--history", str(past_path)],
+        env,
+        tmp_path,
+    )
+    report = json.loads((report_dir / "report.json").read_text())
+    drift = report["drift"]
+    assert drift["events"] == n and set(drift["psi"]) >= {"amount", "score", *NAMES}
+    assert all(np.isfinite(v) and v >= 0 for v in drift["psi"].values())
+    assert "drift (60 events" in printed, printed
+    assert (report_dir / "drift.png").is_file() and (report_dir / "quality.png").is_file()
