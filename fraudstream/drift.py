@@ -177,7 +177,8 @@ class DriftMonitor:
             self._total -= old
             self._total_n -= old_n
         if self.metrics is not None:
-            self.metrics.update(self.psi(), self.drifted(), self._total_n)
+            table = self.psi()
+            self.metrics.update(table, self._flagged(table), self._total_n)
 
     def psi(self) -> dict[str, float]:
         """PSI per feature and for ``score`` over the window ({} before any event)."""
@@ -194,9 +195,12 @@ class DriftMonitor:
     def drifted(self) -> list[str]:
         """Features (and ``score``) whose PSI is at or above the threshold; none before the
         window holds ``min_events`` events."""
+        return self._flagged(self.psi())
+
+    def _flagged(self, values: Mapping[str, float]) -> list[str]:
         if self._total_n < self.min_events:
             return []
-        return [label for label, value in self.psi().items() if value >= self.threshold]
+        return [label for label, value in values.items() if value >= self.threshold]
 
 
 def drift_monitor(
