@@ -53,6 +53,33 @@ class LabelEvent(BaseModel):
     label: Label = Field(description="1: fraud, 0: confirmed genuine")
     reported_at: UtcTimestamp = Field(description="when the verdict became known (UTC)")
 
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the message (``docs/label.schema.json``)."""
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "LabelEvent",
+            "description": cls.__doc__,
+            "type": "object",
+            "required": ["transaction_id", "label", "reported_at"],
+            "properties": {
+                "transaction_id": {
+                    "anyOf": [
+                        {"type": "string", "minLength": 1, "maxLength": 128},
+                        {"type": "integer"},
+                    ],
+                    "description": "the labelled transaction; the message key",
+                },
+                "label": {"enum": [0, 1], "description": "1: fraud, 0: confirmed genuine"},
+                "reported_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "when the verdict became known: ISO-8601 with a UTC offset",
+                },
+            },
+            "additionalProperties": True,
+        }
+
     def to_json_dict(self) -> dict[str, Any]:
         return {
             "transaction_id": self.transaction_id,

@@ -79,3 +79,10 @@ def test_refresh_uses_only_labels_reported_by_as_of(tmp_path: Path) -> None:
     combined, _ = known_history(archive, as_of, pd.concat([older, events], ignore_index=True))
     assert len(combined) == 10 and combined["is_fraud"].sum() == 8
     assert combined["timestamp"].is_monotonic_increasing
+
+
+def test_label_schema_file_is_current() -> None:
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "label.schema.json"
+    assert json.loads(path.read_text()) == LabelEvent.json_schema()
