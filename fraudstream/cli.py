@@ -352,9 +352,7 @@ def train_cmd(
 
     registry = ModelRegistry(settings.model.registry_path)
     try:
-        version = registry.register(result.out_dir, champion_if_none=True)
-        if promote and registry.champion() != version:
-            registry.promote(version)
+        version = registry.register_trained(result.out_dir, promote=promote)
     except FraudstreamError as exc:
         raise fail(f"registering the model: {exc}") from None
     typer.echo(f"registered {version} in {registry.root}; champion: {registry.champion()}")

@@ -248,6 +248,14 @@ class ModelRegistry:
                 {"at": _now(), "action": "shadow", "version": version, "previous": previous}
             )
 
+    def register_trained(self, artifact_dir: Path, *, promote: bool = True) -> str:
+        """Register a freshly trained artifact; make it the champion when ``promote`` (or
+        when there is none). Its version."""
+        version = self.register(artifact_dir, champion_if_none=True)
+        if promote and self.champion() != version:
+            self.promote(version)
+        return version
+
     @staticmethod
     def _set_champion(state: dict[str, Any], version: str, action: str) -> None:
         previous = state["champion"]

@@ -194,3 +194,14 @@ def test_the_watcher_switches_once_per_change_and_refuses_a_tampered_model(
     now[0] = 20.0
     assert watcher.poll() is None and watcher.failures == 1  # not retried until it changes
     assert watcher.current.key == ("b", None) and watcher.reloads == 1
+
+
+def test_a_trained_model_becomes_champion_unless_told_not_to(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    assert registry.register_trained(make_artifact(tmp_path, "a"), promote=False) == "a"
+    assert registry.champion() == "a"  # the first one always: something must serve
+    registry.register_trained(make_artifact(tmp_path, "b"), promote=False)
+    assert registry.champion() == "a"
+    registry.register_trained(make_artifact(tmp_path, "c"))
+    assert registry.champion() == "c" and registry.rollback() == "a"
