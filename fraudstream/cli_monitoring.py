@@ -77,7 +77,8 @@ def _quality_monitor(
 
     metrics = QualityMetrics()
     serve(metrics, settings.monitoring.metrics_host, port)
-    return live_quality(archive, metrics, settings.monitoring.quality_interval_s)
+    monitoring = settings.monitoring
+    return live_quality(archive, metrics, monitoring.quality_interval_s, monitoring.quality_days)
 
 
 def report_cmd(

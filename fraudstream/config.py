@@ -341,6 +341,12 @@ class MonitoringSettings(_Section):
     quality_interval_s: float = Field(
         default=60.0, gt=0, description="how often the archive recomputes the quality gauges"
     )
+    quality_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="event days the quality gauges cover (longer than the labels' delay)",
+    )
     drift_window: int = Field(
         default=10_000, ge=100, description="events in the live drift window (sliding)"
     )

@@ -353,7 +353,7 @@ def serve(metrics: WorkerMetrics | QualityMetrics, host: str, port: int) -> Thre
     server = ThreadingHTTPServer((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
-    log.info("worker metrics on http://%s:%d/metrics (liveness: /live)", host, port)
+    log.info("metrics on http://%s:%d/metrics (liveness: /live)", host, port)
     return server
 
 

@@ -151,7 +151,7 @@ def live_quality(
     archive: Archive,
     metrics: QualityMetrics,
     interval_s: float,
-    days: int = 7,
+    days: int = 30,
     clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[dict[str, int]], None]:
     """The archive consumer's ``on_batch``: counts rows, and recomputes the gauges of the

@@ -6,8 +6,13 @@ group archives only what is new, and a re-run from scratch changes nothing after
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +30,7 @@ from fraudstream.kafka import producer_config
 from fraudstream.labels import LabelEvent
 from fraudstream.publish import encode, event_payloads
 from fraudstream.schema import validate_frame
+from fraudstream.stack import running
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +51,20 @@ def _events(n: int, first: int = 0) -> pd.DataFrame:
     )
 
 
-def _decision(event_id: str, i: int) -> bytes:
+def _decision(event_id: str, i: int, base: datetime = T0) -> bytes:
     decision = Decision(
         transaction_id=event_id,
         customer_id="c",
         terminal_id="t",
         amount=1.0 + i,
-        event_time=T0 + timedelta(minutes=i),
+        event_time=base + timedelta(minutes=i),
         score=0.5,
         action="review",
         model_version="m1",
         reasons=[{"feature": "amount", "value": 1.0, "contribution": 0.2}],
         features_age_s=3.0,
         degraded=False,
-        decided_at=T0 + timedelta(minutes=i, seconds=1),
+        decided_at=base + timedelta(minutes=i, seconds=1),
     )
     return orjson.dumps(decision.to_json_dict())
 
@@ -170,3 +176,73 @@ def test_archive_consumer_once_commits_after_write(
     assert len(archive.read("transactions", dedup=False)) == 90
     assert len(archive.read("transactions")) == 45
     assert len(archive.read("decisions")) == 40
+
+
+def test_archive_follows_serves_live_quality_and_stops_on_sigterm(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    topics = {
+        "transactions": topic_factory("tx"),
+        "decisions": topic_factory("dec"),
+        "labels": topic_factory("lab"),
+        "dead_letter": topic_factory("dlq"),
+    }
+    settings = Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "partitions": 1}, topics=topics
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "PYTHONPATH": str(ROOT),
+        "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FRAUDSTREAM_KAFKA__PARTITIONS": "1",
+        **{f"FRAUDSTREAM_TOPICS__{k.upper()}": v for k, v in topics.items()},
+        "FRAUDSTREAM_MONITORING__ARCHIVE_DIR": str(tmp_path / "archive"),
+        "FRAUDSTREAM_MONITORING__ARCHIVE_GROUP_ID": group_factory("f"),
+        "FRAUDSTREAM_MONITORING__QUALITY_INTERVAL_S": "0.2",
+    }
+    # 10 decisions of one day 8 days ago: 4 declines (frauds: the first 2), then approvals
+    day = (datetime.now(UTC) - timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
+    ids = [f"q-{i}" for i in range(10)]
+    decisions = []
+    for i, tx in enumerate(ids):
+        record = orjson.loads(_decision(tx, i, day))
+        record["action"] = "decline" if i < 4 else "approve"
+        decisions.append((tx.encode(), orjson.dumps(record)))
+    log = tmp_path / "archive.log"
+    argv = [sys.executable, "-m", "fraudstream", "archive", "--metrics-port", str(port)]
+    with running(argv, log, env=env) as proc:
+        _send(settings, kafka_bootstrap, topics["decisions"], decisions)
+        _send(
+            settings,
+            kafka_bootstrap,
+            topics["labels"],
+            [(tx.encode(), _label(tx, int(i < 2), 7)) for i, tx in enumerate(ids)],
+        )
+        want = f'fraudstream_quality_precision{{action="decline",day="{day:%Y-%m-%d}"}} 0.5'
+        deadline = time.monotonic() + 60
+        text = ""
+        while want not in text and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.3)
+            try:
+                text = (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                    .read()
+                    .decode()
+                )
+            except OSError:
+                continue
+        assert want in text, text[-2000:] + log.read_text()[-2000:]
+        assert 'fraudstream_archive_rows_total{kind="decisions"} 10.0' in text
+        assert f'fraudstream_quality_recall{{day="{day:%Y-%m-%d}"}} 1.0' in text
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    summary = json.loads(log.read_text().strip().splitlines()[-1])
+    assert summary["messages"] == 20
+    assert len(Archive(tmp_path / "archive").read("labels")) == 10
