@@ -448,10 +448,17 @@ def run_archive(
                 for msg in data:
                     key = (msg.topic() or "", msg.partition() or 0)
                     offsets[key] = max(offsets.get(key, -1), (msg.offset() or 0) + 1)
-                consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    asynchronous=False,
-                )
+                try:
+                    consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        asynchronous=False,
+                    )
+                except KafkaException as exc:
+                    if exc.args and exc.args[0].fatal():
+                        raise
+                    # a rebalance took partitions away: their new owner archives the batch
+                    # again from the last commit; read() deduplicates
+                    log.warning("archive: commit failed (%s); the batch is kept", exc)
                 stats.messages += len(data)
                 stats.batches += 1
                 stats.files += len(written)

@@ -246,3 +246,53 @@ def test_archive_follows_serves_live_quality_and_stops_on_sigterm(
     summary = json.loads(log.read_text().strip().splitlines()[-1])
     assert summary["messages"] == 20
     assert len(Archive(tmp_path / "archive").read("labels")) == 10
+
+
+class _FailingArchive(Archive):
+    """An archive whose disk fails on the ``fail_at``-th append."""
+
+    def __init__(self, root: Path, fail_at: int) -> None:
+        super().__init__(root)
+        self.appends, self.fail_at = 0, fail_at
+
+    def append(self, kind: str, frame: pd.DataFrame) -> Path:
+        self.appends += 1
+        if self.appends == self.fail_at:
+            raise OSError("disk full")
+        return super().append(kind, frame)
+
+
+def test_a_failed_write_is_not_committed_so_nothing_is_lost(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    topics = {
+        "transactions": topic_factory("tx"),
+        "decisions": topic_factory("dec"),
+        "labels": topic_factory("lab"),
+    }
+    settings = Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "partitions": 1},
+        topics=topics,
+        monitoring={"archive_group_id": group_factory("crash"), "archive_max_batch": 10},
+    )
+    events = _events(50)
+    _send(
+        settings,
+        kafka_bootstrap,
+        topics["transactions"],
+        [encode(e) for e in event_payloads(events)],
+    )
+    failing = _FailingArchive(tmp_path, fail_at=3)
+    with pytest.raises(OSError, match="disk full"):
+        run_archive(settings, kafka_bootstrap, failing, once=True)
+    written = len(failing.read("transactions"))
+    assert 0 < written < 50  # two batches written and committed, the third failed
+
+    again = run_archive(settings, kafka_bootstrap, Archive(tmp_path), once=True)
+    assert again.messages == 50 - written  # resumed at the last commit: the failed batch too
+    assert Archive(tmp_path).read("transactions")["transaction_id"].tolist() == (
+        events["transaction_id"].tolist()
+    )
