@@ -12,11 +12,12 @@ card testing, :func:`fraudstream.simulate.simulate`):
 3. labels arrive on the ``labels`` topic (each ``reported_at`` = the transaction's time + 7
    days, so only these phase-1 transactions have one by now) and ``fraudstream archive --once``
    archives the topics;
-4. phase 2, the last days, starts flowing slowly (keeping its last :data:`RESERVE` events
-   back) while ``fraudstream retrain`` (reading the archive) trains a challenger on post-change days and
+4. phase 2, the last days, starts flowing slowly (its last :data:`RESERVE` events slower
+   still, so that it keeps flowing) while ``fraudstream retrain`` (reading the archive) trains a challenger on post-change days and
    evaluates both models on the same most recent labelled days: the challenger must beat the
    champion by the margin (asserted on the numbers) and is promoted;
-5. the rest of phase 2 flows; the same worker process kept running throughout.
+5. once the worker says it switched, the rest of phase 2 flows at once; the same worker
+   process kept running throughout.
 
 Then: every transaction has exactly one decision (none lost, none scored twice), no dead
 letter, the worker's pid never changed, and in each partition the decisions' model versions
@@ -68,6 +69,7 @@ POLL_S = 0.5
 TIMEOUT_S = 150.0
 #: Phase 2's pace before the promotion, and how many of its events wait for the promotion.
 TRICKLE_S = 0.01
+SLOW_S = 0.2
 RESERVE = 1000
 
 
@@ -125,15 +127,14 @@ def publish_labels(settings: Settings, bootstrap: str, events: pd.DataFrame, now
 def trickle(
     settings: Settings, bootstrap: str, events: pd.DataFrame, promoted: threading.Event
 ) -> None:
-    """Publish ``events`` one every :data:`TRICKLE_S` until ``promoted`` is set, keeping the
-    last :data:`RESERVE` for after it; then the rest at once."""
+    """Publish ``events`` one every :data:`TRICKLE_S` until ``promoted`` is set, the last
+    :data:`RESERVE` of them only one every :data:`SLOW_S` (the stream never stops, and the
+    worker looks at the registry between batches); after ``promoted``, the rest at once."""
     producer = Producer(producer_config(settings.kafka, bootstrap))
     payloads = list(event_payloads(events))
     for i, event in enumerate(payloads):
         if not promoted.is_set():
-            while len(payloads) - i <= RESERVE and not promoted.wait(0.1):
-                pass
-            time.sleep(TRICKLE_S)
+            promoted.wait(TRICKLE_S if len(payloads) - i > RESERVE else SLOW_S)
         key, value = encode(event)
         producer.produce(settings.topics.transactions, key=key, value=value)
         producer.poll(0)
@@ -251,7 +252,7 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         sent = publish_labels(settings, kafka_bootstrap, phase1, now.to_pydatetime())
         assert sent == len(phase1)
         fraudstream(["archive", "--once"], env, tmp_path)
-        # phase 2 starts flowing now, slowly, and keeps RESERVE events until the promotion
+        # phase 2 starts flowing now, slowly, and keeps flowing until the switch
         promoted = threading.Event()
         stream = threading.Thread(
             target=trickle, args=(settings, kafka_bootstrap, phase2, promoted), daemon=True
@@ -275,7 +276,12 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         saved = json.loads((registry.path(challenger) / "retrain.json").read_text())
         assert saved["challenger"] == new
 
-        # ---- the rest of phase 2 flows into the same, still running worker
+        # ---- the worker switches while phase 2 trickles; then the rest of phase 2 flows
+        switch_deadline = time.monotonic() + 20 * POLL_S
+        while f"now serving model {challenger}" not in worker.tail(1_000_000):
+            assert time.monotonic() < switch_deadline, worker.tail()
+            time.sleep(0.1)
+        assert stream.is_alive()  # phase 2 was still flowing when the worker switched
         promoted.set()
         stream.join(timeout=60)
         assert not stream.is_alive()
