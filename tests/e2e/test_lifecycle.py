@@ -16,8 +16,10 @@ card testing, :func:`fraudstream.simulate.simulate`):
    still, so that it keeps flowing) while ``fraudstream retrain`` (reading the archive) trains a challenger on post-change days and
    evaluates both models on the same most recent labelled days: the challenger must beat the
    champion by the margin (asserted on the numbers) and is promoted;
-5. once the worker says it switched, the rest of phase 2 flows at once; the same worker
-   process kept running throughout.
+5. once the worker says it switched, the rest of phase 2 flows at once;
+6. the old champion is made the shadow, and :data:`SHADOW_EVENTS` more events flow: their
+   decisions are the new champion's and carry the shadow's score and version. The same
+   worker process kept running throughout.
 
 Then: every transaction has exactly one decision (none lost, none scored twice), no dead
 letter, the worker's pid never changed, and in each partition the decisions' model versions
@@ -71,6 +73,7 @@ TIMEOUT_S = 150.0
 TRICKLE_S = 0.01
 SLOW_S = 0.2
 RESERVE = 1000
+SHADOW_EVENTS = 300
 
 
 def read_decisions(settings: Settings, bootstrap: str, topic: str, expected: int) -> list[Any]:
@@ -287,6 +290,17 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         assert not stream.is_alive()
         expected = len(phase1) + len(phase2)
         records = read_decisions(settings, kafka_bootstrap, topics["decisions"], expected)
+
+        # ---- a shadow: the old champion scores beside the new one, never acting
+        registry.set_shadow(champion)
+        phase3 = phase2.tail(SHADOW_EVENTS).reset_index(drop=True)
+        phase3["transaction_id"] = [f"shadow-{i}" for i in range(len(phase3))]
+        phase3["timestamp"] = pd.Timestamp.now(tz="UTC").floor("s") + pd.to_timedelta(
+            [10 * i for i in range(len(phase3))], unit="ms"
+        )
+        publish(settings, kafka_bootstrap, topics["transactions"], phase3, [], seed=3)
+        expected += len(phase3)
+        records = read_decisions(settings, kafka_bootstrap, topics["decisions"], expected)
         assert worker.alive() and worker.proc.pid == pid and worker.starts == 1
     finally:
         code = worker.terminate()
@@ -297,7 +311,16 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
     # ---- exactly once, and one switch per partition, old then new
     ids = [r["transaction_id"] for _, _, r in records]
     assert len(ids) == len(set(ids)) == expected
-    assert set(ids) == set(phase1["transaction_id"]) | set(phase2["transaction_id"])
+    phases = (phase1, phase2, phase3)
+    assert set(ids) == set().union(*(set(p["transaction_id"]) for p in phases))
+    shadowed = [r for _, _, r in records if r["transaction_id"].startswith("shadow-")]
+    assert len(shadowed) == SHADOW_EVENTS
+    for r in shadowed:
+        assert (r["model_version"], r["shadow_model_version"]) == (challenger, champion)
+        assert 0 <= r["shadow_score"] <= 1
+    assert any(abs(r["shadow_score"] - r["score"]) > 1e-3 for r in shadowed)
+    unshadowed = [r for _, _, r in records if not r["transaction_id"].startswith("shadow-")]
+    assert {(r["shadow_score"], r["shadow_model_version"]) for r in unshadowed} == {(None, None)}
     dead = read_decisions(settings, kafka_bootstrap, topics["dead_letter"], 0)
     assert dead == []
     by_partition: dict[int, list[str]] = {}
