@@ -87,7 +87,7 @@ def _model_matrix(events: pd.DataFrame) -> np.ndarray:
 
 
 def test_drift_flag_rises_on_shifted_amounts_and_stays_quiet_on_stable_data() -> None:
-    raw = simulate(customers=400, terminals=800, days=56, start="2026-01-01", seed=5)
+    raw = simulate(customers=300, terminals=600, days=56, start="2026-01-01", seed=5)
     events = validate_frame(raw, keep=("is_fraud",))
     day = (events["timestamp"] - pd.Timestamp(date(2026, 1, 1), tz="UTC")).dt.days
     # both weeks late enough for full 30-day windows (terminal ones 7 days later still)
@@ -97,6 +97,8 @@ def test_drift_flag_rises_on_shifted_amounts_and_stays_quiet_on_stable_data() ->
     matrix = _model_matrix(events)
     x, y = matrix[train_rows].astype(np.float32), events["is_fraud"].to_numpy()[train_rows]
     groups = events["customer_id"].to_numpy()[train_rows]
+    # train()'s own recipe: with fewer trees the out-of-fold models' low scores are not
+    # converged and the score's PSI on stable data doubles (0.09 at 150 trees, 0.42 at 60)
     booster = fit(x, y, NAMES)
     baseline = training_baseline(x, NAMES, out_of_fold(x, y, groups, NAMES))
 
