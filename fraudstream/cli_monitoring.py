@@ -97,7 +97,7 @@ def report_cmd(
     against the training baseline), from the archive: a table on stdout, report.json,
     quality.png and drift.png."""
     from fraudstream.archive import Archive, archive_root
-    from fraudstream.quality import archive_quality, format_table, write_report
+    from fraudstream.quality import format_table, write_report
 
     settings = _settings(ctx)
     archive = Archive(archive_root(settings))
@@ -106,7 +106,7 @@ def report_cmd(
         report = write_report(settings, archive, out, days, past)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
-    typer.echo(format_table(archive_quality(archive, days)))
+    typer.echo(format_table(report["quality"]))
     drift = report["drift"]
     if "psi" in drift:
         worst = sorted(drift["psi"].items(), key=lambda kv: -kv[1])[:5]

@@ -254,8 +254,8 @@ def _charts(out: Path, quality: pd.DataFrame, drift: dict[str, Any]) -> list[Pat
     return files
 
 
-def format_table(quality: pd.DataFrame) -> str:
-    """The quality table as aligned text (NaN as ``-``)."""
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The quality table (:func:`records` rows) as aligned text (missing as ``-``)."""
     head = f"{'day':<10} {'decisions':>9} {'labelled':>8} {'frauds':>6} {'P(decl)':>7} "
     head += f"{'P(rev)':>7} {'recall':>6} {'CP@100':>6}"
     lines = [head]
@@ -263,7 +263,7 @@ def format_table(quality: pd.DataFrame) -> str:
     def cell(value: Any, width: int) -> str:
         return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
 
-    for row in records(quality):
+    for row in rows:
         lines.append(
             f"{row['day']:<10} {row['decisions']:>9} {row['labelled']:>8} {row['frauds']:>6} "
             f"{cell(row['decline_precision'], 7)} {cell(row['review_precision'], 7)} "

@@ -14,7 +14,7 @@ import pytest
 from fraudstream.archive import Archive
 from fraudstream.config import Settings
 from fraudstream.metrics import QualityMetrics
-from fraudstream.quality import live_quality, quality_by_day, records, write_report
+from fraudstream.quality import format_table, live_quality, quality_by_day, records, write_report
 from training.evaluate import card_precision_at_k
 
 pytestmark = pytest.mark.unit
@@ -91,3 +91,6 @@ def test_gauges_and_report(tmp_path: Path) -> None:
     for name in ("quality.png", "drift.png"):
         assert (tmp_path / "report" / name).stat().st_size > 1000
     assert math.isclose(report["quality"][1]["recall"], 1.0)
+    table = format_table(report["quality"]).splitlines()
+    assert table[1].split()[:5] == ["2026-03-02", "8", "7", "3", "0.500"]
+    assert table[2].split()[5] == "-"  # no review on day 2
