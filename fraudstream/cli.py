@@ -212,12 +212,23 @@ def simulate_cmd(
     days: Annotated[int, typer.Option(min=1)] = 183,
     start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (UTC)")] = "2018-04-01",
     seed: int = 0,
+    pattern_change_day: Annotated[
+        int | None,
+        typer.Option(min=0, help="from this day on, a new fraud pattern (scenario 4); off unset"),
+    ] = None,
 ) -> None:
     """Simulate labelled card transactions (the handbook's generative process)."""
     from fraudstream.simulate import simulate, write_parquet
 
     try:
-        df = simulate(customers=customers, terminals=terminals, days=days, start=start, seed=seed)
+        df = simulate(
+            customers=customers,
+            terminals=terminals,
+            days=days,
+            start=start,
+            seed=seed,
+            pattern_change_day=pattern_change_day,
+        )
     except (FraudstreamError, ValueError) as exc:
         raise fail(str(exc)) from None
     write_parquet(df, out)
@@ -286,8 +297,16 @@ def train_cmd(
     test_days: Annotated[int, typer.Option(min=1)] = 7,
     retrieval: Annotated[str, typer.Option(help="feast | asof")] = "feast",
     seed: Annotated[int, typer.Option(help="simulation seed when no --transactions")] = 0,
+    promote: Annotated[
+        bool,
+        typer.Option(help="make the new model the registry's champion (else only register it)"),
+    ] = True,
 ) -> None:
-    """Backfill, build the training set through Feast, train, evaluate, write the artifact."""
+    """Backfill, build the training set through Feast, train, evaluate, write the artifact.
+
+    The artifact is also registered in the model registry (every version kept) and, unless
+    --no-promote, made the champion: the worker and the API switch to it without a restart.
+    """
     from datetime import date, timedelta
 
     from fraudstream.feast_env import open_store
@@ -329,6 +348,14 @@ def train_cmd(
         raise fail(str(exc)) from None
     m = result.metrics
     typer.echo(f"model {result.manifest['model_version']} -> {result.out_dir}")
+    from fraudstream.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model.registry_path)
+    try:
+        version = registry.register_trained(result.out_dir, promote=promote)
+    except FraudstreamError as exc:
+        raise fail(f"registering the model: {exc}") from None
+    typer.echo(f"registered {version} in {registry.root}; champion: {registry.champion()}")
     typer.echo("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     summary = {
         "model_version": result.manifest["model_version"],
@@ -646,6 +673,16 @@ def serve_cmd(
         access_log=access_log,
         log_level=settings.log_level.lower(),
     )
+
+
+# Commands of other modules register themselves last: they import this module's helpers.
+from fraudstream import cli_monitoring  # noqa: E402
+
+cli_monitoring.register(app, features_app)
+
+from fraudstream import cli_models  # noqa: E402
+
+cli_models.register(app, features_app)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,35 @@ class FeastSettings(_Section):
 
 
 class ModelSettings(_Section):
-    dir: Path = Field(default=Path("models/current"), description="model artifact directory")
+    """The model artifact, the model registry and the retrain promotion rule."""
+
+    dir: Path = Field(
+        default=Path("models/current"),
+        description="model artifact directory: `train` writes here; served when no registry",
+    )
+    registry_dir: Path | None = Field(
+        default=None,
+        description="model registry (versions + registry.json); unset: <dir's parent>/registry",
+    )
+    poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="how often the worker and the API look for a promoted model (between batches)",
+    )
+    promote_min_ap_gain: float = Field(
+        default=0.01,
+        description="retrain promotes when the challenger's AP is at least this higher",
+    )
+    promote_max_auc_loss: float = Field(
+        default=0.005,
+        ge=0,
+        description="... and its AUC ROC at most this lower than the champion's",
+    )
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.dir.parent / "registry"
 
 
 class WorkerSettings(_Section):
@@ -294,6 +322,39 @@ class StackSettings(_Section):
     )
 
 
+class MonitoringSettings(_Section):
+    """The archive (the offline log of what flowed), live quality and drift monitoring."""
+
+    archive_dir: Path | None = Field(
+        default=None, description="archive root; unset: <feast repo_path>/data/archive"
+    )
+    archive_group_id: str = Field(
+        default="fraudstream-archive", description="consumer group of `fraudstream archive`"
+    )
+    archive_max_batch: int = Field(
+        default=5000, ge=1, le=1_000_000, description="most messages per archived part file"
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="archive's /metrics (live quality); off unset"
+    )
+    quality_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the archive recomputes the quality gauges"
+    )
+    quality_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="event days the quality gauges cover (longer than the labels' delay)",
+    )
+    drift_window: int = Field(
+        default=10_000, ge=100, description="events in the live drift window (sliding)"
+    )
+    drift_threshold: float = Field(
+        default=0.2, gt=0, description="PSI at or above this flags drift (0.2: significant)"
+    )
+
+
 class Settings(BaseSettings):
     """All fraudstream settings. Read once, at an entry point, with :func:`load_settings`."""
 
@@ -315,6 +376,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     stack: StackSettings = StackSettings()
     worker: WorkerSettings = WorkerSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

@@ -2,6 +2,11 @@
 
 Schema version 1 (``docs/decision.schema.json``): one JSON object per transaction, keyed by
 ``transaction_id`` on the topic.
+
+``shadow_score`` and ``shadow_model_version`` (issue 7) were added as optional fields with a
+null default and no other change, so the version stays 1: a record without them is still
+valid, and readers that ignore unknown fields (the schema does not forbid them) read the new
+records unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +43,17 @@ class Decision(BaseModel):
     event_time: datetime = Field(description="the transaction's timestamp (UTC)")
     score: float = Field(ge=0, le=1, description="fraud probability from the model")
     action: Literal["approve", "review", "decline"]
-    model_version: str
+    model_version: str = Field(description="the model that decided (the champion)")
+    shadow_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="the shadow model's score, logged only: it never changes the action; "
+        "null without a shadow",
+    )
+    shadow_model_version: str | None = Field(
+        default=None, description="the shadow model's version; null without a shadow"
+    )
     reasons: list[Reason] = Field(description="top 3 features by absolute contribution")
     reasons_method: Literal["shap", "approx"] = Field(
         default="shap",

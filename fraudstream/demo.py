@@ -59,6 +59,10 @@ def run_demo(
     echo(f"training: train from {split.train_start}, delay 7 days, test 7 days")
     result = train(events, split, settings.model.dir, store)
     m = result.metrics
+    from fraudstream.registry import ModelRegistry
+
+    # the worker serves the registry's champion: this run's model
+    ModelRegistry(settings.model.registry_path).register_trained(result.out_dir)
 
     end = datetime.now(UTC)
     from training.backfill import refresh_terminal_snapshot

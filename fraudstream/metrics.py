@@ -134,6 +134,31 @@ class _Families(Collector):
         return generate_latest(self.registry)
 
 
+class ModelMetrics:
+    """Which model versions serve and how hot reloads went (the worker's and the API's)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.serving = Gauge(
+            f"{prefix}_model_serving",
+            "1 for each model version in use, by role (champion, shadow)",
+            ["role", "version"],
+        )
+        self.reloads = Counter(
+            f"{prefix}_model_reloads", "Switches to a promoted model or a new shadow, live"
+        )
+        self.reload_failures = Counter(
+            f"{prefix}_model_reload_failures",
+            "Promoted models refused (bad artifact or features); the old model kept scoring",
+        )
+        self.families = (self.serving, self.reloads, self.reload_failures)
+
+    def set_serving(self, champion: str, shadow: str | None) -> None:
+        self.serving.clear()
+        self.serving.set(1.0, "champion", champion)
+        if shadow is not None:
+            self.serving.set(1.0, "shadow", shadow)
+
+
 class ApiMetrics(_Families):
     """Requests, latency, decisions, degraded decisions, scorer calls and errors of one app."""
 
@@ -166,7 +191,11 @@ class ApiMetrics(_Families):
             "Requests that failed inside the API (answered 500)",
             ["route"],
         )
+        self.models = ModelMetrics("fraudstream_api")
+        self.drift = DriftMetrics("fraudstream_api")
         self.families = (
+            *self.models.families,
+            *self.drift.families,
             self.requests,
             self.latency_ms,
             self.decisions,
@@ -245,7 +274,11 @@ class WorkerMetrics(_Families):
             "1 while every partition with lag keeps committing, else 0",
         )
         self.live.set(1.0)
+        self.models = ModelMetrics("fraudstream_worker")
+        self.drift = DriftMetrics("fraudstream_worker")
         self.families = (
+            *self.models.families,
+            *self.drift.families,
             self.consumed,
             self.decisions,
             self.dead_letters,
@@ -299,7 +332,7 @@ class WorkerMetrics(_Families):
             return self._liveness
 
 
-def serve(metrics: WorkerMetrics, host: str, port: int) -> ThreadingHTTPServer:
+def serve(metrics: WorkerMetrics | QualityMetrics, host: str, port: int) -> ThreadingHTTPServer:
     """Serve ``/metrics`` (Prometheus text) and ``/live`` (200, or 503 with the stalled
     partitions) on a daemon thread; returns the server (``shutdown()`` stops it)."""
 
@@ -327,5 +360,89 @@ def serve(metrics: WorkerMetrics, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
-    log.info("worker metrics on http://%s:%d/metrics (liveness: /live)", host, port)
+    log.info("metrics on http://%s:%d/metrics (liveness: /live)", host, port)
     return server
+
+
+# ------------------------------------------------------------- drift and live quality
+
+
+class DriftMetrics:
+    """PSI of the live window per model feature and for the score, and the drift flag.
+
+    Families to add to a process's metrics (the worker's and the API's), fed by
+    :class:`~fraudstream.drift.DriftMonitor`.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.psi = Gauge(
+            f"{prefix}_drift_psi",
+            "Population stability index of the live window against the training baseline, "
+            "by model feature (and 'score')",
+            ["feature"],
+        )
+        self.flag = Gauge(
+            f"{prefix}_drift_flag", "1 while any feature's (or the score's) PSI is >= threshold"
+        )
+        self.drifted = Gauge(
+            f"{prefix}_drift_features",
+            "Features (and the score) whose PSI is at or above the threshold",
+        )
+        self.window = Gauge(f"{prefix}_drift_window_events", "Events in the live drift window")
+        self.families = (self.psi, self.flag, self.drifted, self.window)
+
+    def update(self, psi: Mapping[str, float], drifted: Sequence[str], events: int) -> None:
+        for feature, value in psi.items():
+            self.psi.set(value, feature)
+        self.flag.set(1.0 if drifted else 0.0)
+        self.drifted.set(float(len(drifted)))
+        self.window.set(float(events))
+
+    def clear(self) -> None:
+        for gauge in self.families:
+            gauge.clear()
+
+
+class QualityMetrics(_Families):
+    """Live quality from labelled decisions (``fraudstream archive --metrics-port``)."""
+
+    def __init__(self) -> None:
+        self.precision = Gauge(
+            "fraudstream_quality_precision",
+            "Share of labelled decisions with this action that were fraud, by event day",
+            ["action", "day"],
+        )
+        self.recall = Gauge(
+            "fraudstream_quality_recall",
+            "Share of labelled frauds sent to review or decline, by event day",
+            ["day"],
+        )
+        self.cp_at_100 = Gauge(
+            "fraudstream_quality_card_precision_at_100",
+            "Card precision@100 of the decisions' scores, by event day",
+            ["day"],
+        )
+        self.decisions = Gauge(
+            "fraudstream_quality_decisions",
+            "Archived decisions by event day and label state (labelled, unlabelled)",
+            ["day", "state"],
+        )
+        self.updated = Gauge(
+            "fraudstream_quality_updated_timestamp_seconds", "When the gauges were last computed"
+        )
+        self.archive_rows = Counter(
+            "fraudstream_archive_rows", "Rows appended to the archive, by kind", ["kind"]
+        )
+        self.families = (
+            self.precision,
+            self.recall,
+            self.cp_at_100,
+            self.decisions,
+            self.updated,
+            self.archive_rows,
+        )
+        super().__init__()
+
+    @property
+    def liveness(self) -> Liveness:
+        return Liveness(True)

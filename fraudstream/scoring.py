@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import redis
+import xgboost as xgb
 
 from fraudstream.config import ScoringSettings, Settings
 from fraudstream.decision import DECISION_SCHEMA_VERSION, Decision
@@ -172,6 +173,46 @@ def rounds(events: Sequence[TransactionEvent]) -> list[list[int]]:
     return out
 
 
+def choose_actions(
+    model: ModelArtifact,
+    policy: ScoringSettings,
+    scores: np.ndarray,
+    amount: np.ndarray,
+    degraded: Sequence[Sequence[str]],
+) -> list[Action]:
+    """The thresholds' action; while degraded, never approve above the policy's amount."""
+    thresholds = model.thresholds
+    limit = policy.degraded_max_approve_amount
+    out: list[Action] = []
+    for i, score in enumerate(scores.tolist()):
+        action = thresholds.action(score)
+        if degraded[i] and action == "approve" and amount[i] > limit:
+            action = "review"
+        out.append(action)
+    return out
+
+
+def explain(
+    model: ModelArtifact,
+    matrix: np.ndarray,
+    actions: Sequence[Action],
+    exact_reasons: str,
+    dmatrix: xgb.DMatrix | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contributions per feature, the columns of the top reasons per row, and which rows
+    got exact SHAP values (review and decline, or all with ``exact_reasons="all"``).
+    ``dmatrix``: ``matrix`` already built for the model (:meth:`ModelArtifact.dmatrix`)."""
+    n = len(actions)
+    exact = (
+        np.ones(n, dtype=bool)
+        if exact_reasons == "all"
+        else np.array([a != "approve" for a in actions], dtype=bool)
+    )
+    contributions = model.explain(dmatrix if dmatrix is not None else model.dmatrix(matrix), exact)
+    top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
+    return contributions, top, exact
+
+
 class Scorer:
     """Scores batches with one model; checks at start that the store serves its features."""
 
@@ -183,26 +224,46 @@ class Scorer:
         policy: ScoringSettings,
         terminal_max_age_s: float,
         clock: Callable[[], datetime] = utc_now,
+        shadow: ModelArtifact | None = None,
     ) -> None:
         if online.client is not history.client:
             raise ValueError("the customer history and the online store must share a Redis client")
         self.terminal_max_age_s = terminal_max_age_s
-        self.model = model
         self.online = online
         self.history = history
         self.policy = policy
         self.clock = clock
-        self.names = model.feature_names
         #: Seconds spent per stage (features, model, update) since the last reset, for metrics.
         self.timings: dict[str, float] = {"features": 0.0, "model": 0.0, "update": 0.0}
-        self._check_features()
-        self.terminal_features = [n for n in self.names if ALL_FEATURES[n].source == "terminal"]
-        self.terminals = CachedViewReader(online, TERMINAL_VIEW, self.terminal_features)
+        #: Called with each batch's feature matrix and scores (the drift monitor), or None.
+        self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
+        self.use(model, shadow)
 
-    def _check_features(self) -> None:
+    def use(self, model: ModelArtifact, shadow: ModelArtifact | None = None) -> None:
+        """Score with ``model`` (and ``shadow``, which never acts) from the next batch on.
+
+        Everything is checked and built before anything changes: a model that reads a
+        feature the store does not define raises :class:`ModelError` and the scorer keeps
+        its models. Call it between batches (the worker's agent, the API's scoring thread).
+        """
+        self._check_features(model.feature_names)
+        shadow_names = None if shadow is None else shadow.feature_names
+        if shadow_names is not None:
+            self._check_features(shadow_names)
+        needed = [*model.feature_names, *(shadow_names or [])]
+        terminal = [n for n in dict.fromkeys(needed) if ALL_FEATURES[n].source == "terminal"]
+        self.model, self.names, self.terminal_features = model, model.feature_names, terminal
+        reader: CachedViewReader | None = getattr(self, "terminals", None)
+        if reader is None or reader.features != terminal:  # else keep its cache
+            self.terminals = CachedViewReader(self.online, TERMINAL_VIEW, terminal)
+        self.shadow = shadow
+        #: The shadow's own columns (None: it reads the champion's matrix as is).
+        self.shadow_names = None if shadow_names == self.names else shadow_names
+
+    def _check_features(self, names: list[str]) -> None:
         """Refuse a model that reads a feature the online store does not define."""
         served = {f for view in self.online.views.values() for f in view.features}
-        for name in self.names:
+        for name in names:
             feature = ALL_FEATURES.get(name)
             if feature is None:
                 raise ModelError(f"the model reads {name!r}, which fraudstream does not define")
@@ -264,14 +325,23 @@ class Scorer:
         featured = time.perf_counter()
         dmatrix = self.model.dmatrix(matrix)
         scores = self.model.predict_dmatrix(dmatrix)
+        shadow_scores: list[float | None] = [None] * n
+        shadow_version = None
+        if self.shadow is not None:
+            if self.shadow_names is None:  # the champion's columns: its DMatrix too
+                shadow_scores = self.shadow.predict_dmatrix(dmatrix).tolist()
+            else:
+                shadow_matrix = np.column_stack(
+                    [np.asarray(columns[k], dtype=np.float64) for k in self.shadow_names]
+                )
+                shadow_scores = self.shadow.predict(shadow_matrix).tolist()
+            shadow_version = self.shadow.version
+        if self.observer is not None:
+            self.observer(matrix, scores)
         actions = self._actions(scores, batch.amount, degraded)
-        exact = (
-            np.ones(n, dtype=bool)
-            if self.policy.exact_reasons == "all"
-            else np.array([a != "approve" for a in actions], dtype=bool)
+        contributions, top, exact = explain(
+            self.model, matrix, actions, self.policy.exact_reasons, dmatrix
         )
-        contributions = self.model.explain(dmatrix, exact)
-        top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
 
         modelled = time.perf_counter()
         if update and history_ok:
@@ -302,6 +372,8 @@ class Scorer:
                     "score": score_list[i],
                     "action": actions[i],
                     "model_version": version,
+                    "shadow_score": shadow_scores[i],
+                    "shadow_model_version": shadow_version,
                     "reasons": [
                         {"feature": names[j], "value": row[j], "contribution": crow[j]}
                         for j in top[i].tolist()
@@ -320,15 +392,7 @@ class Scorer:
         self, scores: np.ndarray, amount: np.ndarray, degraded: list[list[str]]
     ) -> list[Action]:
         """The thresholds' action; while degraded, never approve above the policy's amount."""
-        thresholds = self.model.thresholds
-        limit = self.policy.degraded_max_approve_amount
-        out: list[Action] = []
-        for i, score in enumerate(scores.tolist()):
-            action = thresholds.action(score)
-            if degraded[i] and action == "approve" and amount[i] > limit:
-                action = "review"
-            out.append(action)
-        return out
+        return choose_actions(self.model, self.policy, scores, amount, degraded)
 
     # ------------------------------------------------------------ features
 
@@ -415,19 +479,22 @@ class Scorer:
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:
     """The scorer of a worker or API process: the verified model, Redis, Feast's registry.
 
+    The model is the model registry's champion (and its shadow, if any), or the artifact in
+    ``model.dir`` when there is no registry (:func:`~fraudstream.registry.load_serving`).
+
     Refuses to start (raising a :class:`~fraudstream.errors.FraudstreamError`) when the model
     fails its SHA-256 check or reads a feature the store does not define. The terminal
     features' maximum age is the Feast view's TTL.
     """
     from fraudstream.feast_env import open_store
-    from fraudstream.model import load_artifact
+    from fraudstream.registry import ModelRegistry, load_serving
     from fraudstream.stack import redis_client
 
-    model = load_artifact(settings.model.dir)
+    models = load_serving(ModelRegistry(settings.model.registry_path), settings.model.dir)
     store = open_store(settings, endpoints)
     client = redis_client(endpoints.redis_url, settings)
     online = OnlineStore.from_feature_store(store, client)
     ttl = store.get_feature_view(TERMINAL_VIEW).ttl
     max_age = ttl.total_seconds() if ttl else float("inf")
     history = CustomerHistory(client, store.project, settings.scoring.customer_cache_rows)
-    return Scorer(model, online, history, settings.scoring, max_age)
+    return Scorer(models.champion, online, history, settings.scoring, max_age, shadow=models.shadow)

@@ -22,6 +22,16 @@ Practical Handbook* (Le Borgne et al.), re-implemented with numpy and one seeded
      transaction picked by two overlapping compromises is multiplied twice (as in the
      handbook).
 
+Optional fraud-pattern change (``pattern_change_day``, default off; without it the output
+is unchanged): from that day on, a new scenario 4, "night card testing", that a model trained
+before the change has never seen: every day :data:`SCENARIO4_CUSTOMERS_PER_DAY` random
+customers (with a terminal in reach) are compromised, and on that day and the
+:data:`SCENARIO4_DAYS` - 1 following days each of them makes :data:`SCENARIO4_TX_PER_DAY`
+extra small transactions (amount ~ U(:data:`SCENARIO4_AMOUNT_RANGE`)) between 01:00 and
+05:00 at random terminals in reach, all fraud. Its draws come from a generator of their own
+(``PCG64([seed, 4])``), so the other scenarios draw exactly as without the change; the extra
+transactions are merged in time order and the ids are renumbered.
+
 ``start`` is floored to midnight UTC (naive values are taken as UTC); the timestamps are
 ``start + day + second of day``, whole seconds.
 """
@@ -55,6 +65,11 @@ SCENARIO2_DAYS = 28
 SCENARIO3_CUSTOMERS_PER_DAY = 3
 SCENARIO3_DAYS = 14
 SCENARIO3_MULTIPLIER = 5.0
+SCENARIO4_CUSTOMERS_PER_DAY = 4
+SCENARIO4_DAYS = 4
+SCENARIO4_TX_PER_DAY = 3
+SCENARIO4_AMOUNT_RANGE = (1.0, 10.0)
+SCENARIO4_SECONDS = (3_600, 18_000)  # 01:00 to 05:00
 
 TRANSACTION_COLUMNS = (
     "transaction_id",
@@ -175,16 +190,24 @@ def simulate_with_profiles(
     days: int = 183,
     start: date | datetime | str = "2018-04-01",
     seed: int = 0,
+    pattern_change_day: int | None = None,
 ) -> Simulation:
     """Simulate transactions and return them with the customer/terminal tables and compromises.
 
     Raises ``SimulationError`` (a ``ValueError``) for non-integer or non-positive counts,
-    ``days < 1``, a negative seed or an unparsable ``start``.
+    ``days < 1``, a negative seed, an unparsable ``start`` or a ``pattern_change_day``
+    outside ``[0, days)``.
     """
     n_cust = _check_count("customers", customers, 1)
     n_term = _check_count("terminals", terminals, 1)
     n_days = _check_count("days", days, 1)
     seed = _check_count("seed", seed, 0)
+    if pattern_change_day is not None:
+        _check_count("pattern_change_day", pattern_change_day, 0)
+        if pattern_change_day >= n_days:
+            raise SimulationError(
+                f"pattern_change_day must be < days ({n_days}), got {pattern_change_day}"
+            )
     start_ts = _parse_start(start)
     rng = np.random.Generator(np.random.PCG64(seed))
 
@@ -252,6 +275,16 @@ def simulate_with_profiles(
             scenario[chosen] = 3
     amount = np.round(amount, 2)
 
+    if pattern_change_day is not None:
+        extra = _night_card_testing(seed, pattern_change_day, n_days, indptr, neighbours)
+        cust = np.concatenate([cust, extra[0]])
+        day = np.concatenate([day, extra[1]])
+        seconds = np.concatenate([seconds, extra[2]])
+        amount = np.concatenate([amount, extra[3]])
+        terminal = np.concatenate([terminal, extra[4]])
+        scenario = np.concatenate([scenario, np.full(len(extra[0]), 4, np.int8)])
+        n = len(cust)
+
     # Sort by time (stable: ties keep generation order) and assemble.
     t = day * SECONDS_PER_DAY + seconds
     order = np.argsort(t, kind="stable")
@@ -314,20 +347,48 @@ def simulate_with_profiles(
     )
 
 
+def _night_card_testing(
+    seed: int, first_day: int, n_days: int, indptr: IntArray, neighbours: IntArray
+) -> tuple[IntArray, IntArray, IntArray, FloatArray, IntArray]:
+    """Scenario 4's extra fraudulent transactions: customer, day, second, amount, terminal."""
+    rng = np.random.Generator(np.random.PCG64([seed, 4]))
+    n_avail = np.diff(indptr)
+    reachable = np.flatnonzero(n_avail > 0)
+    parts: list[tuple[int, int]] = []
+    k = min(SCENARIO4_CUSTOMERS_PER_DAY, len(reachable))
+    for d in range(first_day, n_days):
+        for c in rng.choice(reachable, size=k, replace=False):
+            for active in range(d, min(d + SCENARIO4_DAYS, n_days)):
+                parts.extend([(int(c), active)] * SCENARIO4_TX_PER_DAY)
+    if not parts:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, np.empty(0), empty
+    cust = np.array([c for c, _ in parts], dtype=np.int64)
+    day = np.array([d for _, d in parts], dtype=np.int64)
+    seconds = rng.integers(*SCENARIO4_SECONDS, size=len(parts), dtype=np.int64)
+    amount = np.round(rng.uniform(*SCENARIO4_AMOUNT_RANGE, size=len(parts)), 2)
+    pick = np.floor(rng.random(len(parts)) * n_avail[cust]).astype(np.int64)
+    terminal = neighbours[indptr[cust] + np.minimum(pick, n_avail[cust] - 1)]
+    return cust, day, seconds, amount, terminal
+
+
 def simulate(
     customers: int = 5000,
     terminals: int = 10000,
     days: int = 183,
     start: date | datetime | str = "2018-04-01",
     seed: int = 0,
+    pattern_change_day: int | None = None,
 ) -> pd.DataFrame:
     """Simulate labelled card transactions, sorted by time.
 
     Columns: transaction_id (int64, 0.., increasing with time), timestamp
     (datetime64[ns, UTC]), customer_id, terminal_id (int64), amount (float64, > 0),
-    is_fraud (int8 0/1), fraud_scenario (int8 0..3). Same arguments → identical output.
+    is_fraud (int8 0/1), fraud_scenario (int8 0..3; 4 with ``pattern_change_day``).
+    Same arguments → identical output.
     """
-    return simulate_with_profiles(customers, terminals, days, start, seed).transactions
+    sim = simulate_with_profiles(customers, terminals, days, start, seed, pattern_change_day)
+    return sim.transactions
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:

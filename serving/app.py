@@ -6,6 +6,10 @@ CPU-bound and not thread-safe: every call runs on one dedicated thread behind on
 (:mod:`serving.batching`), which keeps the event loop free for I/O; single-transaction
 requests that wait together are scored in one call when that cannot change their result.
 
+A model promoted in the registry takes over without a restart: the scoring thread checks the
+registry (at most every ``model.poll_interval_s``) before a call and switches between calls
+(:class:`~fraudstream.registry.HotReload`).
+
 Routes: ``POST /v1/score``, ``POST /v1/score/batch``, ``GET /v1/model`` (protected by the
 API key when one is set), ``GET /health``, ``GET /ready``, ``GET /metrics`` and the OpenAPI
 document (always open: probes and scrapers carry no secret; they expose no transaction data).
@@ -42,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fraudstream.config import Settings
 from fraudstream.decision import Decision
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics
+from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import Endpoints, resolve_endpoints
@@ -170,14 +175,25 @@ class Guard:
 class ScoringService:
     """The scorer behind its one-thread queue, and the readiness probe."""
 
-    def __init__(self, scorer: Scorer, probe: redis.Redis, metrics: ApiMetrics, max_coalesce: int):
+    def __init__(
+        self,
+        scorer: Scorer,
+        probe: redis.Redis,
+        metrics: ApiMetrics,
+        max_coalesce: int,
+        reload: HotReload | None = None,
+    ):
         self.scorer = scorer
         self.probe = probe
+        self.reload = reload
         self.queue = ScoringQueue(
             self._score, max_coalesce=max_coalesce, on_call=metrics.scoring_calls.observe
         )
 
     def _score(self, events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
+        # on the scoring thread, between calls: a promoted model takes over here
+        if self.reload is not None and self.reload.due():
+            self.reload.check()
         return self.scorer.score_events(events, update=update)
 
     async def score(
@@ -228,7 +244,9 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
     """The API around an already built ``scorer`` (see :func:`app_from_environment`)."""
     metrics = ApiMetrics()
     max_batch = settings.api.max_batch
-    service = ScoringService(scorer, readiness_client(redis_url, settings), metrics, max_batch)
+    reload = hot_reload(settings, scorer, metrics)
+    probe = readiness_client(redis_url, settings)
+    service = ScoringService(scorer, probe, metrics, max_batch, reload)
     auth = settings.api.api_key is not None
 
     @asynccontextmanager
@@ -325,11 +343,18 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         tags=["model"],
         responses={k: v for k, v in errors.items() if k in (401, 500)},
         dependencies=secured,
-        description="The manifest of the model in use (version, features, thresholds, ...).",
+        description="The manifest of the model in use (version, features, thresholds, ...), "
+        "with `serving`: the champion's and the shadow's versions and the hot reloads so far.",
     )
     async def model() -> dict[str, Any]:
-        manifest: dict[str, Any] = scorer.model.manifest
-        return manifest
+        champion, shadow = scorer.model, scorer.shadow
+        serving = {
+            "champion": champion.version,
+            "shadow": None if shadow is None else shadow.version,
+            "reloads": reload.watcher.reloads,
+            "reload_failures": reload.watcher.failures,
+        }
+        return {**champion.manifest, "serving": serving}
 
     @app.get("/health", tags=["operations"], description="Liveness: the process answers.")
     async def health() -> dict[str, str]:

@@ -26,7 +26,9 @@ every message's delivery report before it finishes the batch; a failed send is r
 with a growing pause, until it is delivered. So an offset is committed only after
 everything its message produced is in Kafka: at-least-once, never a lost event. No
 exception leaves the loop body (an exception in an agent would ack the batch), and a batch
-in flight is finished even if the agent is cancelled. Metrics and liveness:
+in flight is finished even if the agent is cancelled. Between batches the agent switches to
+a model promoted in the registry (:class:`~fraudstream.registry.HotReload`, at most every
+``model.poll_interval_s``), so each batch is scored by one model. Metrics and liveness:
 :class:`~fraudstream.metrics.WorkerMetrics`, served when ``worker.metrics_port`` is set.
 
 Per message:
@@ -78,6 +80,7 @@ from pydantic import ValidationError
 from fraudstream.config import Settings
 from fraudstream.decision import encode_record
 from fraudstream.metrics import WorkerMetrics
+from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import Endpoints
@@ -372,6 +375,7 @@ def register(
     source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
     delivery = DeliveringProducer(settings.kafka, bootstrap)
     processor = BatchProcessor(app, settings, scorer, delivery=delivery, metrics=metrics)
+    reload = hot_reload(settings, scorer, metrics)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def flush_outputs(app: faust.App, **kwargs: Any) -> None:
@@ -421,6 +425,8 @@ def register(
 
     async def handle(batch: list[Incoming]) -> None:
         try:
+            if reload.due():  # a promoted model: switch between batches (registry module)
+                await asyncio.to_thread(reload.check)
             await processor.process(batch)
         except Exception as exc:  # a bug: keep the events, on the dead-letter topic
             log.exception("batch of %d message(s) failed", len(batch))

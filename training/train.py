@@ -26,6 +26,7 @@ import pandas as pd
 import xgboost as xgb
 from feast import FeatureStore
 
+from fraudstream.drift import training_baseline
 from fraudstream.features import (
     CUSTOMER_WINDOWS_DAYS,
     FEATURE_SERVICE,
@@ -210,6 +211,8 @@ def train(
         "params": {**XGB_PARAMS, **(params or {})},
         "thresholds": thresholds,
         "metrics": {"test": {**metrics, "card_precision_at_100_per_day": cp_per_day}},
+        # drift monitoring's reference: training-week features, out-of-fold scores
+        "baseline": training_baseline(x_train, names, oof),
         "timings": timings,
         "retrieval": retrieval,
     }

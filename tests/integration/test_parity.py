@@ -1,6 +1,6 @@
 """Training/serving parity end to end: the scoring path the worker and the API run gives the
-same scores as offline batch scoring of the same transactions through Feast's
-get_historical_features (point in time), to 1e-6."""
+same features and scores as batch scoring (:mod:`fraudstream.batch_scoring`) of the same
+transactions through Feast's get_historical_features (point in time), to 1e-6."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream.features import CUSTOMER_VIEW, MODEL_FEATURES, OFFLINE_FILES
-from training.backfill import customer_table
-from training.dataset import historical_features
+from fraudstream.batch_scoring import batch_features, score_matrix, scratch_store
+from fraudstream.features import CUSTOMER_VIEW, OFFLINE_FILES
 
 from .world import build_world
 
@@ -25,21 +24,21 @@ def test_online_scores_equal_offline_batch_scores(
     world = build_world(tmp_path, kafka_bootstrap, redis_url, seed=31, held_out=500)
     online = world.scorer.score(world.new, update=True)
 
-    # offline: the customer view's offline table now also holds the new transactions (what a
-    # backfill over the same history computes); the terminal view holds what was materialised
-    both = pd.concat([world.past, world.new], ignore_index=True)
-    path = Path(world.settings.feast.repo_path) / "data" / OFFLINE_FILES[CUSTOMER_VIEW]
-    table = customer_table(both)
-    table["event_timestamp"] = table["event_timestamp"].astype("datetime64[us, UTC]")
-    table.to_parquet(path, index=False)
-    offline = (
-        historical_features(world.store, world.new, MODEL_FEATURES).astype("float64").to_numpy()
-    )
+    # offline: a scratch copy of the offline store whose customer table also holds the new
+    # transactions (what a backfill over the same history computes); the live one is only read
+    repo = Path(world.settings.feast.repo_path)
+    live = repo / "data" / OFFLINE_FILES[CUSTOMER_VIEW]
+    before = live.stat().st_mtime_ns, len(pd.read_parquet(live))
+    with scratch_store(repo, world.new, world.past) as store:
+        offline = batch_features(world.new, store, world.model)
+    assert (live.stat().st_mtime_ns, len(pd.read_parquet(live))) == before
 
     np.testing.assert_allclose(online.matrix, offline, rtol=0, atol=1e-9, equal_nan=True)
-    offline_scores = world.model.predict(offline)
+    batch = score_matrix(world.new, offline, world.model)
     online_scores = np.array([d.score for d in online.decisions])
-    np.testing.assert_allclose(online_scores, offline_scores, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(online_scores, batch["score"].to_numpy(), rtol=0, atol=1e-6)
     assert online_scores.std() > 0
+    assert batch["action"].tolist() == [d.action for d in online.decisions]
+    assert batch["degraded"].tolist() == [d.degraded for d in online.decisions]
     # the refresh gave every known terminal a fresh row: few decisions are degraded
     assert sum(d.degraded for d in online.decisions) < 0.1 * len(online.decisions)

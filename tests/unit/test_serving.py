@@ -70,6 +70,7 @@ class StubScorer:
 
     def __init__(self, fail: bool = False) -> None:
         self.model = StubModel()
+        self.shadow = None
         self.calls: list[tuple[list[str], bool]] = []
         self.fail = fail
 

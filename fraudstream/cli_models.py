@@ -1,0 +1,202 @@
+"""Model lifecycle commands: ``retrain`` and ``models list|promote|rollback|shadow``.
+
+Registered on the main Typer app by :func:`register` (see :mod:`fraudstream.cli`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fraudstream import stack as local_stack
+from fraudstream.config import Settings
+from fraudstream.errors import FraudstreamError
+
+models_app = typer.Typer(
+    help="The model registry: versions, champion, shadow.", no_args_is_help=True
+)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _registry(ctx: typer.Context) -> Any:
+    from fraudstream.registry import ModelRegistry
+
+    return ModelRegistry(_settings(ctx).model.registry_path)
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: versions and history")] = False,
+) -> None:
+    """Every registered version with its role and test metrics (newest last)."""
+    registry = _registry(ctx)
+    try:
+        rows = registry.list()
+        state = registry.state()
+    except FraudstreamError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({**state, "versions": rows}, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no model registered in {registry.root}")
+        return
+    columns = ["version", "role", "created_at", "auc_roc", "average_precision"]
+    widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns]
+    typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        cells = [_fmt(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)]
+        typer.echo("  ".join(cells).rstrip())
+
+
+@models_app.command("promote")
+def models_promote(ctx: typer.Context, version: str) -> None:
+    """Make VERSION the champion: the worker and the API switch to it without a restart."""
+    registry = _registry(ctx)
+    try:
+        previous = registry.champion()
+        registry.promote(version)
+    except FraudstreamError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"champion: {version} (was {previous})")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context) -> None:
+    """Make the previous champion the champion again."""
+    registry = _registry(ctx)
+    try:
+        current = registry.champion()
+        version = registry.rollback()
+    except FraudstreamError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"champion: {version} (rolled back from {current})")
+
+
+@models_app.command("shadow")
+def models_shadow(
+    ctx: typer.Context,
+    version: Annotated[str | None, typer.Argument(help="version to score in shadow")] = None,
+    off: Annotated[bool, typer.Option("--off", help="no shadow model")] = False,
+) -> None:
+    """Score VERSION beside the champion (logged in each decision, never acting), or --off."""
+    if (version is None) == (not off):
+        raise _fail("give a VERSION or --off")
+    registry = _registry(ctx)
+    try:
+        registry.set_shadow(None if off else version)
+    except FraudstreamError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo("shadow: off" if off else f"shadow: {version}")
+
+
+def retrain_cmd(
+    ctx: typer.Context,
+    transactions: Annotated[
+        Path | None,
+        typer.Option(help="labelled Parquet; default: the archive's labelled transactions"),
+    ] = None,
+    train_days: Annotated[int, typer.Option(min=1)] = 7,
+    delay_days: Annotated[int, typer.Option(min=0)] = 7,
+    eval_days: Annotated[int, typer.Option(min=1)] = 7,
+    min_ap_gain: Annotated[
+        float | None, typer.Option(help="default: setting model.promote_min_ap_gain")
+    ] = None,
+    max_auc_loss: Annotated[
+        float | None, typer.Option(min=0, help="default: setting model.promote_max_auc_loss")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="promote a better challenger (else only register it)")
+    ] = True,
+) -> None:
+    """Train a challenger on the latest labelled window, evaluate it and the champion on the
+    same most recent labelled days, promote it if better by the margin.
+
+    The last line on stdout is the evaluation as JSON (both models' metrics, the margin,
+    the verdict); it is also kept as retrain.json in the challenger's version directory.
+    """
+    from fraudstream.feast_env import open_store, run_feast
+    from fraudstream.schema import validate_frame
+    from training.retrain import Margin, Window, retrain
+
+    settings = _settings(ctx)
+    try:
+        endpoints = local_stack.resolve_endpoints(settings)
+    except FraudstreamError as exc:
+        raise _fail(str(exc)) from None
+    if transactions is not None:
+        from fraudstream.schema import read_transactions
+
+        if not transactions.is_file():
+            raise _fail(f"{transactions}: no such file")
+        try:
+            events = read_transactions(transactions)
+        except FraudstreamError as exc:
+            raise _fail(f"{transactions}: {exc}") from None
+    else:
+        from fraudstream.archive import Archive, archive_root, labelled_transactions
+
+        archive = Archive(archive_root(settings))
+        events = labelled_transactions(archive)
+        if len(events) == 0:
+            raise _fail(f"no labelled transactions in the archive {archive.root}")
+        events = validate_frame(events, keep=("is_fraud",))
+    if "is_fraud" not in events.columns:
+        raise _fail("the transactions carry no labels (is_fraud)")
+    model = settings.model
+    margin = Margin(
+        min_ap_gain=model.promote_min_ap_gain if min_ap_gain is None else min_ap_gain,
+        max_auc_loss=model.promote_max_auc_loss if max_auc_loss is None else max_auc_loss,
+    )
+    if run_feast(settings, endpoints, ["apply"]) != 0:
+        raise _fail("feast apply failed (see above)")
+    store = open_store(settings, endpoints)
+    from fraudstream.registry import ModelRegistry
+
+    try:
+        result = retrain(
+            events,
+            store,
+            ModelRegistry(model.registry_path),
+            fallback_dir=model.dir,
+            window=Window(train_days, delay_days, eval_days),
+            margin=margin,
+            promote=promote,
+        )
+    except (FraudstreamError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    e = result.evaluation
+    for role in ("champion", "challenger"):
+        m = e[role]
+        typer.echo(
+            f"{role:<10} {m['model_version']}: AUC {m['auc_roc']:.4f}  "
+            f"AP {m['average_precision']:.4f}  CP@100 {m['card_precision_at_100']:.4f}  "
+            f"({m['n']:,} rows, {m['n_fraud']:,} frauds)"
+        )
+    verdict = "promoted" if result.promoted else "registered, not promoted"
+    typer.echo(f"challenger {result.challenger} {verdict}: {e['reason']}")
+    typer.echo(json.dumps({"challenger_version": result.challenger, **e}, default=str))
+
+
+def register(app: typer.Typer, features_app: typer.Typer) -> None:
+    """Add ``retrain`` and the ``models`` group to the main app."""
+    del features_app  # the model commands add no feature command
+    app.command("retrain")(retrain_cmd)
+    app.add_typer(models_app, name="models")
