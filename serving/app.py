@@ -2,11 +2,11 @@
 
 The API scores with the worker's own entry point, :meth:`Scorer.score_events`, so a
 transaction gets the same score, action and reasons from both. The scorer is synchronous,
-CPU-bound and not thread-safe: every call runs on one dedicated thread behind one queue
-(:mod:`serving.batching`), which keeps the event loop free for I/O; single-transaction
-requests that wait together are scored in one call when that cannot change their result.
+CPU-bound and not thread-safe: every call runs behind one queue, on the event loop
+(:mod:`serving.batching`, which says why not on a thread); single-transaction requests that
+wait together are scored in one call when that cannot change their result.
 
-A model promoted in the registry takes over without a restart: the scoring thread checks the
+A model promoted in the registry takes over without a restart: the queue checks the
 registry (at most every ``model.poll_interval_s``) before a call and switches between calls
 (:class:`~fraudstream.registry.HotReload`).
 
@@ -173,7 +173,7 @@ class Guard:
 
 
 class ScoringService:
-    """The scorer behind its one-thread queue, and the readiness probe."""
+    """The scorer behind its queue, and the readiness probe."""
 
     def __init__(
         self,
@@ -191,7 +191,7 @@ class ScoringService:
         )
 
     def _score(self, events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
-        # on the scoring thread, between calls: a promoted model takes over here
+        # between calls: a promoted model takes over here
         if self.reload is not None and self.reload.due():
             self.reload.check()
         return self.scorer.score_events(events, update=update)
