@@ -278,6 +278,10 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         assert evaluation["promoted"] is True and registry.champion() == challenger
         saved = json.loads((registry.path(challenger) / "retrain.json").read_text())
         assert saved["challenger"] == new
+        # the comparison's rows and features are the challenger's own test week in training
+        own = registry.manifest(challenger)["metrics"]["test"]
+        for key in ("auc_roc", "average_precision", "n", "n_fraud"):
+            assert own[key] == pytest.approx(new[key], abs=1e-9), key
 
         # ---- the worker switches while phase 2 trickles; then the rest of phase 2 flows
         switch_deadline = time.monotonic() + 20 * POLL_S
