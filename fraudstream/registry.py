@@ -478,6 +478,11 @@ def hot_reload(settings: Settings, scorer: _Observable, metrics: _HasDriftMetric
     current = ServingModels(scorer.model, scorer.shadow)
     registry = ModelRegistry(settings.model.registry_path)
     watcher = ModelWatcher(registry, current, settings.model.poll_interval_s)
-    return HotReload(
-        scorer, watcher, metrics, on_switch=lambda _: watch_drift(settings, scorer, metrics)
-    )
+    monitored = [current.champion.version]
+
+    def on_switch(models: ServingModels) -> None:
+        if models.champion.version != monitored[0]:  # a new shadow keeps the window
+            monitored[0] = models.champion.version
+            watch_drift(settings, scorer, metrics)
+
+    return HotReload(scorer, watcher, metrics, on_switch=on_switch)

@@ -50,7 +50,7 @@ from fraudstream.archive import Archive, archive_root
 from fraudstream.config import Settings
 from fraudstream.feast_env import open_store, run_feast
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
-from fraudstream.labels import LabelEvent
+from fraudstream.labels import label_events, publish_labels
 from fraudstream.publish import encode, event_payloads
 from fraudstream.registry import ModelRegistry
 from fraudstream.schema import validate_frame
@@ -105,26 +105,6 @@ def read_decisions(settings: Settings, bootstrap: str, topic: str, expected: int
     finally:
         consumer.close()
     return out
-
-
-def publish_labels(settings: Settings, bootstrap: str, events: pd.DataFrame, now: datetime) -> int:
-    """A label per transaction whose verdict has arrived by ``now`` (time + the delay)."""
-    producer = Producer(producer_config(settings.kafka, bootstrap))
-    sent = 0
-    reported = events["timestamp"] + pd.Timedelta(days=LABEL_DELAY_DAYS)
-    for tx, label, at in zip(events["transaction_id"], events["is_fraud"], reported, strict=True):
-        if at > now:
-            continue
-        iso = at.isoformat().replace("+00:00", "Z")
-        event = LabelEvent.model_validate(
-            {"transaction_id": tx, "label": int(label), "reported_at": iso}
-        )
-        value = orjson.dumps(event.to_json_dict())
-        producer.produce(settings.topics.labels, key=str(tx).encode(), value=value)
-        producer.poll(0)
-        sent += 1
-    assert producer.flush(60) == 0
-    return sent
 
 
 def trickle(
@@ -215,16 +195,7 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
     build_scorer(settings, endpoints).history.append(before)
     archive = Archive(archive_root(settings))
     archive.append("transactions", before.drop(columns=["is_fraud"]))
-    archive.append(
-        "labels",
-        pd.DataFrame(
-            {
-                "transaction_id": before["transaction_id"],
-                "label": before["is_fraud"].astype("int64"),
-                "reported_at": before["timestamp"] + pd.Timedelta(days=LABEL_DELAY_DAYS),
-            }
-        ),
-    )
+    archive.append("labels", label_events(before, timedelta(days=LABEL_DELAY_DAYS)))
     setup_s = time.monotonic() - began
 
     # ---- the worker, and phase 1
@@ -252,8 +223,12 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         assert {r["model_version"] for _, _, r in first} == {champion}
 
         # ---- labels arrive, are archived; retrain, promote
-        sent = publish_labels(settings, kafka_bootstrap, phase1, now.to_pydatetime())
-        assert sent == len(phase1)
+        labels = label_events(phase1, timedelta(days=LABEL_DELAY_DAYS))
+        assert (labels["reported_at"] <= now).all()  # every phase-1 verdict is in by now
+        sent = publish_labels(
+            labels, kafka=settings.kafka, bootstrap=kafka_bootstrap, topic=topics["labels"]
+        )
+        assert sent.delivered == len(phase1) and sent.failed == 0
         fraudstream(["archive", "--once"], env, tmp_path)
         # phase 2 starts flowing now, slowly, and keeps flowing until the switch
         promoted = threading.Event()
@@ -278,6 +253,10 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
         assert evaluation["promoted"] is True and registry.champion() == challenger
         saved = json.loads((registry.path(challenger) / "retrain.json").read_text())
         assert saved["challenger"] == new
+        # the comparison's rows and features are the challenger's own test week in training
+        own = registry.manifest(challenger)["metrics"]["test"]
+        for key in ("auc_roc", "average_precision", "n", "n_fraud"):
+            assert own[key] == pytest.approx(new[key], abs=1e-9), key
 
         # ---- the worker switches while phase 2 trickles; then the rest of phase 2 flows
         switch_deadline = time.monotonic() + 20 * POLL_S

@@ -4,7 +4,7 @@ One in-process API (FastAPI's TestClient, its one scoring thread) serves a small
 from a registry. A second model, trained on another window with fewer features, is set as the
 shadow: decisions then carry its score and version, and the champion's scores and actions are
 unchanged. It is promoted: the next decisions come from it, with exactly the scores it gave as
-the shadow. A promoted artifact tampered with before the API looks is refused: the API keeps
+the shadow, and drift monitoring restarts against its training baseline. A promoted artifact tampered with before the API looks is refused: the API keeps
 scoring with the previous model and counts the failure.
 """
 
@@ -84,8 +84,13 @@ def test_api_switches_to_a_promoted_model_and_logs_a_shadow_without_restart(
         shadow_scores = [d["shadow_score"] for d in shadowed]
         assert max(abs(s - d["score"]) for s, d in zip(shadow_scores, first, strict=True)) > 0
 
+        # drift: the champion's window holds both batches so far (a new shadow keeps it)
+        assert "fraudstream_api_drift_window_events 100.0" in client.get("/metrics").text
+
         registry.promote(v2)
         promoted = score()
+        # ...and restarts against the new champion's own training baseline
+        assert "fraudstream_api_drift_window_events 50.0" in client.get("/metrics").text
         assert {d["model_version"] for d in promoted} == {v2}
         assert {d["shadow_model_version"] for d in promoted} == {None}
         for s, d in zip(shadow_scores, promoted, strict=True):

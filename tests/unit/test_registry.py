@@ -205,3 +205,19 @@ def test_a_trained_model_becomes_champion_unless_told_not_to(
     assert registry.champion() == "a"
     registry.register_trained(make_artifact(tmp_path, "c"))
     assert registry.champion() == "c" and registry.rollback() == "a"
+
+
+def test_the_serving_metrics_name_the_versions_in_use() -> None:
+    from fraudstream.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(60.0)
+    metrics.models.set_serving("a", "b")
+    metrics.models.reloads.inc()
+    text = metrics.render().decode()
+    assert 'fraudstream_worker_model_serving{role="champion",version="a"} 1.0' in text
+    assert 'fraudstream_worker_model_serving{role="shadow",version="b"} 1.0' in text
+    assert "fraudstream_worker_model_reloads_total 1.0" in text
+    assert "fraudstream_worker_model_reload_failures_total 0.0" in text
+    metrics.models.set_serving("b", None)
+    text = metrics.render().decode()
+    assert 'version="a"' not in text and 'role="shadow"' not in text
