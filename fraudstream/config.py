@@ -284,7 +284,11 @@ class ScoringSettings(_Section):
 
     batch_size: int = Field(default=500, ge=1, le=10_000, description="events per micro-batch")
     batch_timeout_s: float = Field(
-        default=0.05, gt=0, le=10, description="longest wait to fill a micro-batch"
+        default=0.01,
+        gt=0,
+        le=10,
+        description="longest wait to fill a micro-batch (latency: a batch waits at most this "
+        "long for more events; throughput: a busy worker's batches fill before it)",
     )
     degraded_max_approve_amount: float = Field(
         default=100.0,

@@ -45,8 +45,9 @@ class DeliveringProducer:
     """Produce batches and await each message's delivery report (a poll thread serves them)."""
 
     def __init__(self, kafka: KafkaSettings, bootstrap: str) -> None:
-        # linger 1 ms: a whole batch is queued at once and awaited; waiting only adds latency
-        self._producer = Producer(producer_config(kafka, bootstrap, linger_ms=1))
+        # no linger: a whole batch is queued at once and awaited; waiting only adds latency
+        # (1 ms of linger measured 3.6 against 1.6 ms per batch to deliver at 200 events/s)
+        self._producer = Producer(producer_config(kafka, bootstrap, linger_ms=0))
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._poll, name="output-producer", daemon=True)
