@@ -16,7 +16,11 @@ from fraudstream.errors import FraudstreamError
 from fraudstream.feast_env import feast_environment, run_feast
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+
+    from fraudstream.publish import PublishResult
 
 app = typer.Typer(
     help="fraudstream: real-time card-fraud scoring on Kafka, Feast/Redis and XGBoost.",
@@ -368,6 +372,32 @@ def train_cmd(
     typer.echo(json.dumps(summary))
 
 
+def with_progress(
+    length: int,
+    label: str,
+    send: Callable[[Callable[[int], None], Callable[[], bool]], PublishResult],
+) -> PublishResult:
+    """Run ``send(progress, stop)`` under a progress bar on stderr; Ctrl-C sets ``stop``."""
+    import sys
+    import threading
+
+    from fraudstream.consume import sigint_sets
+
+    stop = threading.Event()
+    with (
+        sigint_sets(stop),
+        typer.progressbar(length=length, label=label, file=sys.stderr) as bar,
+    ):
+        done = 0
+
+        def progress(sent: int) -> None:
+            nonlocal done
+            bar.update(sent - done)
+            done = sent
+
+        return send(progress, stop.is_set)
+
+
 def _kafka_bootstrap(settings: Settings) -> str:
     """Kafka from settings, else the local stack's (Redis is not needed here)."""
     if settings.kafka.bootstrap_servers is not None:
@@ -407,10 +437,7 @@ def publish_cmd(
 
     Prints a JSON summary (sent, delivered, failed, seconds, rate) on stdout.
     """
-    import sys
-    import threading
 
-    from fraudstream.consume import sigint_sets
     from fraudstream.kafka import check_kafka, ensure_topics
     from fraudstream.publish import publish_events, simulated_events
 
@@ -441,19 +468,10 @@ def publish_cmd(
             typer.echo(f"created topic {topic}", err=True)
         paced = f" at {rate:g}/s" if rate else ""
         typer.echo(f"publishing {len(events):,} events to {topic}{paced}", err=True)
-        stop = threading.Event()
-        with (
-            sigint_sets(stop),
-            typer.progressbar(length=len(events), label="publish", file=sys.stderr) as bar,
-        ):
-            done = 0
-
-            def progress(sent: int) -> None:
-                nonlocal done
-                bar.update(sent - done)
-                done = sent
-
-            result = publish_events(
+        result = with_progress(
+            len(events),
+            "publish",
+            lambda progress, stop: publish_events(
                 events,
                 kafka=settings.kafka,
                 bootstrap=bootstrap,
@@ -462,8 +480,9 @@ def publish_cmd(
                 retime=retime,
                 labels_out=labels_out,
                 progress=progress,
-                stop=stop.is_set,
-            )
+                stop=stop,
+            ),
+        )
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # before sending began (after, publish_events handles it)

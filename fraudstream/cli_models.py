@@ -12,22 +12,12 @@ from typing import Annotated, Any
 import typer
 
 from fraudstream import stack as local_stack
-from fraudstream.config import Settings
+from fraudstream.cli import _settings, fail
 from fraudstream.errors import FraudstreamError
 
 models_app = typer.Typer(
     help="The model registry: versions, champion, shadow.", no_args_is_help=True
 )
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 def _registry(ctx: typer.Context) -> Any:
@@ -51,7 +41,7 @@ def models_list(
         rows = registry.list()
         state = registry.state()
     except FraudstreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps({**state, "versions": rows}, indent=2, default=str))
         return
@@ -74,7 +64,7 @@ def models_promote(ctx: typer.Context, version: str) -> None:
         previous = registry.champion()
         registry.promote(version)
     except FraudstreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"champion: {version} (was {previous})")
 
 
@@ -86,7 +76,7 @@ def models_rollback(ctx: typer.Context) -> None:
         current = registry.champion()
         version = registry.rollback()
     except FraudstreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"champion: {version} (rolled back from {current})")
 
 
@@ -98,12 +88,12 @@ def models_shadow(
 ) -> None:
     """Score VERSION beside the champion (logged in each decision, never acting), or --off."""
     if (version is None) == (not off):
-        raise _fail("give a VERSION or --off")
+        raise fail("give a VERSION or --off")
     registry = _registry(ctx)
     try:
         registry.set_shadow(None if off else version)
     except FraudstreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo("shadow: off" if off else f"shadow: {version}")
 
 
@@ -140,33 +130,33 @@ def retrain_cmd(
     try:
         endpoints = local_stack.resolve_endpoints(settings)
     except FraudstreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if transactions is not None:
         from fraudstream.schema import read_transactions
 
         if not transactions.is_file():
-            raise _fail(f"{transactions}: no such file")
+            raise fail(f"{transactions}: no such file")
         try:
             events = read_transactions(transactions)
         except FraudstreamError as exc:
-            raise _fail(f"{transactions}: {exc}") from None
+            raise fail(f"{transactions}: {exc}") from None
     else:
         from fraudstream.archive import Archive, archive_root, labelled_transactions
 
         archive = Archive(archive_root(settings))
         events = labelled_transactions(archive)
         if len(events) == 0:
-            raise _fail(f"no labelled transactions in the archive {archive.root}")
+            raise fail(f"no labelled transactions in the archive {archive.root}")
         events = validate_frame(events, keep=("is_fraud",))
     if "is_fraud" not in events.columns:
-        raise _fail("the transactions carry no labels (is_fraud)")
+        raise fail("the transactions carry no labels (is_fraud)")
     model = settings.model
     margin = Margin(
         min_ap_gain=model.promote_min_ap_gain if min_ap_gain is None else min_ap_gain,
         max_auc_loss=model.promote_max_auc_loss if max_auc_loss is None else max_auc_loss,
     )
     if run_feast(settings, endpoints, ["apply"]) != 0:
-        raise _fail("feast apply failed (see above)")
+        raise fail("feast apply failed (see above)")
     store = open_store(settings, endpoints)
     from fraudstream.registry import ModelRegistry
 
@@ -181,7 +171,7 @@ def retrain_cmd(
             promote=promote,
         )
     except (FraudstreamError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     e = result.evaluation
     for role in ("champion", "challenger"):
         m = e[role]

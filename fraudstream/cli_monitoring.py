@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudstream.cli import _events, _kafka_bootstrap, _settings, fail
+from fraudstream.cli import _events, _kafka_bootstrap, _settings, fail, with_progress
 from fraudstream.errors import FraudstreamError
 
 if TYPE_CHECKING:
@@ -201,10 +201,8 @@ def publish_labels_cmd(
     transaction's time + the delay, published in ``reported_at`` order, keyed by
     ``transaction_id`` (idempotent producer). Prints a JSON summary.
     """
-    import sys
     from datetime import timedelta
 
-    from fraudstream.consume import sigint_sets
     from fraudstream.kafka import check_kafka, ensure_topics
     from fraudstream.labels import label_events, publish_labels
 
@@ -220,27 +218,19 @@ def publish_labels_cmd(
             labels = labels.iloc[:limit]
         check_kafka(settings.kafka, bootstrap)
         ensure_topics(settings.kafka, bootstrap, [topic])
-        stop = threading.Event()
-        with (
-            sigint_sets(stop),
-            typer.progressbar(length=len(labels), label="labels", file=sys.stderr) as bar,
-        ):
-            done = 0
-
-            def progress(sent: int) -> None:
-                nonlocal done
-                bar.update(sent - done)
-                done = sent
-
-            result = publish_labels(
+        result = with_progress(
+            len(labels),
+            "labels",
+            lambda progress, stop: publish_labels(
                 labels,
                 kafka=settings.kafka,
                 bootstrap=bootstrap,
                 topic=topic,
                 rate=rate,
                 progress=progress,
-                stop=stop.is_set,
-            )
+                stop=stop,
+            ),
+        )
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     summary = result.summary()

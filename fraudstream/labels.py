@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from fraudstream.archive import Archive, labelled_transactions
 from fraudstream.errors import FraudstreamError
 from fraudstream.features import TERMINAL_VIEW
-from fraudstream.publish import FLUSH_TIMEOUT_S, PROGRESS_EVERY, Progress, PublishResult
+from fraudstream.publish import Progress, PublishResult
 from fraudstream.schema import LABEL_COLUMN, Identifier, InvalidEvents, UtcTimestamp
 
 if TYPE_CHECKING:
@@ -129,52 +129,25 @@ def publish_labels(
 ) -> PublishResult:
     """Publish ``labels`` (:func:`label_events` columns) in their order, keyed by
     ``transaction_id``, with an idempotent producer; paced at ``rate`` per second."""
-    from confluent_kafka import KafkaError, Message, Producer
-
     from fraudstream.kafka import producer_config
-    from fraudstream.publish import Pacer, _produce, _raise_fatal, _warm_up
+    from fraudstream.publish import send_paced
 
-    pacer = Pacer(rate)
-    result = PublishResult(topic=topic)
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            result.delivered += 1
-        else:
-            result.failed += 1
-            if len(result.errors) < 10:
-                result.errors.append(str(err))
-
-    producer = Producer({**producer_config(kafka, bootstrap), "error_cb": _raise_fatal})
-    _warm_up(producer, topic)
     ids = labels["transaction_id"].tolist()
     values = labels["label"].tolist()
     stamps = [_iso(t) for t in pd.DatetimeIndex(labels["reported_at"]).to_pydatetime()]
-    started = time.monotonic()
-    try:
-        for i, (tx, label, reported) in enumerate(zip(ids, values, stamps, strict=True)):
-            if not pacer.wait(i, producer.poll, stop):
-                result.interrupted = True
-                break
-            value = orjson.dumps(
-                {"transaction_id": tx, "label": int(label), "reported_at": reported}
-            )
-            _produce(producer, topic, tx.encode(), value, int(time.time() * 1000), on_delivery)
-            result.sent += 1
-            producer.poll(0)
-            if progress is not None and result.sent % PROGRESS_EVERY == 0:
-                progress(result.sent)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        remaining = producer.flush(FLUSH_TIMEOUT_S)
-        result.seconds = time.monotonic() - started
-        if remaining:
-            result.failed += remaining
-            result.errors.append(f"{remaining} label(s) undelivered after {FLUSH_TIMEOUT_S}s")
-    if progress is not None:
-        progress(result.sent)
-    return result
+
+    def message(tx: str, label: int, reported: str) -> Callable[[int], tuple[bytes, bytes]]:
+        value = orjson.dumps({"transaction_id": tx, "label": int(label), "reported_at": reported})
+        return lambda _now_ms: (tx.encode(), value)
+
+    return send_paced(
+        (message(*row) for row in zip(ids, values, stamps, strict=True)),
+        conf=producer_config(kafka, bootstrap),
+        topic=topic,
+        rate=rate,
+        progress=progress,
+        stop=stop,
+    )
 
 
 # ------------------------------------------------------------------ features refresh

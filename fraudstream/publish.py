@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +123,15 @@ class PublishResult:
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        """The producer's delivery report: counted, the first errors kept."""
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if len(self.errors) < 10:
+                self.errors.append(str(err))
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -220,34 +229,59 @@ def publish_events(
         raise PublishError(f"--labels-out needs a {LABEL_COLUMN!r} column; the table has none")
     if limit is not None:
         events = events.iloc[:limit]
+    conf = dict(producer_conf or producer_config(kafka, bootstrap))
+
+    def message(event: TransactionEvent) -> Callable[[int], tuple[bytes, bytes]]:
+        def make(now_ms: int) -> tuple[bytes, bytes]:
+            if retime:
+                stamped = datetime.fromtimestamp(now_ms / 1000, UTC)
+                return encode(event.model_copy(update={"timestamp": stamped}))
+            return encode(event)
+
+        return make
+
+    result = send_paced(
+        (message(e) for e in event_payloads(events)),
+        conf=conf,
+        topic=topic,
+        rate=rate,
+        progress=progress,
+        stop=stop,
+    )
+    labels = label_table(events.iloc[: result.sent])
+    result.labels = labels
+    if labels_out is not None and labels is not None:
+        result.labels_path = write_labels(labels, labels_out)
+    return result
+
+
+def send_paced(
+    messages: Iterable[Callable[[int], tuple[bytes, bytes]]],
+    *,
+    conf: dict[str, Any],
+    topic: str,
+    rate: float | None = None,
+    progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> PublishResult:
+    """Send ``messages`` to ``topic`` in order with a producer of ``conf``, paced at ``rate``
+    per second: each is a function of the send time (epoch ms, also the Kafka timestamp)
+    returning the key and value. ``stop`` (checked before each message and while pacing)
+    or Ctrl-C ends the sending early; what was sent is still delivered and counted, and the
+    result says ``interrupted``."""
     pacer = Pacer(rate)
     result = PublishResult(topic=topic)
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            result.delivered += 1
-        else:
-            result.failed += 1
-            if len(result.errors) < 10:
-                result.errors.append(str(err))
-
-    conf = dict(producer_conf or producer_config(kafka, bootstrap))
-    conf.setdefault("error_cb", _raise_fatal)
-    producer = Producer(conf)
+    producer = Producer({"error_cb": _raise_fatal, **conf})
     _warm_up(producer, topic)
     started = time.monotonic()
     try:
-        for i, event in enumerate(event_payloads(events)):
+        for i, make in enumerate(messages):
             if not pacer.wait(i, producer.poll, stop):
                 result.interrupted = True
                 break
             now_ms = int(time.time() * 1000)
-            if retime:
-                event = event.model_copy(
-                    update={"timestamp": datetime.fromtimestamp(now_ms / 1000, UTC)}
-                )
-            key, value = encode(event)
-            _produce(producer, topic, key, value, now_ms, on_delivery)
+            key, value = make(now_ms)
+            _produce(producer, topic, key, value, now_ms, result.on_delivery)
             result.sent += 1
             producer.poll(0)
             if progress is not None and result.sent % PROGRESS_EVERY == 0:
@@ -262,10 +296,6 @@ def publish_events(
             result.errors.append(f"{remaining} message(s) undelivered after {FLUSH_TIMEOUT_S}s")
     if progress is not None:
         progress(result.sent)
-    labels = label_table(events.iloc[: result.sent])
-    result.labels = labels
-    if labels_out is not None and labels is not None:
-        result.labels_path = write_labels(labels, labels_out)
     return result
 
 
