@@ -18,7 +18,7 @@ import bisect
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -253,6 +253,14 @@ class WorkerMetrics(_Families):
         self.batch_events = Histogram(
             "fraudstream_worker_batch_messages", "Messages per micro-batch", BATCH_BUCKETS
         )
+        #: Pauses reported by :func:`track_gc_pauses`, not yet in :attr:`gc_pause_ms`.
+        self.gc_pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self.gc_pause_ms = Histogram(
+            "fraudstream_worker_gc_pause_ms",
+            "Garbage-collector pauses of the worker process, by generation",
+            LATENCY_BUCKETS_MS,
+            ["generation"],
+        )
         self.batch_age_ms = Histogram(
             "fraudstream_worker_batch_age_ms",
             "Age of a micro-batch's oldest message (from its Kafka timestamp) when the worker "
@@ -287,6 +295,7 @@ class WorkerMetrics(_Families):
             self.stage_ms,
             self.batch_events,
             self.batch_age_ms,
+            self.gc_pause_ms,
             self.lag,
             self.commit_age,
             self.live,
@@ -294,6 +303,13 @@ class WorkerMetrics(_Families):
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._liveness = Liveness(True)
         super().__init__()
+
+    def drain_gc_pauses(self) -> None:
+        """Move the pauses :func:`track_gc_pauses` recorded into the histogram (hold
+        :attr:`lock`)."""
+        while self.gc_pauses:
+            generation, ms = self.gc_pauses.popleft()
+            self.gc_pause_ms.observe(ms, str(generation))
 
     def check_partitions(
         self,
@@ -330,6 +346,30 @@ class WorkerMetrics(_Families):
     def liveness(self) -> Liveness:
         with self.lock:
             return self._liveness
+
+
+def track_gc_pauses(
+    pauses: deque[tuple[int, float]], warn_ms: float = 100.0
+) -> Callable[[str, dict[str, int]], None]:
+    """Append every garbage-collector pause (generation, ms) to ``pauses``; log pauses over
+    ``warn_ms``. No lock: a collection can start while this thread holds the metrics' lock
+    (``deque.append`` is atomic); :meth:`WorkerMetrics.drain_gc_pauses` moves them into the
+    histogram. Returns the ``gc.callbacks`` entry it installed."""
+    import gc
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1000
+        pauses.append((info["generation"], ms))
+        if ms > warn_ms:
+            log.warning("garbage collection of generation %d took %.0f ms", info["generation"], ms)
+
+    gc.callbacks.append(callback)
+    return callback
 
 
 def serve(metrics: WorkerMetrics | QualityMetrics, host: str, port: int) -> ThreadingHTTPServer:

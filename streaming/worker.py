@@ -79,7 +79,7 @@ from pydantic import ValidationError
 
 from fraudstream.config import Settings
 from fraudstream.decision import encode_record
-from fraudstream.metrics import WorkerMetrics
+from fraudstream.metrics import WorkerMetrics, track_gc_pauses
 from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
@@ -288,6 +288,7 @@ class BatchProcessor:
         with metrics.lock:
             metrics.consumed.inc(amount=len(batch))
             metrics.batch_events.observe(len(batch))
+            metrics.drain_gc_pauses()
             if age_ms is not None:
                 metrics.batch_age_ms.observe(age_ms)
             for stage, ms in stages_ms.items():
@@ -479,6 +480,7 @@ def build_worker_app(
     # spike on whatever batch it lands in.
     gc.collect()
     gc.freeze()
+    track_gc_pauses(metrics.gc_pauses)
     if settings.worker.metrics_port is not None:
         from fraudstream.metrics import serve
 
