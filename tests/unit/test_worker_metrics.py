@@ -70,3 +70,23 @@ def test_http_endpoints_answer_metrics_and_liveness() -> None:
         assert "transactions[1]" in json.loads(err.value.read())["stalled"][0]
     finally:
         server.shutdown()
+
+
+def test_garbage_collector_pauses_are_measured_by_generation() -> None:
+    import gc
+
+    from fraudstream.metrics import track_gc_pauses
+
+    metrics = WorkerMetrics(stall_after_s=60)
+    callback = track_gc_pauses(metrics.gc_pauses)
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(callback)
+    with metrics.lock:
+        metrics.drain_gc_pauses()
+    assert not metrics.gc_pauses
+    counts = metrics.gc_pause_ms.counts
+    assert sum(counts[("0",)]) >= 1 and sum(counts[("2",)]) >= 1
+    assert metrics.gc_pause_ms.sums[("2",)] > 0
