@@ -44,6 +44,7 @@ from fraudstream.features import (
     CustomerState,
     to_ms,
     transaction_digests,
+    with_flags,
 )
 from fraudstream.redis_batch import Script, execute
 
@@ -160,17 +161,18 @@ class CustomerHistory:
         return [s if s is not None else CustomerState.empty() for s in out]
 
     def _load(self, customer_ids: Sequence[str]) -> list[tuple[CustomerState, int]]:
-        """States and versions read together (``MULTI``), so they match."""
+        """States and versions read together (``MULTI``), so they match; the states with
+        their big-amount flags computed (all at once), so that a cached state never needs
+        them again (the API scores without updating, so it keeps what it read)."""
         self.reads += len(customer_ids)
         with self.client.pipeline(transaction=True) as pipe:
             for cid in customer_ids:
                 pipe.get(self._version_key(cid))
                 pipe.zrange(self._key(cid), 0, -1)
             replies = pipe.execute()
-        return [
-            (unpack_entries(replies[2 * i + 1]), int(replies[2 * i] or 0))
-            for i in range(len(customer_ids))
-        ]
+        states = with_flags([unpack_entries(replies[2 * i + 1]) for i in range(len(customer_ids))])
+        versions = [int(replies[2 * i] or 0) for i in range(len(customer_ids))]
+        return list(zip(states, versions, strict=True))
 
     # ------------------------------------------------------------ write
 

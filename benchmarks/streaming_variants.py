@@ -1,0 +1,184 @@
+"""Worker variants side by side on one handbook world: saturation and paced latency per variant.
+
+Builds the streaming benchmark's world once (handbook replay, local stack), then for each
+``--variant`` starts a fresh worker with that variant's extra environment on fresh topics and
+measures: warm saturation throughput with the worker's own stage histograms, and for each
+paced rate p50/p90/p99/max latency (one producer per rate; the first ``--warmup`` seconds are
+not measured) with the micro-batches' sizes, ages and stage times from the worker's /metrics.
+Variants run one after the other in the order given; repeat one (``--variant a --variant b
+--variant a``) to see how much of a difference is noise.
+
+    .venv/bin/python benchmarks/streaming_variants.py \
+        --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
+        --variant "timeout 10 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.01"
+
+A variant is ``label`` or ``label:NAME=VALUE,NAME=VALUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+
+from benchmarks import streaming as bench  # noqa: E402
+
+SCRAPED = (
+    "fraudstream_worker_batch_age_ms_sum",
+    "fraudstream_worker_batch_age_ms_count",
+    "fraudstream_worker_stage_duration_ms_sum",
+    "fraudstream_worker_consumed_total",
+)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    label, _, assignments = text.partition(":")
+    env = {}
+    for item in filter(None, assignments.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("FRAUDSTREAM_"):
+            raise SystemExit(f"--variant {text!r}: expected NAME=VALUE with FRAUDSTREAM_ names")
+        env[name.strip()] = value.strip()
+    return label.strip(), env
+
+
+def scrape() -> dict[str, float]:
+    url = f"http://127.0.0.1:{bench.METRICS_PORT}/metrics"
+    out = {}
+    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if line.startswith(SCRAPED):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Events per batch, oldest message's age at batch start and stage times, per batch."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    batches = delta.get("fraudstream_worker_batch_age_ms_count", 0.0)
+    if not batches:
+        return {}
+    out = {
+        "events_per_batch": delta["fraudstream_worker_consumed_total"] / batches,
+        "age_ms": delta["fraudstream_worker_batch_age_ms_sum"] / batches,
+    }
+    for name, value in delta.items():
+        if name.startswith("fraudstream_worker_stage_duration_ms_sum"):
+            stage = name.split('stage="')[1].split('"')[0]
+            out[f"{stage}_ms"] = value / batches
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def run_variant(
+    label: str, extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
+) -> dict[str, Any]:
+    from fraudstream.kafka import ensure_topics
+    from fraudstream.publish import publish_events
+    from fraudstream.stack import running
+
+    settings, new = ctx["settings"], ctx["new"]
+    kafka, bootstrap = settings.kafka, ctx["bootstrap"]
+    tag = uuid.uuid4().hex[:6]
+    topics = {"in": f"tx-{tag}", "out": f"dec-{tag}", "dlq": f"tx-{tag}.dlq"}
+    ensure_topics(kafka, bootstrap, list(topics.values()))
+    sat = args.saturation
+    start = ctx["offset"]
+    publish_events(
+        new.iloc[start : start + 2 * sat], kafka=kafka, bootstrap=bootstrap, topic=topics["in"]
+    )
+    ctx["offset"] += 2 * sat
+    reader = bench.Reader(settings, bootstrap, topics["out"])
+    env = {**bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}"), **extra}
+    argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"variant-{tag}"]
+    out: dict[str, Any] = {"variant": label, "env": extra, "load_1m": os.getloadavg()[0]}
+    with running(argv, ctx["work"] / f"worker-{tag}.log", env=env) as proc:
+        alive = lambda: proc.poll() is None  # noqa: E731
+        bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
+        before = bench.worker_stages()
+        reader.drain(2 * sat, 300, alive)
+        stamps = np.sort(np.asarray(reader.stamps[sat : 2 * sat], dtype=np.int64))
+        out["warm_ev_s"] = round((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0))
+        stages = bench.stage_delta(before, bench.worker_stages())
+        out["warm_stages_us_per_event"] = {k: round(v, 1) for k, v in stages.items()}
+        for rate in args.rates:
+            count = int(rate * (args.warmup + args.measure))
+            events = new.iloc[ctx["offset"] : ctx["offset"] + count]
+            ctx["offset"] += count
+            expected = len(reader.stamps) + count
+            m0 = scrape()
+            publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topics["in"], rate=rate)
+            reader.drain(expected, 120, alive)
+            measured = set(events["transaction_id"].astype(str).iloc[int(rate * args.warmup) :])
+            lat = np.array(
+                [
+                    r["latency_ms"]
+                    for r in map(orjson.loads, reader.values)
+                    if r["transaction_id"] in measured
+                ]
+            )
+            out[f"latency_{rate:g}"] = {
+                q: round(float(np.percentile(lat, p)), 1)
+                for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+            } | {"n": len(lat), "per_batch": per_batch(m0, scrape())}
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    reader.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", required=True, help="label[:NAME=V,...]")
+    parser.add_argument("--data", type=Path, default=bench.HANDBOOK)
+    parser.add_argument("--saturation", type=int, default=8_000, help="events per phase")
+    parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 1000.0])
+    parser.add_argument("--warmup", type=float, default=5.0, help="s not measured per rate")
+    parser.add_argument("--measure", type=float, default=10.0, help="s measured per rate")
+    args = parser.parse_args()
+    variants = [parse_variant(v) for v in args.variant]
+
+    from workspace import private_workspace
+
+    with private_workspace("fraudstream-variants-") as ws:
+        world = bench.build_world(args, ws.settings, ws.endpoints)
+        per_variant = 2 * args.saturation + sum(
+            int(r * (args.warmup + args.measure)) for r in args.rates
+        )
+        if per_variant * len(variants) > len(world["new"]):
+            raise SystemExit(
+                f"{len(variants)} variants need {per_variant * len(variants):,} events, the "
+                f"replay has {len(world['new']):,}: fewer variants, --saturation or --measure"
+            )
+        ctx = {
+            "settings": ws.settings,
+            "bootstrap": ws.endpoints.kafka_bootstrap,
+            "new": world["new"],
+            "work": ws.work,
+            "offset": 0,
+        }
+        results = []
+        for label, extra in variants:
+            result = run_variant(label, extra, args, ctx)
+            bench.log(json.dumps(result))
+            results.append(result)
+    print(
+        json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results})
+    )
+
+
+if __name__ == "__main__":
+    main()
