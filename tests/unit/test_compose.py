@@ -30,9 +30,9 @@ DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 DOCKERIGNORE = COMPOSE_DIR / "Dockerfile.dockerignore"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 
-REQUIRED_SERVICES = {"kafka", "redis", "init", "worker", "api"}
-LONG_RUNNING = {"kafka", "redis", "worker", "api"}
-APP_SERVICES = {"init", "worker", "api"}
+REQUIRED_SERVICES = {"kafka", "redis", "init", "worker", "api", "archive"}
+LONG_RUNNING = {"kafka", "redis", "worker", "api", "archive"}
+APP_SERVICES = {"init", "worker", "api", "archive"}
 PUBLISHING = {"api", "kafka"}
 
 
