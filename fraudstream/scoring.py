@@ -2,18 +2,22 @@
 
 For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 
-1. get the customers' states (:class:`~fraudstream.history.CustomerHistory`: cached in
-   process, checked against Redis with one ``MGET``, re-read only when changed elsewhere)
-   and compute their real-time features with the backfill's kernel
+1. in one Redis round trip, read the customers' versions and the terminals' stored
+   ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
+   cached in process, re-read only when another writer changed them) and compute their
+   real-time features with the backfill's kernel
    (:func:`~fraudstream.features.advance_customers`);
-2. read the terminal features of the whole batch from the Feast online store (one round
-   trip, :class:`~fraudstream.online_store.OnlineStore`);
-3. compute the request features, score with the model (``inplace_predict``, one thread),
-   explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and decline,
-   XGBoost's approximate contributions for approvals unless ``exact_reasons`` is ``all``;
+2. take the terminal features of the whole batch from the Feast online store
+   (:class:`~fraudstream.online_store.CachedViewReader`: only terminals whose stored row
+   changed are read again);
+3. compute the request features, score with the model (one ``DMatrix`` per batch, one
+   thread), explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and
+   decline, XGBoost's approximate contributions for approvals unless ``exact_reasons`` is
+   ``all``; a shadow model, if any, scores the same rows and never acts;
 4. when ``update`` is true (the worker; the API only on request), append the events to
    the history and write the customers' fresh features to the online store in Feast's
-   format, so ``get_online_features`` and the API see them (one Lua script each).
+   format, so ``get_online_features`` and the API see them (two Lua scripts, one round
+   trip).
 
 Missing or stale features (documented policy):
 
@@ -244,7 +248,7 @@ class Scorer:
 
         Everything is checked and built before anything changes: a model that reads a
         feature the store does not define raises :class:`ModelError` and the scorer keeps
-        its models. Call it between batches (the worker's agent, the API's scoring thread).
+        its models. Call it between batches (the worker's agent, the API's scoring queue).
         """
         self._check_features(model.feature_names)
         shadow_names = None if shadow is None else shadow.feature_names
