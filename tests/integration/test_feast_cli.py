@@ -33,9 +33,13 @@ def test_plain_feast_cli_apply_and_materialize(
 ) -> None:
     now = datetime.now(UTC)
     start = (now - pd.Timedelta(days=20)).date().isoformat()
-    events = validate_frame(
-        simulate(customers=200, terminals=400, days=20, start=start, seed=9), keep=("is_fraud",)
-    )
+    # 21 simulated days up to tomorrow's midnight, cut at now: the latest rows are minutes
+    # old, inside the customer view's 1-day TTL whatever the time of day (with 20 days the
+    # simulation ended at today's midnight, and after about 20:00 UTC the tail's rows were
+    # more than a day old when materialised)
+    simulated = simulate(customers=200, terminals=400, days=21, start=start, seed=9)
+    simulated = simulated[pd.to_datetime(simulated["timestamp"], utc=True) < now]
+    events = validate_frame(simulated.reset_index(drop=True), keep=("is_fraud",))
     backfill(events, feature_repo_copy)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
