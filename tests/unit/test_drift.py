@@ -159,3 +159,28 @@ def test_observe_costs_microseconds_per_event() -> None:
     samples = DriftMetrics("t").psi.family().samples
     assert not samples  # a fresh family is empty; the monitor's is filled:
     assert {s.labels["feature"] for s in gauged.metrics.psi.family().samples} >= {"amount", SCORE}
+
+
+def test_single_rows_are_binned_in_chunks_with_the_same_result() -> None:
+    """The API observes one transaction per call: rows wait and are binned in chunks (by
+    count or by the clock), and the window reads exactly as if observed in one batch."""
+    rng = np.random.default_rng(2)
+    baseline = training_baseline(rng.normal(size=(5000, 2)), ["a", "b"], rng.uniform(size=5000))
+    rows, scores = rng.normal(size=(700, 2)), rng.uniform(size=700)
+    now = [0.0]
+    metrics = DriftMetrics("chunks")
+    one_by_one = DriftMonitor(
+        baseline, window=10_000, names=["a", "b"], metrics=metrics, clock=lambda: now[0]
+    )
+    for i in range(100):
+        one_by_one.observe(rows[i : i + 1], scores[i : i + 1])
+    assert not metrics.psi.family().samples  # 100 rows pending, no second passed: not binned
+    now[0] += 1.5
+    one_by_one.observe(rows[100:101], scores[100:101])  # the clock flushes
+    assert metrics.psi.family().samples
+    for i in range(101, 700):
+        one_by_one.observe(rows[i : i + 1], scores[i : i + 1])
+    together = DriftMonitor(baseline, window=10_000, names=["a", "b"])
+    together.observe(rows, scores)
+    assert one_by_one.events == together.events == 700
+    assert one_by_one.psi() == together.psi()
