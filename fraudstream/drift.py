@@ -159,6 +159,8 @@ class DriftMonitor:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_n = 0
         self._flushed_at = clock()
+        if metrics is not None:
+            metrics.flush = self._flush  # a scrape bins what is pending first
 
     @property
     def events(self) -> int:

@@ -141,15 +141,19 @@ def admin(kafka: KafkaSettings, bootstrap: str) -> AdminClient:
 _BROKER_NAME = re.compile(r"\b[a-z_]+://\S+")  # "sasl_ssl://host:port/1:" says nothing
 
 
-def _settings_to_check(detail: str) -> list[str]:
-    """The settings a connection error points at (from librdkafka's error text)."""
+def _settings_to_check(detail: str, tls: bool = False) -> list[str]:
+    """The settings a connection error points at (from librdkafka's error text); ``tls``:
+    the client connects with TLS."""
     text = _BROKER_NAME.sub("", detail).lower()
+    tls_names = ["security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile"]
     if "sasl" in text or "authentication" in text:
         names = ["security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"]
     elif "ssl" in text or "certificate" in text or "tls" in text:
-        names = ["security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile"]
-    elif "apiversion_query" in text:  # dropped before the first request: protocol mismatch
-        names = ["security_protocol"]
+        names = tls_names
+    elif "apiversion_query" in text:  # dropped before the first request: protocol mismatch,
+        # or, over TLS 1.3, the broker refusing the client's certificate (the client learns
+        # it only when the connection drops after its side of the handshake)
+        names = tls_names if tls else ["security_protocol"]
     else:
         return []
     return [env_name("kafka", name) for name in names]
@@ -184,7 +188,7 @@ def check_kafka(kafka: KafkaSettings, bootstrap: str, timeout_s: float = 5.0) ->
         client.poll(0)  # serves error_cb and the log lines
         pointed = [line for line in errors + seen.lines if _settings_to_check(line)]
         detail = pointed[0] if pointed else (errors or [str(exc.args[0] if exc.args else exc)])[-1]
-        hint = _settings_to_check(detail)
+        hint = _settings_to_check(detail, tls=kafka.security_protocol in ("SSL", "SASL_SSL"))
         check = f"; check {', '.join(hint)}" if hint else ""
         raise KafkaUnavailable(
             f"{env_name('kafka', 'bootstrap_servers')}={bootstrap} "

@@ -126,8 +126,12 @@ class _Families(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
+            self.refresh()
             families = [f.family() for f in self.families]
         yield from families
+
+    def refresh(self) -> None:
+        """Bring values that are computed lazily up to date (called under :attr:`lock`)."""
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -204,6 +208,9 @@ class ApiMetrics(_Families):
             self.errors,
         )
         super().__init__()
+
+    def refresh(self) -> None:
+        self.drift.refresh()
 
 
 @dataclass
@@ -303,6 +310,10 @@ class WorkerMetrics(_Families):
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._liveness = Liveness(True)
         super().__init__()
+
+    def refresh(self) -> None:
+        self.drift.refresh()
+        self.drain_gc_pauses()
 
     def drain_gc_pauses(self) -> None:
         """Move the pauses :func:`track_gc_pauses` recorded into the histogram (hold
@@ -430,6 +441,13 @@ class DriftMetrics:
         )
         self.window = Gauge(f"{prefix}_drift_window_events", "Events in the live drift window")
         self.families = (self.psi, self.flag, self.drifted, self.window)
+        #: Set by the monitor that feeds these gauges: bins its pending rows (and updates
+        #: the gauges), so that a scrape never reads a stale window.
+        self.flush: Callable[[], None] | None = None
+
+    def refresh(self) -> None:
+        if self.flush is not None:
+            self.flush()
 
     def update(self, psi: Mapping[str, float], drifted: Sequence[str], events: int) -> None:
         for feature, value in psi.items():
@@ -439,6 +457,7 @@ class DriftMetrics:
         self.window.set(float(events))
 
     def clear(self) -> None:
+        self.flush = None
         for gauge in self.families:
             gauge.clear()
 

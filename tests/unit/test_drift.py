@@ -184,3 +184,9 @@ def test_single_rows_are_binned_in_chunks_with_the_same_result() -> None:
     together.observe(rows, scores)
     assert one_by_one.events == together.events == 700
     assert one_by_one.psi() == together.psi()
+    # a scrape bins what is pending: the gauges never read a stale window
+    one_by_one.observe(rows[:10], scores[:10])
+    window = {s.value for s in metrics.window.family().samples}
+    assert window == {700.0}
+    metrics.refresh()
+    assert {s.value for s in metrics.window.family().samples} == {710.0}

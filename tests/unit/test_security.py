@@ -339,3 +339,16 @@ def test_building_clients_logs_no_secret_and_reprs_mask_them(
         repr(client.connection_pool),
     ]
     assert _leaked("\n".join(shown)) == []
+
+
+def test_a_connection_dropped_before_the_first_request_names_tls_settings_over_tls() -> None:
+    """Over TLS 1.3 a broker that refuses the client's certificate shows as a connection
+    dropped during ApiVersion; the check then names the TLS files, not only the protocol."""
+    from fraudstream.kafka import _settings_to_check
+
+    line = "127.0.0.1:9093/bootstrap: Disconnected (after 3ms in state APIVERSION_QUERY)"
+    plain = _settings_to_check(line)
+    assert plain == ["FRAUDSTREAM_KAFKA__SECURITY_PROTOCOL"]
+    over_tls = _settings_to_check(line, tls=True)
+    assert over_tls[0] == "FRAUDSTREAM_KAFKA__SECURITY_PROTOCOL"
+    assert {"FRAUDSTREAM_KAFKA__SSL_CAFILE", "FRAUDSTREAM_KAFKA__SSL_CERTFILE"} <= set(over_tls)
