@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,25 @@ def process_env(
         }
     )
     return env
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path, timeout_s: float = 300) -> str:
+    """``python -m fraudstream ARGS`` in ``cwd`` with ``env`` (:func:`process_env`); its
+    stdout, or an ``AssertionError`` with its exit code and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudstream", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"fraudstream {' '.join(args)}: exit {done.returncode}\n"
+        f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.stdout
 
 
 def private_feature_repo(root: Path, project_prefix: str) -> Path:

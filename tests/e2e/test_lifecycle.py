@@ -30,8 +30,6 @@ phase 2 has decisions of both models (it was flowing across the switch).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -45,7 +43,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from benchmarks.chaos import WorkerProcess, publish
-from benchmarks.small_world import private_feature_repo, process_env
+from benchmarks.small_world import private_feature_repo, process_env, run_cli
 from fraudstream.archive import Archive, archive_root
 from fraudstream.config import Settings
 from fraudstream.feast_env import open_store, run_feast
@@ -122,20 +120,6 @@ def trickle(
         producer.produce(settings.topics.transactions, key=key, value=value)
         producer.poll(0)
     assert producer.flush(60) == 0
-
-
-def fraudstream(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, f"fraudstream {args}: {run.returncode}\n{run.stdout}\n{run.stderr}"
-    return run.stdout
 
 
 def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
@@ -229,14 +213,14 @@ def test_labels_retrain_promote_and_the_running_worker_switches_without_loss(
             labels, kafka=settings.kafka, bootstrap=kafka_bootstrap, topic=topics["labels"]
         )
         assert sent.delivered == len(phase1) and sent.failed == 0
-        fraudstream(["archive", "--once"], env, tmp_path)
+        run_cli(["archive", "--once"], env, tmp_path)
         # phase 2 starts flowing now, slowly, and keeps flowing until the switch
         promoted = threading.Event()
         stream = threading.Thread(
             target=trickle, args=(settings, kafka_bootstrap, phase2, promoted), daemon=True
         )
         stream.start()
-        out = fraudstream(
+        out = run_cli(
             ["retrain", "--train-days", "6", "--delay-days", "1", "--eval-days", "6"],
             env,
             tmp_path,

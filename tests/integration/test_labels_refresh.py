@@ -7,8 +7,6 @@ transactions with the labels reported by then (a label reported later does not c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +16,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
-from benchmarks.small_world import build_small_world, process_env
+from benchmarks.small_world import build_small_world, process_env, run_cli
 from fraudstream.features import TERMINAL_FEATURES, terminal_snapshots
 from fraudstream.kafka import ensure_topics, producer_config
 from fraudstream.labels import label_events, publish_labels
@@ -29,21 +27,8 @@ pytestmark = pytest.mark.integration
 NAMES = [f.name for f in TERMINAL_FEATURES]
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
-    summary: dict[str, object] = json.loads(_run(args, env, cwd).strip().splitlines()[-1])
+    summary: dict[str, object] = json.loads(run_cli(args, env, cwd).strip().splitlines()[-1])
     return summary
 
 
@@ -130,7 +115,7 @@ def test_published_labels_reach_the_online_terminal_features(
 
     # the report: drift of the archived window against the model's training baseline
     report_dir = tmp_path / "report"
-    printed = _run(
+    printed = run_cli(
         ["report", "--days", "14", "--out", str(report_dir), "--history", str(past_path)],
         env,
         tmp_path,

@@ -9,13 +9,11 @@ both on the same rows. With a margin no model can clear (AP + 1.0), the verdict 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.small_world import process_env
+from benchmarks.small_world import process_env, run_cli
 from fraudstream.model import load_artifact
 from fraudstream.registry import ModelRegistry
 
@@ -33,18 +31,9 @@ def test_a_challenger_below_the_margin_is_registered_not_promoted(
     served = load_artifact(world.settings.model.dir).version
     env = process_env(world.settings, tmp_path / "stack")
     args = ["retrain", "--transactions", str(data), "--min-ap-gain", "1.0"]
-    run = subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    evaluation = json.loads(run.stdout.strip().splitlines()[-1])
-    assert "registered, not promoted" in run.stdout
+    printed = run_cli(args, env, tmp_path)
+    evaluation = json.loads(printed.strip().splitlines()[-1])
+    assert "registered, not promoted" in printed
 
     registry = ModelRegistry(world.settings.model.registry_path)
     challenger = evaluation["challenger_version"]
