@@ -128,12 +128,6 @@ class CustomerHistory:
 
     # ------------------------------------------------------------ read
 
-    def states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
-        """The current state of each customer (distinct ids): one ``MGET``, plus one read
-        of the customers whose state is not cached or was changed by another writer."""
-        [versions] = execute(self.client, [self.versions_command(customer_ids)])
-        return self.states_from(customer_ids, versions)
-
     def versions_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
         """The ``MGET`` of the customers' versions, to send with other reads
         (:func:`~fraudstream.redis_batch.execute`); its reply goes to :meth:`states_from`."""
@@ -142,7 +136,9 @@ class CustomerHistory:
     def states_from(
         self, customer_ids: Sequence[str], versions: Sequence[bytes | None]
     ) -> list[CustomerState]:
-        """:meth:`states`, given the reply of :meth:`versions_command`."""
+        """The current state of each customer (distinct ids), given the reply of
+        :meth:`versions_command`: cached states whose version still matches, plus one read
+        of the customers whose state is not cached or was changed by another writer."""
         out: list[CustomerState | None] = []
         stale: list[int] = []
         for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
@@ -175,21 +171,6 @@ class CustomerHistory:
         return list(zip(states, versions, strict=True))
 
     # ------------------------------------------------------------ write
-
-    def save(
-        self,
-        customer_ids: Sequence[str],
-        states: Sequence[CustomerState],
-        ms: np.ndarray,
-        codes: np.ndarray,
-        ids: np.ndarray,
-        amount: np.ndarray,
-    ) -> None:
-        """Append new transactions (customer ``codes`` into ``customer_ids``) to Redis and
-        cache each customer's next ``states`` if no other writer came in between."""
-        command = self.append_command(customer_ids, codes, ms, ids, amount)
-        [versions] = execute(self.client, [command], [_APPEND])
-        self.saved(customer_ids, states, versions)
 
     def saved(
         self, customer_ids: Sequence[str], states: Sequence[CustomerState], versions: Sequence[Any]

@@ -342,7 +342,7 @@ class Scorer:
             shadow_version = self.shadow.version
         if self.observer is not None:
             self.observer(matrix, scores)
-        actions = self._actions(scores, batch.amount, degraded)
+        actions = choose_actions(self.model, self.policy, scores, batch.amount, degraded)
         contributions, top, exact = explain(
             self.model, matrix, actions, self.policy.exact_reasons, dmatrix
         )
@@ -391,12 +391,6 @@ class Scorer:
                 }
             )
         return Scored(records=records, matrix=matrix)
-
-    def _actions(
-        self, scores: np.ndarray, amount: np.ndarray, degraded: list[list[str]]
-    ) -> list[Action]:
-        """The thresholds' action; while degraded, never approve above the policy's amount."""
-        return choose_actions(self.model, self.policy, scores, amount, degraded)
 
     # ------------------------------------------------------------ features
 

@@ -288,7 +288,6 @@ class BatchProcessor:
         with metrics.lock:
             metrics.consumed.inc(amount=len(batch))
             metrics.batch_events.observe(len(batch))
-            metrics.drain_gc_pauses()
             if age_ms is not None:
                 metrics.batch_age_ms.observe(age_ms)
             for stage, ms in stages_ms.items():
