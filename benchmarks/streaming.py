@@ -254,6 +254,39 @@ class Reader:
         self.consumer.close()
 
 
+def paced_latency(
+    reader: Reader,
+    events: pd.DataFrame,
+    n_warm: int,
+    rate: float,
+    kafka: Any,
+    bootstrap: str,
+    topic: str,
+    alive: Any,
+) -> tuple[np.ndarray, Any, int]:
+    """Publish ``events`` to ``topic`` at ``rate`` and wait for their decisions; the
+    ``latency_ms`` of the decisions of all but the first ``n_warm`` events, the publish
+    result and the reader's output count.
+
+    One producer for warm-up and measured events: a new producer's first messages wait for
+    its connection and producer id while already carrying their send time (about 0.4 s
+    here), which showed as the worker's p99 when the measured events had a producer of
+    their own.
+    """
+    from fraudstream.publish import publish_events
+
+    expected = len(reader.stamps) + len(events)
+    pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
+    got = reader.drain(expected, 120, alive)
+    measured = set(events["transaction_id"].astype(str).iloc[n_warm:])
+    latency = [
+        record["latency_ms"]
+        for record in map(orjson.loads, reader.values)
+        if record["transaction_id"] in measured
+    ]
+    return np.asarray(latency, dtype=np.float64), pub, got
+
+
 def saturation(reader: Reader, n: int, started: float, alive: Any, timeout_s: float) -> dict:
     got = reader.drain(n, timeout_s, alive)
     stamps = np.sort(np.asarray(reader.stamps[:got], dtype=np.int64))
@@ -481,34 +514,17 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         offset = 2 * n_sat
         for rate, count in zip(rates, paced, strict=True):
             n_warm = int(rate * args.warmup)
-            measured = new.iloc[offset + n_warm : offset + count]
+            events = new.iloc[offset : offset + count]
             offset += count
-            expected = len(reader.stamps) + count
-            # one producer for warm-up and measured events: a new producer's first messages
-            # wait for its connection and producer id while already carrying their send
-            # time (about 0.4 s here), which showed as the worker's p99 when the measured
-            # events had a producer of their own
-            pub = publish_events(
-                new.iloc[offset - count : offset],
-                kafka=kafka,
-                bootstrap=bootstrap,
-                topic=work_topics["in"],
-                rate=rate,
+            arr, pub, got = paced_latency(
+                reader, events, n_warm, rate, kafka, bootstrap, work_topics["in"], alive
             )
-            got = reader.drain(expected, 120, alive)
-            ids = set(measured["transaction_id"].astype(str))
-            lat = []
-            for value in reader.values:
-                record = orjson.loads(value)
-                if record["transaction_id"] in ids:
-                    lat.append(record["latency_ms"])
-            arr = np.asarray(lat, dtype=np.float64)
             latency[f"{int(rate)}"] = {
                 "rate": rate,
                 "published_ev_s": pub.rate,
                 "publish_s": pub.seconds,
                 "warmup_events": n_warm,
-                "measured_events": len(measured),
+                "measured_events": count - n_warm,
                 "decisions_received": len(arr),
                 "p50_ms": float(np.percentile(arr, 50)) if len(arr) else None,
                 "p99_ms": float(np.percentile(arr, 99)) if len(arr) else None,

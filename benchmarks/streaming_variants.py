@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -118,17 +117,16 @@ def run_variant(
             count = int(rate * (args.warmup + args.measure))
             events = new.iloc[ctx["offset"] : ctx["offset"] + count]
             ctx["offset"] += count
-            expected = len(reader.stamps) + count
             m0 = scrape()
-            publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topics["in"], rate=rate)
-            reader.drain(expected, 120, alive)
-            measured = set(events["transaction_id"].astype(str).iloc[int(rate * args.warmup) :])
-            lat = np.array(
-                [
-                    r["latency_ms"]
-                    for r in map(orjson.loads, reader.values)
-                    if r["transaction_id"] in measured
-                ]
+            lat, _, _ = bench.paced_latency(
+                reader,
+                events,
+                int(rate * args.warmup),
+                rate,
+                kafka,
+                bootstrap,
+                topics["in"],
+                alive,
             )
             out[f"latency_{rate:g}"] = {
                 q: round(float(np.percentile(lat, p)), 1)
