@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -42,12 +44,24 @@ def build(
     sink: str,
     session_timeout_ms: int = 6000,
     overrides: dict[str, Any] | None = None,
+    datadir: str | None = None,
 ) -> faust.App:
-    """The forwarding app: every event of ``source`` goes to ``sink`` unchanged."""
+    """The forwarding app: every event of ``source`` goes to ``sink`` unchanged.
+
+    Faust's data directory goes under ``datadir`` (default: the system's temporary
+    directory), never into the caller's working directory.
+    """
     settings = Settings(
         kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": session_timeout_ms}
     )
-    app = create_app(settings, bootstrap, app_id=app_id, **(overrides or {}))
+    datadir = datadir or tempfile.gettempdir()
+    app = create_app(
+        settings,
+        bootstrap,
+        app_id=app_id,
+        datadir=str(Path(datadir) / f"{app_id}-data"),
+        **(overrides or {}),
+    )
     source_topic = app.topic(source, key_serializer="raw", value_serializer="raw")
     sink_topic = app.topic(sink, key_serializer="raw", value_serializer="raw")
 
@@ -84,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--overrides", default="{}", help="JSON object of Faust settings")
     parser.add_argument("--loglevel", default="WARNING")
+    parser.add_argument("--datadir", help="parent of Faust's data directory (default: tmp)")
     args = parser.parse_args(argv)
     app = build(
         args.bootstrap,
@@ -92,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         args.sink,
         args.session_timeout_ms,
         json.loads(args.overrides),
+        args.datadir,
     )
     worker = SmokeWorker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

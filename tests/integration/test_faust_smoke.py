@@ -45,6 +45,7 @@ def faust_worker(
         "--source", source,
         "--sink", sink,
         "--loglevel", "INFO",
+        "--datadir", str(tmp_path),
     ]  # fmt: skip
     with running(argv, log, cwd=REPO_ROOT, stop_timeout_s=20):
         yield source, sink, log
