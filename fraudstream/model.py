@@ -21,6 +21,7 @@ import numpy as np
 import xgboost as xgb
 
 from fraudstream.errors import FraudstreamError
+from fraudstream.trees import WALK_MAX_ROWS, TreeWalk
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class ModelArtifact:
     path: Path
     manifest: dict[str, Any]
     booster: xgb.Booster
+    #: XGBoost's predictions for small batches without a ``DMatrix`` (None: XGBoost only).
+    walk: TreeWalk | None = None
 
     @property
     def version(self) -> str:
@@ -77,24 +80,28 @@ class ModelArtifact:
         t = self.manifest["thresholds"]
         return Thresholds(review=float(t["review"]), decline=float(t["decline"]))
 
-    def dmatrix(self, matrix: np.ndarray) -> xgb.DMatrix:
-        """``matrix`` (columns in :attr:`feature_names` order) as XGBoost's input, built once
-        per batch for both :meth:`predict_dmatrix` and :meth:`explain`."""
+    def inputs(self, matrix: np.ndarray) -> ModelInput:
+        """``matrix`` (columns in :attr:`feature_names` order) as the model reads it, built
+        once per batch for :meth:`predict_inputs`, :meth:`explain` and a shadow model."""
         if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
             raise ModelError(
                 f"expected {len(self.feature_names)} columns, got shape {matrix.shape}"
             )
-        # no feature names on it: XGBoost would read them back through its C API (22 string
-        # conversions) on every predict call to compare them; the columns are ours, in order
-        return xgb.DMatrix(matrix.astype(np.float32), nthread=1)
+        return ModelInput(matrix.astype(np.float32))
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probability per row of ``matrix`` (columns in :attr:`feature_names` order)."""
-        return self.predict_dmatrix(self.dmatrix(matrix))
+        return self.predict_inputs(self.inputs(matrix))
 
-    def predict_dmatrix(self, dmatrix: xgb.DMatrix) -> np.ndarray:
-        """:meth:`predict` of a :meth:`dmatrix`."""
-        return np.asarray(self.booster.predict(dmatrix, validate_features=False), dtype=np.float64)
+    def predict_inputs(self, inputs: ModelInput) -> np.ndarray:
+        """:meth:`predict` of :meth:`inputs`: XGBoost's, bit for bit (small batches through
+        the tree walk, :mod:`fraudstream.trees`)."""
+        walked = self._walked(inputs)
+        if walked is not None:
+            return walked[0].astype(np.float64)
+        return np.asarray(
+            self.booster.predict(inputs.dmatrix, validate_features=False), dtype=np.float64
+        )
 
     def contributions(self, matrix: np.ndarray, *, exact: bool = True) -> np.ndarray:
         """Contributions per feature (last column: bias), in log-odds; they sum to the margin.
@@ -103,18 +110,33 @@ class ModelArtifact:
         otherwise XGBoost's approximation (``approx_contribs``: each split's change of the
         expected value credited to its feature, about 12 µs a row).
         """
-        return self._contributions(self.dmatrix(matrix), exact=exact)
+        return self._contributions(self.inputs(matrix).dmatrix, exact=exact)
 
-    def explain(self, dmatrix: xgb.DMatrix, exact: np.ndarray) -> np.ndarray:
-        """Contributions per feature (no bias column) of each row of a :meth:`dmatrix`: SHAP
+    def explain(self, inputs: ModelInput, exact: np.ndarray) -> np.ndarray:
+        """Contributions per feature (no bias column) of each row of :meth:`inputs`: SHAP
         values for the rows where ``exact`` is true, the approximation for the others."""
         if exact.all():
-            return self._contributions(dmatrix, exact=True)[:, :-1]
-        out = self._contributions(dmatrix, exact=False)[:, :-1]
+            return self._contributions(inputs.dmatrix, exact=True)[:, :-1]
+        walked = self._walked(inputs)
+        if walked is not None:
+            out = walked[1][:, :-1].astype(np.float64)
+        else:
+            out = self._contributions(inputs.dmatrix, exact=False)[:, :-1]
         if exact.any():
             rows = np.flatnonzero(exact)
-            out[rows] = self._contributions(dmatrix.slice(rows), exact=True)[:, :-1]
+            out[rows] = self._contributions(inputs.dmatrix.slice(rows), exact=True)[:, :-1]
         return out
+
+    def _walked(self, inputs: ModelInput) -> tuple[np.ndarray, np.ndarray] | None:
+        """The tree walk's probabilities and approximate contributions of a small batch
+        (computed once per batch and model), or ``None``: XGBoost's turn."""
+        if self.walk is None or len(inputs.values) > WALK_MAX_ROWS:
+            return None
+        key = id(self)
+        result = inputs.walked.get(key)
+        if result is None:
+            result = inputs.walked[key] = self.walk.run(inputs.values)
+        return result
 
     def _contributions(self, dmatrix: xgb.DMatrix, *, exact: bool) -> np.ndarray:
         return np.asarray(
@@ -122,6 +144,24 @@ class ModelArtifact:
                 dmatrix, pred_contribs=True, approx_contribs=not exact, validate_features=False
             )
         )
+
+
+class ModelInput:
+    """A batch's feature matrix as models read it (float32, missing as NaN), with XGBoost's
+    ``DMatrix`` built on first use (no feature names on it: XGBoost would read them back
+    through its C API on every call to compare them; the columns are ours, in order)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self._dmatrix: xgb.DMatrix | None = None
+        #: Tree-walk results per model (``id`` of the :class:`ModelArtifact`).
+        self.walked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def dmatrix(self) -> xgb.DMatrix:
+        if self._dmatrix is None:
+            self._dmatrix = xgb.DMatrix(self.values, nthread=1)
+        return self._dmatrix
 
 
 def save_artifact(
@@ -197,7 +237,9 @@ def load_artifact(path: Path) -> ModelArtifact:
             f"{model_path}: model features {booster.feature_names} != manifest {names}"
         )
     log.info("loaded model %s from %s", manifest["model_version"], path)
-    return ModelArtifact(path=path, manifest=manifest, booster=booster)
+    return ModelArtifact(
+        path=path, manifest=manifest, booster=booster, walk=TreeWalk.from_booster(booster)
+    )
 
 
 def environment_threads() -> int:

@@ -11,7 +11,7 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
    (:class:`~fraudstream.online_store.CachedViewReader`: only terminals whose stored row
    changed are read again);
 3. compute the request features, score with the model (one ``DMatrix`` per batch, one
-   thread), explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and
+   thread; batches of a few rows through :mod:`~fraudstream.trees`, equal bit for bit), explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and
    decline, XGBoost's approximate contributions for approvals unless ``exact_reasons`` is
    ``all``; a shadow model, if any, scores the same rows and never acts;
 4. when ``update`` is true (the worker; the API only on request), append the events to
@@ -45,7 +45,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import redis
-import xgboost as xgb
 
 from fraudstream.config import ScoringSettings, Settings
 from fraudstream.decision import DECISION_SCHEMA_VERSION, Decision
@@ -62,7 +61,7 @@ from fraudstream.features import (
 )
 from fraudstream.history import SCRIPTS as history_scripts
 from fraudstream.history import CustomerHistory
-from fraudstream.model import ModelArtifact, ModelError
+from fraudstream.model import ModelArtifact, ModelError, ModelInput
 from fraudstream.online_store import SCRIPTS as online_scripts
 from fraudstream.online_store import CachedViewReader, OnlineStore
 from fraudstream.redis_batch import execute
@@ -201,18 +200,18 @@ def explain(
     matrix: np.ndarray,
     actions: Sequence[Action],
     exact_reasons: str,
-    dmatrix: xgb.DMatrix | None = None,
+    inputs: ModelInput | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Contributions per feature, the columns of the top reasons per row, and which rows
     got exact SHAP values (review and decline, or all with ``exact_reasons="all"``).
-    ``dmatrix``: ``matrix`` already built for the model (:meth:`ModelArtifact.dmatrix`)."""
+    ``inputs``: ``matrix`` already prepared for the model (:meth:`ModelArtifact.inputs`)."""
     n = len(actions)
     exact = (
         np.ones(n, dtype=bool)
         if exact_reasons == "all"
         else np.array([a != "approve" for a in actions], dtype=bool)
     )
-    contributions = model.explain(dmatrix if dmatrix is not None else model.dmatrix(matrix), exact)
+    contributions = model.explain(inputs if inputs is not None else model.inputs(matrix), exact)
     top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :TOP_REASONS]
     return contributions, top, exact
 
@@ -327,13 +326,13 @@ class Scorer:
         matrix = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in self.names])
 
         featured = time.perf_counter()
-        dmatrix = self.model.dmatrix(matrix)
-        scores = self.model.predict_dmatrix(dmatrix)
+        inputs = self.model.inputs(matrix)
+        scores = self.model.predict_inputs(inputs)
         shadow_scores: list[float | None] = [None] * n
         shadow_version = None
         if self.shadow is not None:
-            if self.shadow_names is None:  # the champion's columns: its DMatrix too
-                shadow_scores = self.shadow.predict_dmatrix(dmatrix).tolist()
+            if self.shadow_names is None:  # the champion's columns: its inputs too
+                shadow_scores = self.shadow.predict_inputs(inputs).tolist()
             else:
                 shadow_matrix = np.column_stack(
                     [np.asarray(columns[k], dtype=np.float64) for k in self.shadow_names]
@@ -344,7 +343,7 @@ class Scorer:
             self.observer(matrix, scores)
         actions = choose_actions(self.model, self.policy, scores, batch.amount, degraded)
         contributions, top, exact = explain(
-            self.model, matrix, actions, self.policy.exact_reasons, dmatrix
+            self.model, matrix, actions, self.policy.exact_reasons, inputs
         )
 
         modelled = time.perf_counter()

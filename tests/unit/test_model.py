@@ -1,5 +1,6 @@
-"""The model artifact's scoring calls: one DMatrix per batch for scores and reasons gives
-exactly what XGBoost's own calls give, row by row."""
+"""The model artifact's scoring calls: one prepared input per batch for scores and reasons
+gives exactly what XGBoost's own calls give, row by row (small batches go through the tree
+walk, larger ones through one DMatrix)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import xgboost as xgb
 
 from fraudstream.model import ModelArtifact, ModelError, load_artifact, save_artifact
+from fraudstream.trees import WALK_MAX_ROWS
 
 pytestmark = pytest.mark.unit
 
@@ -43,23 +45,31 @@ def _matrix(rows: int, seed: int = 1) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("rows", [1, 7, 300])
+@pytest.mark.parametrize("rows", [1, WALK_MAX_ROWS, WALK_MAX_ROWS + 1, 300])
 def test_scores_equal_xgboost_inplace_predict(artifact: ModelArtifact, rows: int) -> None:
+    assert artifact.walk is not None
     x = _matrix(rows)
     expected = artifact.booster.inplace_predict(x.astype(np.float32))
     np.testing.assert_array_equal(artifact.predict(x), expected)
-    np.testing.assert_array_equal(artifact.predict_dmatrix(artifact.dmatrix(x)), expected)
+    inputs = artifact.inputs(x)
+    np.testing.assert_array_equal(artifact.predict_inputs(inputs), expected)
+    assert bool(inputs.walked) == (rows <= WALK_MAX_ROWS)  # which path scored them
 
 
+@pytest.mark.parametrize("rows", [5, 50])  # the tree walk's approximation, and XGBoost's
 @pytest.mark.parametrize("pattern", ["none", "all", "mixed"])
-def test_explain_gives_each_row_its_own_method(artifact: ModelArtifact, pattern: str) -> None:
-    x = _matrix(50)
+def test_explain_gives_each_row_its_own_method(
+    artifact: ModelArtifact, pattern: str, rows: int
+) -> None:
+    x = _matrix(rows)
     exact = {
-        "none": np.zeros(50, bool),
-        "all": np.ones(50, bool),
-        "mixed": np.arange(50) % 3 == 0,
+        "none": np.zeros(rows, bool),
+        "all": np.ones(rows, bool),
+        "mixed": np.arange(rows) % 3 == 0,
     }[pattern]
-    got = artifact.explain(artifact.dmatrix(x), exact)
+    inputs = artifact.inputs(x)
+    artifact.predict_inputs(inputs)
+    got = artifact.explain(inputs, exact)
     shap = artifact.contributions(x, exact=True)[:, :-1]
     approx = artifact.contributions(x, exact=False)[:, :-1]
     np.testing.assert_allclose(got[exact], shap[exact], rtol=0, atol=1e-6)
@@ -69,7 +79,7 @@ def test_explain_gives_each_row_its_own_method(artifact: ModelArtifact, pattern:
     # with the bias, each row's contributions sum to its margin
     full = artifact.contributions(x, exact=True)
     margin = artifact.booster.predict(
-        artifact.dmatrix(x), output_margin=True, validate_features=False
+        artifact.inputs(x).dmatrix, output_margin=True, validate_features=False
     )
     np.testing.assert_allclose(full.sum(axis=1), margin, atol=1e-5)
 
