@@ -1,7 +1,8 @@
 """The REST scoring API: FastAPI wiring over :class:`fraudstream.scoring.Scorer`.
 
-The API scores with the worker's own entry point, :meth:`Scorer.score_events`, so a
-transaction gets the same score, action and reasons from both. The scorer is synchronous,
+The API scores with the worker's own entry point, :meth:`Scorer.score_records`, and encodes
+its records as the worker does (:func:`~fraudstream.decision.encode_record`), so a
+transaction gets the same score, action and reasons, in the same JSON, from both. The scorer is synchronous,
 CPU-bound and not thread-safe: every call runs behind one queue, on the event loop
 (:mod:`serving.batching`, which says why not on a thread); single-transaction requests that
 wait together are scored in one call when that cannot change their result.
@@ -44,7 +45,7 @@ from redis.retry import Retry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudstream.config import Settings
-from fraudstream.decision import Decision
+from fraudstream.decision import Decision, encode_record
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
@@ -186,19 +187,20 @@ class ScoringService:
         self.scorer = scorer
         self.probe = probe
         self.reload = reload
-        self.queue = ScoringQueue(
+        self.queue: ScoringQueue[dict[str, Any]] = ScoringQueue(
             self._score, max_coalesce=max_coalesce, on_call=metrics.scoring_calls.observe
         )
 
-    def _score(self, events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
+    def _score(self, events: Sequence[TransactionEvent], update: bool) -> list[dict[str, Any]]:
         # between calls: a promoted model takes over here
         if self.reload is not None and self.reload.due():
             self.reload.check()
-        return self.scorer.score_events(events, update=update)
+        return self.scorer.score_records(events, update=update)
 
     async def score(
         self, events: Sequence[TransactionEvent], update: bool, *, single: bool = False
-    ) -> list[Decision]:
+    ) -> list[dict[str, Any]]:
+        """Decision records (:class:`~fraudstream.decision.Decision` as dicts), in order."""
         return await self.queue.score(events, update, single=single)
 
     async def not_ready(self) -> list[str]:
@@ -289,14 +291,15 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
 
         transactions: list[TransactionEvent] = Field(min_length=1, max_length=max_batch)
 
-    def latency(request: Request, decisions: list[Decision]) -> list[dict[str, Any]]:
+    def encoded(request: Request, records: list[dict[str, Any]]) -> list[bytes]:
+        """Each record's JSON (the worker's encoding) with this request's ``latency_ms``."""
         ms = (time.perf_counter() - request.scope["state"]["started_at"]) * 1e3
         out = []
-        for d in decisions:
-            metrics.decisions.inc(d.action)
-            if d.degraded:
+        for record in records:
+            metrics.decisions.inc(record["action"])
+            if record["degraded"]:
                 metrics.degraded.inc()
-            out.append({**d.to_json_dict(), "latency_ms": ms})
+            out.append(encode_record(record, ms))
         return out
 
     @app.exception_handler(RequestValidationError)
@@ -316,8 +319,8 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         event: TransactionEvent,
         update: Annotated[bool, Query(description=UPDATE_DESCRIPTION)] = False,
     ) -> Response:
-        (decision,) = latency(request, await service.score([event], update, single=True))
-        return _json(decision)
+        (decision,) = encoded(request, await service.score([event], update, single=True))
+        return Response(decision, media_type="application/json")
 
     @app.post(
         "/v1/score/batch",
@@ -335,8 +338,10 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         body: ScoreBatchRequest,
         update: Annotated[bool, Query(description=UPDATE_DESCRIPTION)] = False,
     ) -> Response:
-        decisions = await service.score(body.transactions, update)
-        return _json({"decisions": latency(request, decisions)})
+        decisions = encoded(request, await service.score(body.transactions, update))
+        return Response(
+            b'{"decisions":[' + b",".join(decisions) + b"]}", media_type="application/json"
+        )
 
     @app.get(
         "/v1/model",

@@ -2,7 +2,7 @@
 
 The scorer is synchronous and not thread-safe, and most of its cost per call is fixed
 (one event costs about as much as a few). So every request goes through one queue, served
-by one task that runs one :meth:`Scorer.score_events` call at a time, on the event loop
+by one task that runs one :meth:`Scorer.score_records` call at a time, on the event loop
 itself: handing each call to a scoring thread cost more than the call (GIL hand-offs between
 the loop and the thread). Measured with ``benchmarks/serving.py`` at 200 requests/s:
 p50/p99 3.6/11.9 ms with the thread, 3.2/7.6 ms on the loop. A call blocks the loop for its
@@ -29,29 +29,31 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from fraudstream.decision import Decision
 from fraudstream.schema import TransactionEvent
 
 log = logging.getLogger(__name__)
 
-ScoreFn = Callable[[Sequence[TransactionEvent], bool], list[Decision]]
+#: What a scoring call gives per event (the API: a decision record).
+R = TypeVar("R")
+ScoreFn = Callable[[Sequence[TransactionEvent], bool], list[R]]
 
 
 @dataclass(eq=False)
-class _Job:
+class _Job(Generic[R]):
     events: Sequence[TransactionEvent]
     update: bool
     single: bool
-    future: asyncio.Future[list[Decision]]
+    future: asyncio.Future[list[R]]
 
 
-class ScoringQueue:
+class ScoringQueue(Generic[R]):
     """Serialises ``score(events, update)`` calls on the event loop, coalescing single requests."""
 
     def __init__(
         self,
-        score: ScoreFn,
+        score: ScoreFn[R],
         *,
         max_coalesce: int,
         on_call: Callable[[int], None] | None = None,
@@ -59,7 +61,7 @@ class ScoringQueue:
         self._score = score
         self._max = max_coalesce
         self._on_call = on_call
-        self._pending: deque[_Job] = deque()
+        self._pending: deque[_Job[R]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -80,22 +82,22 @@ class ScoringQueue:
 
     async def score(
         self, events: Sequence[TransactionEvent], update: bool, *, single: bool
-    ) -> list[Decision]:
+    ) -> list[R]:
         """The decisions of ``events``, in order; ``single``: may share a call with others."""
         if self._task is None or self._task.done():
             raise RuntimeError("the scoring queue is not running (app started without lifespan?)")
-        future: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(events, update, single and len(events) == 1, future))
         self._wakeup.set()
         return await future
 
-    def _next_group(self) -> list[_Job]:
+    def _next_group(self) -> list[_Job[R]]:
         head = self._pending.popleft()
         if not head.single:
             return [head]
         group = [head]
         customers = {head.events[0].customer_id}
-        skipped: list[_Job] = []
+        skipped: list[_Job[R]] = []
         while self._pending and len(group) < self._max:
             job = self._pending[0]
             if not job.single or job.update != head.update:

@@ -74,11 +74,13 @@ class StubScorer:
         self.calls: list[tuple[list[str], bool]] = []
         self.fail = fail
 
-    def score_events(self, events: Sequence[TransactionEvent], *, update: bool) -> list[Decision]:
+    def score_records(
+        self, events: Sequence[TransactionEvent], *, update: bool
+    ) -> list[dict[str, Any]]:
         self.calls.append(([e.transaction_id for e in events], update))
         if self.fail:
             raise RuntimeError("secret internals /etc/passwd")
-        return [decision_for(e, degraded=e.customer_id == "new") for e in events]
+        return [decision_for(e, degraded=e.customer_id == "new").model_dump() for e in events]
 
 
 def settings(**api: Any) -> Settings:
