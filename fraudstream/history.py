@@ -148,21 +148,25 @@ class CustomerHistory:
     # ------------------------------------------------------------ read
 
     def read_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
-        """The script call reading the customers' versions, and the entries of those not
-        cached here, to send with other reads (:func:`~fraudstream.redis_batch.execute`,
-        with :data:`SCRIPTS`); its reply goes to :meth:`states_from`. So a customer seen
-        for the first time costs no extra round trip."""
+        """The read of the customers' versions, and of the entries of those not cached here,
+        to send with other reads (:func:`~fraudstream.redis_batch.execute`, with
+        :data:`SCRIPTS`); its reply goes to :meth:`states_from`. So a customer seen for the
+        first time costs no extra round trip. When every customer is cached, it is a plain
+        ``MGET`` (cheaper in Redis than the script's loop)."""
+        uncached = [cid not in self._cache for cid in customer_ids]
+        if not any(uncached):
+            return ("MGET", *[self._version_key(c) for c in customer_ids])
         keys: list[bytes] = []
-        args: list[bytes] = []
         for cid in customer_ids:
             keys += (self._version_key(cid), self._key(cid))
-            args.append(b"0" if cid in self._cache else b"1")
-        return _READ.command(keys, args)
+        return _READ.command(keys, [b"1" if u else b"0" for u in uncached])
 
     def states_from(self, customer_ids: Sequence[str], reply: Sequence[Any]) -> list[CustomerState]:
         """The current state of each customer (distinct ids), given the reply of
         :meth:`read_command`: cached states whose version still matches, the entries read
         with it, plus one more read of the cached customers another writer changed."""
+        if len(reply) == len(customer_ids):  # the MGET: versions only
+            reply = [x for version in reply for x in (version, None)]
         out: list[CustomerState | None] = []
         stale: list[int] = []
         fresh: list[int] = []
