@@ -21,8 +21,7 @@ one Lua script for the whole batch (atomic per batch, one round trip).
 
 The in-process cache: :class:`CustomerHistory` keeps the states it read or wrote (least
 recently used first out, bounded in rows) with the version it saw. Each batch reads the
-versions of its customers, and the entries of those not cached, in one script call sent
-with the batch's other reads; it re-reads only the cached customers another writer (a REST
+versions of its customers (one ``MGET``) and re-reads only those another writer (a REST
 call with ``update``, another worker during a rebalance) changed, so a worker reads each
 customer's history once, not per event, and never uses a state that is out of date.
 """
@@ -83,26 +82,8 @@ end
 return out
 """
 _APPEND = Script(_APPEND_LUA)
-
-# KEYS: per customer its version counter then its sorted set. ARGV: per customer "1" to
-# read its entries too (not cached here), else "0". Returns per customer its version (nil:
-# never written) and its entries (nil when not asked), read atomically, so they match.
-_READ_LUA = """
-local out = {}
-for k = 1, #KEYS, 2 do
-  out[k] = redis.call('GET', KEYS[k])
-  if ARGV[(k + 1) / 2] == '1' then
-    out[k + 1] = redis.call('ZRANGE', KEYS[k + 1], 0, -1)
-  else
-    out[k + 1] = false
-  end
-end
-return out
-"""
-_READ = Script(_READ_LUA)
-#: The scripts :meth:`CustomerHistory.read_command` and :meth:`append_command` call (for
-#: ``execute``).
-SCRIPTS = (_READ, _APPEND)
+#: The scripts :meth:`CustomerHistory.append_command` calls (for ``execute``).
+SCRIPTS = (_APPEND,)
 
 
 def pack_entries(ms: np.ndarray, ids: np.ndarray, amount: np.ndarray) -> list[bytes]:
@@ -147,35 +128,20 @@ class CustomerHistory:
 
     # ------------------------------------------------------------ read
 
-    def read_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
-        """The read of the customers' versions, and of the entries of those not cached here,
-        to send with other reads (:func:`~fraudstream.redis_batch.execute`, with
-        :data:`SCRIPTS`); its reply goes to :meth:`states_from`. So a customer seen for the
-        first time costs no extra round trip. When every customer is cached, it is a plain
-        ``MGET`` (cheaper in Redis than the script's loop)."""
-        uncached = [cid not in self._cache for cid in customer_ids]
-        if not any(uncached):
-            return ("MGET", *[self._version_key(c) for c in customer_ids])
-        keys: list[bytes] = []
-        for cid in customer_ids:
-            keys += (self._version_key(cid), self._key(cid))
-        return _READ.command(keys, [b"1" if u else b"0" for u in uncached])
+    def versions_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
+        """The ``MGET`` of the customers' versions, to send with other reads
+        (:func:`~fraudstream.redis_batch.execute`); its reply goes to :meth:`states_from`."""
+        return ("MGET", *[self._version_key(c) for c in customer_ids])
 
-    def states_from(self, customer_ids: Sequence[str], reply: Sequence[Any]) -> list[CustomerState]:
+    def states_from(
+        self, customer_ids: Sequence[str], versions: Sequence[bytes | None]
+    ) -> list[CustomerState]:
         """The current state of each customer (distinct ids), given the reply of
-        :meth:`read_command`: cached states whose version still matches, the entries read
-        with it, plus one more read of the cached customers another writer changed."""
-        if len(reply) == len(customer_ids):  # the MGET: versions only
-            reply = [x for version in reply for x in (version, None)]
+        :meth:`versions_command`: cached states whose version still matches, plus one read
+        of the customers whose state is not cached or was changed by another writer."""
         out: list[CustomerState | None] = []
         stale: list[int] = []
-        fresh: list[int] = []
-        for i, cid in enumerate(customer_ids):
-            raw, entries = reply[2 * i], reply[2 * i + 1]
-            if entries is not None:
-                out.append(None)
-                fresh.append(i)
-                continue
+        for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
             cached = self._cache.get(cid)
             if cached is not None and cached[1] == int(raw or 0):
                 self._cache.move_to_end(cid)
@@ -183,12 +149,6 @@ class CustomerHistory:
             else:
                 out.append(None)
                 stale.append(i)
-        if fresh:
-            self.reads += len(fresh)
-            states = with_flags([unpack_entries(reply[2 * i + 1]) for i in fresh])
-            for i, state in zip(fresh, states, strict=True):
-                out[i] = state
-                self._remember(customer_ids[i], state, int(reply[2 * i] or 0))
         if stale:
             loaded = self._load([customer_ids[i] for i in stale])
             for i, (state, version) in zip(stale, loaded, strict=True):

@@ -2,8 +2,8 @@
 
 For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 
-1. in one Redis round trip, read the customers' versions (and the histories of customers
-   not cached yet) and the terminals' stored ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
+1. in one Redis round trip, read the customers' versions and the terminals' stored
+   ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
    cached in process, re-read only when another writer changed them) and compute their
    real-time features with the backfill's kernel
    (:func:`~fraudstream.features.advance_customers`);
@@ -400,7 +400,7 @@ class Scorer:
         ages: the versions and the terminals' stamps in one round trip, then only what
         changed since the last batch."""
         n = len(batch)
-        commands = [self.history.read_command(customers)]
+        commands = [self.history.versions_command(customers)]
         plan = None
         if self.terminal_features:
             command, plan = self.terminals.stamps_command(batch.terminal_id)
