@@ -1,8 +1,9 @@
 """XGBoost's prediction and approximate contributions for a few rows, without a ``DMatrix``.
 
 For one transaction, XGBoost's fixed costs dominate: building the ``DMatrix`` and two
-``predict`` calls (score, then ``approx_contribs``) took about 250 µs of the REST API's
-1 ms scoring path, and 30 % of its CPU under load. :class:`TreeWalk` walks all the trees of
+``predict`` calls (score, then ``approx_contribs``) were 30 % of the REST API's CPU under
+load (py-spy); the walk does both for one row in 144 µs against XGBoost's 508 µs
+(``benchmarks/tree_walk.py``). :class:`TreeWalk` walks all the trees of
 the ensemble at once with numpy, one level per step, and gets both from the same walk.
 
 It reproduces XGBoost's float32 arithmetic in XGBoost's order, so its results are XGBoost's
@@ -38,8 +39,8 @@ import xgboost as xgb
 
 log = logging.getLogger(__name__)
 
-#: Batches of at most this many rows are walked; larger ones go to XGBoost, which is faster
-#: from about 20 rows on (``benchmarks/RESULTS.md``, "Tree walk").
+#: Batches of at most this many rows are walked; larger ones go to XGBoost, as fast at 16
+#: rows and faster beyond (``benchmarks/tree_walk.py``; ``benchmarks/RESULTS.md``, "Tree walk").
 WALK_MAX_ROWS = 8
 #: Probe rows per check at load: random combinations of split values, and (at most) rows
 #: that put one feature below, at or above one of its thresholds.
