@@ -21,9 +21,10 @@ one Lua script for the whole batch (atomic per batch, one round trip).
 
 The in-process cache: :class:`CustomerHistory` keeps the states it read or wrote (least
 recently used first out, bounded in rows) with the version it saw. Each batch reads the
-versions of its customers (one ``MGET``) and re-reads only those another writer (a REST
-call with ``update``, another worker during a rebalance) changed, so a worker reads each
-customer's history once, not per event, and never uses a state that is out of date.
+versions of its customers (one ``MGET``), with the histories of those not cached in the same
+round trip, and re-reads only those another writer (a REST call with ``update``, another
+worker during a rebalance) changed, so a worker reads each customer's history once, not per
+event, and never uses a state that is out of date.
 """
 
 from __future__ import annotations
@@ -128,27 +129,46 @@ class CustomerHistory:
 
     # ------------------------------------------------------------ read
 
-    def versions_command(self, customer_ids: Sequence[str]) -> tuple[Any, ...]:
-        """The ``MGET`` of the customers' versions, to send with other reads
-        (:func:`~fraudstream.redis_batch.execute`); its reply goes to :meth:`states_from`."""
-        return ("MGET", *[self._version_key(c) for c in customer_ids])
+    def read_commands(self, customer_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The ``MGET`` of the customers' versions, then a ``ZRANGE`` of each customer not
+        cached here, to send with other reads (:func:`~fraudstream.redis_batch.execute`);
+        their replies, in order, go to :meth:`states_from`. A first-seen customer thus costs
+        no round trip of its own. No ``MULTI`` is needed: the version is read before the
+        entries, and a write is one script, so a write in between leaves a version older
+        than the entries, which only makes the next batch read them again."""
+        missing = [c for c in customer_ids if c not in self._cache]
+        return [
+            ("MGET", *[self._version_key(c) for c in customer_ids]),
+            *[("ZRANGE", self._key(c), 0, -1) for c in missing],
+        ]
 
     def states_from(
-        self, customer_ids: Sequence[str], versions: Sequence[bytes | None]
+        self, customer_ids: Sequence[str], replies: Sequence[Any]
     ) -> list[CustomerState]:
-        """The current state of each customer (distinct ids), given the reply of
-        :meth:`versions_command`: cached states whose version still matches, plus one read
-        of the customers whose state is not cached or was changed by another writer."""
+        """The current state of each customer (distinct ids), given the replies of
+        :meth:`read_commands`: cached states whose version still matches, the entries read
+        with the versions, plus one read of the customers another writer changed."""
+        versions, entries = replies[0], iter(replies[1:])
         out: list[CustomerState | None] = []
         stale: list[int] = []
+        fresh: list[tuple[int, Any]] = []
         for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
             cached = self._cache.get(cid)
-            if cached is not None and cached[1] == int(raw or 0):
+            if cached is None:
+                out.append(None)
+                fresh.append((i, next(entries)))
+            elif cached[1] == int(raw or 0):
                 self._cache.move_to_end(cid)
                 out.append(cached[0])
             else:
                 out.append(None)
                 stale.append(i)
+        if fresh:
+            self.reads += len(fresh)
+            states = with_flags([unpack_entries(members) for _, members in fresh])
+            for (i, _), state in zip(fresh, states, strict=True):
+                out[i] = state
+                self._remember(customer_ids[i], state, int(versions[i] or 0))
         if stale:
             loaded = self._load([customer_ids[i] for i in stale])
             for i, (state, version) in zip(stale, loaded, strict=True):

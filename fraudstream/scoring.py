@@ -2,8 +2,8 @@
 
 For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 
-1. in one Redis round trip, read the customers' versions and the terminals' stored
-   ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
+1. in one Redis round trip, read the customers' versions (with the histories of those not
+   cached yet) and the terminals' stored ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
    cached in process, re-read only when another writer changed them) and compute their
    real-time features with the backfill's kernel
    (:func:`~fraudstream.features.advance_customers`);
@@ -397,10 +397,11 @@ class Scorer:
         self, batch: Batch, customers: list[str], degraded: list[list[str]]
     ) -> tuple[list[CustomerState] | None, np.ndarray, np.ndarray]:
         """The customers' states (``None`` when unavailable), the terminal features and their
-        ages: the versions and the terminals' stamps in one round trip, then only what
-        changed since the last batch."""
+        ages: the versions (with the histories not cached) and the terminals' stamps in one
+        round trip, then only what changed since the last batch."""
         n = len(batch)
-        commands = [self.history.versions_command(customers)]
+        commands = self.history.read_commands(customers)
+        history_replies = len(commands)
         plan = None
         if self.terminal_features:
             command, plan = self.terminals.stamps_command(batch.terminal_id)
@@ -415,7 +416,7 @@ class Scorer:
             return None, *missing
         states: list[CustomerState] | None
         try:
-            states = self.history.states_from(customers, replies[0])
+            states = self.history.states_from(customers, replies[:history_replies])
         except redis.RedisError as exc:
             log.warning("customer history unavailable: %s", exc)
             states = None
@@ -424,7 +425,7 @@ class Scorer:
         if plan is None:
             return states, np.empty((n, 0)), np.full(n, np.nan)
         try:
-            values, stamps = self.terminals.read_from(plan, replies[1])
+            values, stamps = self.terminals.read_from(plan, replies[history_replies])
         except redis.RedisError as exc:
             log.warning("online store unavailable: %s", exc)
             for marks in degraded:

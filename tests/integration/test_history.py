@@ -1,14 +1,15 @@
 """The customer history's in-process cache against a real Redis, with two writers.
 
 Each process (worker, API) caches the states it read; a batch reads the versions of its
-customers and reads again only the histories it does not have or that another writer
-changed (and only then).
+customers with the histories it does not have, in one round trip, and reads again only the
+histories another writer changed (and only then, in a second one).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,10 +35,22 @@ def _events(customer: str, n: int, start: datetime, prefix: str) -> pd.DataFrame
     )
 
 
-def _read(history: CustomerHistory, customers: list[str]) -> list[CustomerState]:
-    """The states as a batch reads them (the versions, then what is missing or changed)."""
-    reply = execute(history.client, [history.versions_command(customers)], SCRIPTS)[0]
-    return history.states_from(customers, reply)
+def _read(history: CustomerHistory, customers: list[str]) -> tuple[list[CustomerState], int]:
+    """The states as a batch reads them, and the round trips (pipelines) it took."""
+    calls = 0
+    real_pipeline = history.client.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real_pipeline(*args, **kwargs)
+
+    history.client.pipeline = counting  # type: ignore[method-assign]
+    try:
+        replies = execute(history.client, history.read_commands(customers), SCRIPTS)
+        return history.states_from(customers, replies), calls
+    finally:
+        history.client.pipeline = real_pipeline  # type: ignore[method-assign]
 
 
 def test_histories_are_read_once_then_again_only_after_another_writer(redis_url: str) -> None:
@@ -48,20 +61,21 @@ def test_histories_are_read_once_then_again_only_after_another_writer(redis_url:
     known, unknown = f"c-{uuid.uuid4().hex[:6]}", f"c-{uuid.uuid4().hex[:6]}"
     worker.append(_events(known, 30, start, "a"))
 
-    states = _read(api, [known, unknown])
+    states, calls = _read(api, [known, unknown])
+    assert calls == 1  # the histories came with the versions
     assert [len(s) for s in states] == [30, 0]
     assert api.reads == 2
     assert states[0].big is not None  # flags computed once, on read
     np.testing.assert_array_equal(states[0].ids, transaction_digests([f"a-{i}" for i in range(30)]))
 
-    again = _read(api, [known, unknown])
-    assert api.reads == 2  # both cached, versions unchanged: nothing re-read
+    again, calls = _read(api, [known, unknown])
+    assert calls == 1 and api.reads == 2  # both cached, versions unchanged: nothing re-read
     assert again[0] is states[0]
 
     # another writer adds to one customer: only that one is read again
     worker.append(_events(known, 5, start + timedelta(days=2), "b"))
-    after = _read(api, [known, unknown])
-    assert api.reads == 3
+    after, calls = _read(api, [known, unknown])
+    assert calls == 2 and api.reads == 3  # the versions, then the changed history
     assert len(after[0]) == 35 and after[1] is again[1]
 
 
@@ -73,7 +87,7 @@ def test_a_state_read_back_advances_like_the_writer_s_own(redis_url: str) -> Non
     events = _events(customer, 40, start, "h")
     CustomerHistory(client, namespace).append(events)
 
-    (read_back,) = _read(CustomerHistory(client, namespace), [customer])
+    (read_back,), _ = _read(CustomerHistory(client, namespace), [customer])
     own = CustomerState(
         np.asarray(events["timestamp"].astype("int64") // 1_000_000, dtype=np.int64),
         events["amount"].to_numpy(),
