@@ -141,7 +141,7 @@ return out
 """
 _STAMPS = Script(_STAMPS_LUA)
 #: The scripts the commands of :meth:`OnlineStore.write_commands` and
-#: :meth:`CachedViewReader.stamps_command` call (for ``execute``).
+#: :meth:`CachedViewReader.read_commands` call (for ``execute``).
 SCRIPTS = (_WRITE, _STAMPS)
 
 
@@ -595,11 +595,13 @@ class OnlineStore:
 
 @dataclass(frozen=True)
 class StampsPlan:
-    """The distinct entities of a batch read, their keys, and each row's entity."""
+    """The distinct entities of a batch read, their keys, each row's entity, and the
+    positions (among the entities) of those read whole with the stamps (not cached)."""
 
     entities: list[Any]
     keys: list[bytes]
     codes: np.ndarray
+    prefetched: list[int]
 
 
 class CachedViewReader:
@@ -607,9 +609,10 @@ class CachedViewReader:
 
     A view materialised in bulk (the terminal view) changes rarely, and Feast writes a row
     only with a newer ``_ts``. So each batch asks Redis for the stored ``_ts`` of its
-    entities (one command) and reads the features (one ``HMGET`` each, pipelined) only of
-    entities not cached or whose ``_ts`` differs from the cached one: the values are those
-    a full read returns, a new ``feast materialize`` included, at a fraction of the cost.
+    entities (one command) and reads the features (one ``HMGET`` each) only of entities not
+    cached, in the same round trip, and of those whose ``_ts`` differs from the cached one,
+    in a second: the values are those a full read returns, a new ``feast materialize``
+    included, at a fraction of the cost.
     Holds at most ``max_entities`` rows (oldest first out).
     """
 
@@ -634,30 +637,35 @@ class CachedViewReader:
         self._missing = (math.nan,) * len(self.features)
         # entity -> (raw _ts, feature values, _ts in ns)
         self._cache: dict[Any, tuple[bytes, tuple[float, ...], int]] = {}
-        self.reads = 0  # entities whose features were read (not cached or changed)
+        self.reads = 0  # rows read (entities not cached, or changed)
 
     def read(self, ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Features (rows aligned with ``ids``, float64, NaN when missing) and each row's
         stored event time in ns (NaT integer when the entity has no row)."""
-        command, plan = self.stamps_command(ids)
-        [stamps] = execute(self.store.client, [command], SCRIPTS)
-        return self.read_from(plan, stamps)
+        commands, plan = self.read_commands(ids)
+        return self.read_from(plan, execute(self.store.client, commands, SCRIPTS))
 
-    def stamps_command(self, ids: Sequence[Any]) -> tuple[tuple[Any, ...], StampsPlan]:
-        """The command reading the stored ``_ts`` of ``ids``' entities, to send with other
-        reads (:func:`~fraudstream.redis_batch.execute` with :data:`SCRIPTS`); its reply and
-        the plan go to :meth:`read_from`."""
+    def read_commands(self, ids: Sequence[Any]) -> tuple[list[tuple[Any, ...]], StampsPlan]:
+        """The commands reading the stored ``_ts`` of ``ids``' entities, and the whole row of
+        those not cached, to send with other reads (:func:`~fraudstream.redis_batch.execute`
+        with :data:`SCRIPTS`); their replies, in order, and the plan go to :meth:`read_from`."""
         first: dict[Any, int] = {}
         codes = np.fromiter(
             (first.setdefault(i, len(first)) for i in ids), dtype=np.intp, count=len(ids)
         )
         entities = list(first)
         keys = [self._key_of(e) for e in entities]
-        return _STAMPS.command(keys, [self._ts_field]), StampsPlan(entities, keys, codes)
+        prefetched = [j for j, e in enumerate(entities) if e not in self._cache]
+        commands = [
+            _STAMPS.command(keys, [self._ts_field]),
+            *[("HMGET", keys[j], *self._fields) for j in prefetched],
+        ]
+        return commands, StampsPlan(entities, keys, codes, prefetched)
 
-    def read_from(self, plan: StampsPlan, stamps: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`read`, given :meth:`stamps_command`'s plan and reply (reads the changed rows)."""
+    def read_from(self, plan: StampsPlan, replies: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read`, given :meth:`read_commands`' plan and replies (reads the changed rows)."""
         entities, keys, codes = plan.entities, plan.keys, plan.codes
+        stamps = replies[0]
         cache = self._cache
         rows: list[tuple[float, ...]] = []
         ts = np.full(len(entities), _NAT, dtype=np.int64)
@@ -669,24 +677,26 @@ class CachedViewReader:
                 ts[j] = hit[2]
             else:
                 rows.append(self._missing)
-                if raw:
-                    todo.append(j)
-                else:
+                if not raw:
                     cache.pop(entity, None)
+                elif j not in plan.prefetched:
+                    todo.append(j)
+        read = list(zip(plan.prefetched, replies[1:], strict=True))
         if todo:
-            self.reads += len(todo)
-            replies = execute(self.store.client, [("HMGET", keys[j], *self._fields) for j in todo])
-            for j, reply in zip(todo, replies, strict=True):
-                raw_ts = reply[-1]
-                if not raw_ts:  # deleted meanwhile
-                    continue
-                row = tuple(decode_value(v) for v in reply[:-1])
-                stamp = decode_timestamp(raw_ts)
-                rows[j], ts[j] = row, stamp
-                cache.pop(entities[j], None)
-                cache[entities[j]] = (raw_ts, row, stamp)
-            while len(cache) > self.max_entities:
-                del cache[next(iter(cache))]
+            more = execute(self.store.client, [("HMGET", keys[j], *self._fields) for j in todo])
+            read += zip(todo, more, strict=True)
+        for j, reply in read:
+            raw_ts = reply[-1]
+            if not raw_ts:  # no row (yet), or deleted meanwhile
+                continue
+            self.reads += 1
+            row = tuple(decode_value(v) for v in reply[:-1])
+            stamp = decode_timestamp(raw_ts)
+            rows[j], ts[j] = row, stamp
+            cache.pop(entities[j], None)
+            cache[entities[j]] = (raw_ts, row, stamp)
+        while len(cache) > self.max_entities:
+            del cache[next(iter(cache))]
         values = np.array(rows, dtype=np.float64).reshape(len(entities), len(self.features))
         return values[codes], ts[codes]
 

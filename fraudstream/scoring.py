@@ -404,8 +404,8 @@ class Scorer:
         history_replies = len(commands)
         plan = None
         if self.terminal_features:
-            command, plan = self.terminals.stamps_command(batch.terminal_id)
-            commands.append(command)
+            terminal_commands, plan = self.terminals.read_commands(batch.terminal_id)
+            commands += terminal_commands
         missing = (np.full((n, len(self.terminal_features)), np.nan), np.full(n, np.nan))
         try:
             replies = self._execute(commands)
@@ -425,7 +425,7 @@ class Scorer:
         if plan is None:
             return states, np.empty((n, 0)), np.full(n, np.nan)
         try:
-            values, stamps = self.terminals.read_from(plan, replies[history_replies])
+            values, stamps = self.terminals.read_from(plan, replies[history_replies:])
         except redis.RedisError as exc:
             log.warning("online store unavailable: %s", exc)
             for marks in degraded:

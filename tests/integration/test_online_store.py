@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import redis
 
-from fraudstream import stack
+from fraudstream import online_store, stack
 from fraudstream.config import FEAST_REDIS_ENV, Settings
 from fraudstream.feast_env import feast_environment, run_feast
 from fraudstream.features import (
@@ -362,3 +362,33 @@ def test_one_read_of_500_pairs_is_one_round_trip(repo: Repo) -> None:
     assert len(out) == 500
     assert out.loc[pairs["customer_id"] == "absent", "customer_nb_tx_1d"].isna().all()
     pool.disconnect()
+
+
+def test_cached_reader_reads_new_entities_in_one_round_trip(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entities not cached come whole with the stamps; a changed one costs a second trip."""
+    store, fast = repo.store, repo.fast
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    first = repo.events["timestamp"].min() - pd.Timedelta(days=1)
+    store.materialize(start_date=first.to_pydatetime(), end_date=now.to_pydatetime())
+    tids = list(repo.terminals.index[:20])
+    trips: list[int] = []
+    real = online_store.execute
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        trips.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(online_store, "execute", counting)
+    reader = CachedViewReader(fast, TERMINAL_VIEW, TERMINAL_NAMES)
+    reader.read(tids)
+    assert reader.reads == len(tids)
+    assert trips == [1 + len(tids)]  # the stamps and every row, together
+    newer = _rows(repo.terminals, "terminal_id", tids[:3], now + pd.Timedelta(hours=2))
+    store.write_to_online_store(TERMINAL_VIEW, newer)
+    trips.clear()
+    reader.read(tids)
+    assert trips == [1, 3]  # the stamps, then the three changed rows
+    full = fast.read_arrays({"terminal_id": tids}, TERMINAL_NAMES)
+    np.testing.assert_array_equal(reader.read(tids)[0], full.values)
