@@ -665,7 +665,7 @@ class CachedViewReader:
     def read_from(self, plan: StampsPlan, replies: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read`, given :meth:`read_commands`' plan and replies (reads the changed rows)."""
         entities, keys, codes = plan.entities, plan.keys, plan.codes
-        stamps = replies[0]
+        stamps, prefetched = replies[0], set(plan.prefetched)
         cache = self._cache
         rows: list[tuple[float, ...]] = []
         ts = np.full(len(entities), _NAT, dtype=np.int64)
@@ -679,7 +679,7 @@ class CachedViewReader:
                 rows.append(self._missing)
                 if not raw:
                     cache.pop(entity, None)
-                elif j not in plan.prefetched:
+                elif j not in prefetched:
                     todo.append(j)
         read = list(zip(plan.prefetched, replies[1:], strict=True))
         if todo:

@@ -3,7 +3,8 @@
 For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 
 1. in one Redis round trip, read the customers' versions (with the histories of those not
-   cached yet) and the terminals' stored ``_ts``; then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
+   cached yet) and the terminals' stored ``_ts`` (with the rows of those not cached yet);
+   then get the customers' states (:class:`~fraudstream.history.CustomerHistory`:
    cached in process, re-read only when another writer changed them) and compute their
    real-time features with the backfill's kernel
    (:func:`~fraudstream.features.advance_customers`);
@@ -11,9 +12,10 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
    (:class:`~fraudstream.online_store.CachedViewReader`: only terminals whose stored row
    changed are read again);
 3. compute the request features, score with the model (one ``DMatrix`` per batch, one
-   thread; batches of a few rows through :mod:`~fraudstream.trees`, equal bit for bit), explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and
-   decline, XGBoost's approximate contributions for approvals unless ``exact_reasons`` is
-   ``all``; a shadow model, if any, scores the same rows and never acts;
+   thread; batches of up to 8 rows through :mod:`~fraudstream.trees`, equal bit for bit),
+   explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and decline,
+   XGBoost's approximate contributions for approvals unless ``exact_reasons`` is ``all``;
+   a shadow model, if any, scores the same rows and never acts;
 4. when ``update`` is true (the worker; the API only on request), append the events to
    the history and write the customers' fresh features to the online store in Feast's
    format, so ``get_online_features`` and the API see them (two Lua scripts, one round

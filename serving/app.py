@@ -2,10 +2,10 @@
 
 The API scores with the worker's own entry point, :meth:`Scorer.score_records`, and encodes
 its records as the worker does (:func:`~fraudstream.decision.encode_record`), so a
-transaction gets the same score, action and reasons, in the same JSON, from both. The scorer is synchronous,
-CPU-bound and not thread-safe: every call runs behind one queue, on the event loop
-(:mod:`serving.batching`, which says why not on a thread); single-transaction requests that
-wait together are scored in one call when that cannot change their result.
+transaction gets the same score, action and reasons, in the same JSON, from both. The
+scorer is synchronous, CPU-bound and not thread-safe: every call runs behind one queue, on
+the event loop (:mod:`serving.batching`, which says why not on a thread); single-transaction
+requests that wait together are scored in one call when that cannot change their result.
 
 A model promoted in the registry takes over without a restart: the queue checks the
 registry (at most every ``model.poll_interval_s``) before a call and switches between calls
