@@ -151,44 +151,41 @@ class CustomerHistory:
         versions, entries = replies[0], iter(replies[1:])
         out: list[CustomerState | None] = []
         stale: list[int] = []
-        fresh: list[tuple[int, Any]] = []
+        read: list[tuple[int, Sequence[bytes], int]] = []  # (position, entries, version)
         for i, (cid, raw) in enumerate(zip(customer_ids, versions, strict=True)):
             cached = self._cache.get(cid)
             if cached is None:
                 out.append(None)
-                fresh.append((i, next(entries)))
+                read.append((i, next(entries), int(raw or 0)))
             elif cached[1] == int(raw or 0):
                 self._cache.move_to_end(cid)
                 out.append(cached[0])
             else:
                 out.append(None)
                 stale.append(i)
-        if fresh:
-            self.reads += len(fresh)
-            states = with_flags([unpack_entries(members) for _, members in fresh])
-            for (i, _), state in zip(fresh, states, strict=True):
-                out[i] = state
-                self._remember(customer_ids[i], state, int(versions[i] or 0))
         if stale:
             loaded = self._load([customer_ids[i] for i in stale])
-            for i, (state, version) in zip(stale, loaded, strict=True):
+            read += [
+                (i, members, version) for i, (members, version) in zip(stale, loaded, strict=True)
+            ]
+        if read:
+            # big-amount flags computed once, on read, for all at once: a cached state never
+            # needs them again (the API scores without updating, so it keeps what it read)
+            self.reads += len(read)
+            states = with_flags([unpack_entries(members) for _, members, _ in read])
+            for (i, _, version), state in zip(read, states, strict=True):
                 out[i] = state
                 self._remember(customer_ids[i], state, version)
         return [s if s is not None else CustomerState.empty() for s in out]
 
-    def _load(self, customer_ids: Sequence[str]) -> list[tuple[CustomerState, int]]:
-        """States and versions read together (``MULTI``), so they match; the states with
-        their big-amount flags computed (all at once), so that a cached state never needs
-        them again (the API scores without updating, so it keeps what it read)."""
-        self.reads += len(customer_ids)
+    def _load(self, customer_ids: Sequence[str]) -> list[tuple[Sequence[bytes], int]]:
+        """Each customer's entries and version, read together (``MULTI``), so they match."""
         with self.client.pipeline(transaction=True) as pipe:
             for cid in customer_ids:
                 pipe.get(self._version_key(cid))
                 pipe.zrange(self._key(cid), 0, -1)
             replies = pipe.execute()
-        states = with_flags([unpack_entries(replies[2 * i + 1]) for i in range(len(customer_ids))])
-        versions = [int(replies[2 * i] or 0) for i in range(len(customer_ids))]
-        return list(zip(states, versions, strict=True))
+        return [(replies[2 * i + 1], int(replies[2 * i] or 0)) for i in range(len(customer_ids))]
 
     # ------------------------------------------------------------ write
 
