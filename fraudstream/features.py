@@ -41,6 +41,8 @@ CUSTOMER_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 CUSTOMER_PREVIOUS_WINDOWS_DAYS: tuple[int, ...] = (30, 60, 120)
 BIG_AMOUNT_RATIO = 3.0
 BIG_AMOUNT_LOOKBACK_DAYS = 14
+#: A big amount exceeds :data:`BIG_AMOUNT_RATIO` x the mean of this many earlier days.
+BIG_BASE_DAYS = 30
 TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 LABEL_DELAY_DAYS = 7
 #: How much customer history the stream must keep to compute every customer feature.
@@ -93,7 +95,7 @@ def _customer_defs() -> list[Feature]:
             f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d",
             "customer",
             f"earlier transactions in (t-{BIG_AMOUNT_LOOKBACK_DAYS}d, t) whose amount was over "
-            f"{BIG_AMOUNT_RATIO:g}x the customer's earlier 30-day mean",
+            f"{BIG_AMOUNT_RATIO:g}x the customer's earlier {BIG_BASE_DAYS}-day mean",
             "int64",
         )
     )
@@ -199,6 +201,31 @@ def _sum_between(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return np.asarray(csum[hi] - csum[lo], dtype=np.float64)
 
 
+def _previous_mean(
+    key: np.ndarray, csum: np.ndarray, k: np.ndarray, before: np.ndarray, days: int
+) -> np.ndarray:
+    """Mean amount of the rows in ``(k - days, k)`` (NaN when none); ``csum``: the running
+    sum of the amounts in ``key`` order with a leading 0, ``before``: where ``k`` starts."""
+    start = np.searchsorted(key, k - days * MS_PER_DAY, side="right")
+    count = before - start
+    total = np.asarray(csum[before] - csum[start], dtype=np.float64)
+    return np.divide(total, count, out=np.full(len(k), np.nan), where=count > 0)
+
+
+def _is_big(amount: np.ndarray, previous_mean: np.ndarray) -> np.ndarray:
+    """The big-amount flag: over :data:`BIG_AMOUNT_RATIO` x the earlier mean (NaN: not big)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(amount > BIG_AMOUNT_RATIO * previous_mean)
+
+
+def big_flags(key: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """The big-amount flag of every row of (entity, time)-sorted ``key``/``amount``: what
+    :func:`_customer_kernel` computes for them, without the other windows."""
+    csum = np.concatenate(([0.0], np.cumsum(amount, dtype=np.longdouble)))
+    before = np.searchsorted(key, key, side="left")
+    return _is_big(amount, _previous_mean(key, csum, key, before, BIG_BASE_DAYS))
+
+
 def _customer_kernel(
     key: np.ndarray, amount: np.ndarray, rows: np.ndarray, big: np.ndarray | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -227,19 +254,14 @@ def _customer_kernel(
         out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
         out[f"customer_avg_amount_{w}d"] = total(start, upto) / count
     for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
-        start = since(w)
-        count = before - start
-        out[f"customer_prev_avg_amount_{w}d"] = np.divide(
-            total(start, before), count, out=np.full(n, np.nan), where=count > 0
-        )
+        out[f"customer_prev_avg_amount_{w}d"] = _previous_mean(key, csum, k, before, w)
     if big is None:
         if n != len(key):
             raise ValueError("flags can only be computed for every row at once")
         flags = np.zeros(len(key), dtype=bool)
     else:
         flags = big.copy()
-    with np.errstate(invalid="ignore"):  # NaN mean: not big
-        flags[rows] = amount[rows] > BIG_AMOUNT_RATIO * out["customer_prev_avg_amount_30d"]
+    flags[rows] = _is_big(amount[rows], out[f"customer_prev_avg_amount_{BIG_BASE_DAYS}d"])
     big_total = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
     start = since(BIG_AMOUNT_LOOKBACK_DAYS)
     out[f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d"] = big_total[before] - big_total[start]
@@ -328,7 +350,7 @@ def with_flags(states: Sequence[CustomerState]) -> list[CustomerState]:
     ms = np.concatenate([states[i].ms for i in todo])
     key, _ = _entity_time_key(codes, ms, CUSTOMER_HISTORY_MS)  # already in (entity, time) order
     amount = np.concatenate([states[i].amount for i in todo])
-    _, flags = _customer_kernel(key, amount, np.arange(len(key)), None)
+    flags = big_flags(key, amount)
     out = list(states)
     bounds = np.concatenate(([0], np.cumsum(sizes)))
     for j, i in enumerate(todo):
@@ -355,7 +377,8 @@ def advance_customers(
     the new transactions (arrival order) and each customer's next state (pruned).
     """
     states = list(states)
-    for i in np.flatnonzero(np.isin(codes, [c for c, s in enumerate(states) if len(s)])):
+    has_history = np.fromiter((len(s) > 0 for s in states), dtype=bool, count=len(states))
+    for i in np.flatnonzero(has_history[codes]):
         state = states[codes[i]]
         replayed = state.ids == ids[i]
         if replayed.any():  # rare: drop the earlier copy of a replayed transaction

@@ -16,6 +16,7 @@ from fraudstream.features import (
     customer_features,
     to_ms,
     transaction_digests,
+    with_flags,
 )
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate
@@ -143,3 +144,16 @@ def test_state_read_back_without_flags_continues_exactly(events: pd.DataFrame) -
         rtol=0,
         atol=1e-9,
     )
+
+
+def test_flags_read_back_equal_the_flags_the_stream_kept(events: pd.DataFrame) -> None:
+    """``with_flags`` (a state read from Redis) recomputes exactly the big-amount flags the
+    stream's kernel kept for the same transactions."""
+    kept: dict[str, CustomerState] = {}
+    for start in range(0, 6000, 500):
+        advance(kept, events.iloc[start : start + 500])
+    states = list(kept.values())
+    reread = with_flags([CustomerState(s.ms, s.amount, s.ids, None) for s in states])
+    assert sum(int(s.big.sum()) for s in states if s.big is not None) > 0  # some are big
+    for before, after in zip(states, reread, strict=True):
+        np.testing.assert_array_equal(after.big, before.big)

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -26,6 +27,7 @@ from fraudstream.scoring import Scorer
 from fraudstream.stack import free_port
 from serving.app import API_KEY_HEADER, create_app
 from serving.batching import ScoringQueue
+from streaming.worker import decode
 
 pytestmark = pytest.mark.unit
 
@@ -169,6 +171,50 @@ def test_invalid_json_is_422(client: TestClient, stub: StubScorer) -> None:
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "json_invalid"
     assert stub.calls == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        orjson.dumps(EVENT),
+        orjson.dumps({**EVENT, "extra": [1, 2]}),
+        orjson.dumps({**EVENT, "amount": "12.5"}),
+        orjson.dumps(EVENT).replace(b"12.5", b"1" + b"0" * 400),
+        b'{"transaction_id": "tx-1", "amount": NaN}',
+        b'{"transaction_id": ',
+        b"",
+        b"[]",
+        b'{"transaction_id": "t\xe9"}',
+        orjson.dumps({**EVENT, "timestamp": "2026-11-21 10:15"}),
+        orjson.dumps({**EVENT, "customer_id": 1.5}),
+    ],
+)
+def test_the_api_accepts_exactly_the_bytes_the_worker_accepts(
+    client: TestClient, stub: StubScorer, value: bytes
+) -> None:
+    """One validation for both entry points: the worker's ``decode`` of a Kafka message and
+    the API's body give the same verdict on the same bytes."""
+    verdict = decode(value)
+    r = client.post("/v1/score", content=value, headers={"content-type": "application/json"})
+    if isinstance(verdict, str):
+        assert r.status_code == 422, (verdict, r.text)
+        assert stub.calls == []
+    else:
+        assert r.status_code == 200, r.text
+        assert r.json()["transaction_id"] == verdict.transaction_id
+
+
+@pytest.mark.parametrize("raw", ["true", "1", "yes", "on", "false", "0", "no", "off", "maybe"])
+def test_update_is_read_as_a_bool(client: TestClient, stub: StubScorer, raw: str) -> None:
+    r = client.post(f"/v1/score?update={raw}", json=EVENT)
+    if raw == "maybe":
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["query", "update"] and error["field"] == "query.update"
+        assert stub.calls == []
+    else:
+        assert r.status_code == 200, r.text
+        assert stub.calls == [(["tx-1"], raw in ("true", "1", "yes", "on"))]
 
 
 def test_bodies_over_the_limit_are_413(client: TestClient, stub: StubScorer) -> None:
