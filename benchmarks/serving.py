@@ -23,8 +23,10 @@ The load generator (this process, asyncio, raw HTTP/1.1 on keep-alive connection
 open-loop: request i is due at t0 + i / rate whatever the earlier answers did, and its
 latency counts from when it was due, so a slow answer cannot hide later ones. The
 measured time is split into ``--phases`` halves run A B B A (ours, Feast, Feast, ours, ...),
-each target ``--duration`` seconds in all, so that a change in the machine's load hits both.
-Any answer other than 200 with the expected body is an error. Last, where our time goes:
+each target ``--duration`` seconds in all, so that a change in the machine's load hits both
+(``--feast-first``: B A A B). The generator's heap is frozen before the measured phases, so
+that its own garbage collector cannot stall it (its pauses are reported per phase, as is the
+CPU the idle server used meanwhile). Any answer other than 200 with the expected body is an error. Last, where our time goes:
 the API's own ``/metrics`` (server-side latency, transactions per scorer call) and the
 scorer timed and profiled in this process on single transactions.
 
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import math
@@ -512,8 +515,25 @@ async def drive(
         res = await open_loop(conns, payloads[:warm], args.rate, check)
         if res["errors"]:
             raise SystemExit(f"errors in the warm-up: {res['errors'][:3]}")
-    order = ["api", "feast"] * args.phases
+    first, second = ("feast", "api") if args.feast_first else ("api", "feast")
+    order = [first, second] * args.phases
     order = [order[i] if (i // 2) % 2 == 0 else order[i ^ 1] for i in range(len(order))]  # ABBA
+    # The load generator must not stall: a full collection of this process's heap (the
+    # world: Feast, pandas, the scorer, the payloads) took 200-255 ms and landed in a
+    # measured phase, so one phase per run had 40-50 requests "late" by up to a quarter of a
+    # second, whichever server it measured. Frozen, later collections skip all of that.
+    gc.collect()
+    gc.freeze()
+    pauses: list[float] = []  # this process's garbage-collector pauses (ms) in a phase
+    started_at: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started_at[:] = [time.perf_counter()]
+        elif started_at:
+            pauses.append((time.perf_counter() - started_at[0]) * 1e3)
+
+    gc.callbacks.append(on_gc)
     latency: dict[str, list[np.ndarray]] = {"api": [], "feast": []}
     lag: dict[str, list[np.ndarray]] = {"api": [], "feast": []}
     errors: dict[str, list[str]] = {"api": [], "feast": []}
@@ -532,6 +552,7 @@ async def drive(
         used[name] += per_phase
         other = feast_pid if name == "api" else api_pid
         cpu_before, other_before = cpu_seconds(pid), cpu_seconds(other)
+        pauses.clear()
         res = await open_loop(conns, chunk, args.rate, check)
         cpu[name] += cpu_seconds(pid) - cpu_before
         # the idle server's own background work, on the same two cores as the measured one
@@ -548,12 +569,15 @@ async def drive(
                 **stats,
                 "errors": len(res["errors"]),
                 "idle_other_cpu_s": other_cpu_s,
+                "generator_gc_ms": sorted(pauses, reverse=True)[:5],
             }
         )
         log(
             f"{name}: {res['n']} requests in {res['span_s']:.1f}s, p50 {stats['p50']:.2f} ms, p99 {stats['p99']:.2f} ms, {len(res['errors'])} errors; load {os.getloadavg()[0]:.2f}"
         )
         await asyncio.sleep(1.0)
+    gc.callbacks.remove(on_gc)
+    gc.unfreeze()
     metrics_after = scrape(api_port)
     api.close()
     feast.close()
@@ -610,12 +634,16 @@ def print_table(r: dict[str, Any]) -> None:
     )
     print(f"| RSS, MB | {r['rss']['api_mb']:.0f} | {r['rss']['feast_mb']:.0f} | |")
     print()
-    print("| phase | target | requests | p50 ms | p99 ms | errors | CPU s of the idle server |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| phase | target | requests | p50 ms | p99 ms | errors | CPU s of the idle server "
+        "| generator's longest GC pauses, ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for i, p in enumerate(r["phases"], 1):
         print(
             f"| {i} | {p['target']} | {p['n']} | {p['p50']:.2f} | {p['p99']:.2f} | {p['errors']} "
-            f"| {p['idle_other_cpu_s']:.2f} |"
+            f"| {p['idle_other_cpu_s']:.2f} "
+            f"| {', '.join(f'{ms:.1f}' for ms in p['generator_gc_ms'][:3])} |"
         )
     s, sc = r["api_server_side"], r["scorer"]
     print()
@@ -644,6 +672,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="measured s per target")
     parser.add_argument("--phases", type=int, default=2, help="measured parts per target (ABBA)")
+    parser.add_argument(
+        "--feast-first", action="store_true", help="measure Feast first (B A A B ...)"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="s of warm-up per target")
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--terminals", type=int, default=10_000)
