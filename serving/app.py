@@ -278,29 +278,31 @@ _FLAG: TypeAdapter[bool] = TypeAdapter(bool)
 M = TypeVar("M", bound=BaseModel)
 
 
-def _request_error(exc: ValidationError, *where: str) -> RequestValidationError:
-    """pydantic's errors as FastAPI's 422, located under ``where`` (``body``, ...)."""
-    errors = exc.errors(include_url=False)
-    return RequestValidationError([{**err, "loc": (*where, *err["loc"])} for err in errors])
+def _located(exc: ValidationError, *where: str) -> list[dict[str, Any]]:
+    """pydantic's errors located under ``where`` (``body``, ...), as FastAPI reports them."""
+    return [{**err, "loc": (*where, *err["loc"])} for err in exc.errors(include_url=False)]
 
 
-def _update_flag(request: Request) -> bool:
-    """The ``update`` query parameter, read as FastAPI reads a bool (false when absent)."""
+async def _inputs(request: Request, model: type[M]) -> tuple[M, bool]:
+    """The body, validated from its bytes as the worker validates a message, and the
+    ``update`` query parameter, read as FastAPI reads a bool (false when absent); else one
+    422 that names every invalid field of both."""
+    errors: list[dict[str, Any]] = []
+    update = False
     raw = request.query_params.get("update")
-    if raw is None:
-        return False
+    if raw is not None:
+        try:
+            update = _FLAG.validate_python(raw)
+        except ValidationError as exc:
+            errors += _located(exc, "query", "update")
+    body = None
     try:
-        return _FLAG.validate_python(raw)
+        body = model.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise _request_error(exc, "query", "update") from None
-
-
-async def _body(request: Request, model: type[M]) -> M:
-    """The body validated from its bytes, as the worker validates a message; else a 422."""
-    try:
-        return model.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise _request_error(exc, "body") from None
+        errors += _located(exc, "body")
+    if errors or body is None:
+        raise RequestValidationError(errors)
+    return body, update
 
 
 def readiness_client(redis_url: str, settings: Settings) -> redis.Redis:
@@ -410,8 +412,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         openapi_extra=documented("TransactionEvent"),
     )
     async def score(request: Request) -> Response:
-        update = _update_flag(request)
-        event = await _body(request, TransactionEvent)
+        event, update = await _inputs(request, TransactionEvent)
         (decision,) = encoded(request, await service.score([event], update, single=True))
         return Response(decision, media_type="application/json")
 
@@ -428,8 +429,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         openapi_extra=documented("ScoreBatchRequest"),
     )
     async def score_batch(request: Request) -> Response:
-        update = _update_flag(request)
-        body = await _body(request, ScoreBatchRequest)
+        body, update = await _inputs(request, ScoreBatchRequest)
         decisions = encoded(request, await service.score(body.transactions, update))
         return Response(
             b'{"decisions":[' + b",".join(decisions) + b"]}", media_type="application/json"

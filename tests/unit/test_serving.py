@@ -217,6 +217,13 @@ def test_update_is_read_as_a_bool(client: TestClient, stub: StubScorer, raw: str
         assert stub.calls == [(["tx-1"], raw in ("true", "1", "yes", "on"))]
 
 
+def test_a_bad_flag_and_a_bad_body_are_both_named(client: TestClient, stub: StubScorer) -> None:
+    r = client.post("/v1/score?update=maybe", json={**EVENT, "amount": -1})
+    assert r.status_code == 422, r.text
+    assert {d["field"] for d in r.json()["detail"]} == {"query.update", "amount"}
+    assert stub.calls == []
+
+
 def test_bodies_over_the_limit_are_413(client: TestClient, stub: StubScorer) -> None:
     padded = {**EVENT, "note": "x" * 4000}  # extra fields are ignored, but not their size
     r = client.post("/v1/score", json=padded)  # Content-Length over the limit
