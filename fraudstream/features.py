@@ -195,9 +195,23 @@ def _entity_time_key(codes: np.ndarray, ms: np.ndarray, spare_ms: int) -> tuple[
     return codes * stride + (ms - origin) + spare_ms, stride
 
 
+def _running_sum(values: np.ndarray) -> np.ndarray:
+    """The running sum of ``values`` with a leading 0, in extended precision."""
+    return np.concatenate(([0.0], np.cumsum(values, dtype=np.longdouble)))
+
+
 def _sum_between(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Sum of ``values[lo:hi]`` per row, in extended precision."""
-    csum = np.concatenate(([0.0], np.cumsum(values, dtype=np.longdouble)))
+    return _between(_running_sum(values), lo, hi)
+
+
+def _since(key: np.ndarray, k: np.ndarray, days: int) -> np.ndarray:
+    """Where the window ``(k - days, ..`` starts in sorted ``key``."""
+    return np.searchsorted(key, k - days * MS_PER_DAY, side="right")
+
+
+def _between(csum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sums of rows ``lo:hi`` from ``csum`` (:func:`_running_sum`), as float64."""
     return np.asarray(csum[hi] - csum[lo], dtype=np.float64)
 
 
@@ -206,9 +220,9 @@ def _previous_mean(
 ) -> np.ndarray:
     """Mean amount of the rows in ``(k - days, k)`` (NaN when none); ``csum``: the running
     sum of the amounts in ``key`` order with a leading 0, ``before``: where ``k`` starts."""
-    start = np.searchsorted(key, k - days * MS_PER_DAY, side="right")
+    start = _since(key, k, days)
     count = before - start
-    total = np.asarray(csum[before] - csum[start], dtype=np.float64)
+    total = _between(csum, start, before)
     return np.divide(total, count, out=np.full(len(k), np.nan), where=count > 0)
 
 
@@ -221,7 +235,7 @@ def _is_big(amount: np.ndarray, previous_mean: np.ndarray) -> np.ndarray:
 def big_flags(key: np.ndarray, amount: np.ndarray) -> np.ndarray:
     """The big-amount flag of every row of (entity, time)-sorted ``key``/``amount``: what
     :func:`_customer_kernel` computes for them, without the other windows."""
-    csum = np.concatenate(([0.0], np.cumsum(amount, dtype=np.longdouble)))
+    csum = _running_sum(amount)
     before = np.searchsorted(key, key, side="left")
     return _is_big(amount, _previous_mean(key, csum, key, before, BIG_BASE_DAYS))
 
@@ -238,21 +252,15 @@ def _customer_kernel(
     k = key[rows]
     upto = np.searchsorted(key, k, side="right")  # end of (.., t]
     before = np.searchsorted(key, k, side="left")  # end of (.., t)
-    csum = np.concatenate(([0.0], np.cumsum(amount, dtype=np.longdouble)))
-
-    def since(days: int) -> np.ndarray:
-        return np.searchsorted(key, k - days * MS_PER_DAY, side="right")
-
-    def total(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        return np.asarray(csum[hi] - csum[lo], dtype=np.float64)
+    csum = _running_sum(amount)
 
     n = len(rows)
     out: dict[str, np.ndarray] = {}
     for w in CUSTOMER_WINDOWS_DAYS:
-        start = since(w)
+        start = _since(key, k, w)
         count = upto - start
         out[f"customer_nb_tx_{w}d"] = count.astype(np.int64)
-        out[f"customer_avg_amount_{w}d"] = total(start, upto) / count
+        out[f"customer_avg_amount_{w}d"] = _between(csum, start, upto) / count
     for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
         out[f"customer_prev_avg_amount_{w}d"] = _previous_mean(key, csum, k, before, w)
     if big is None:
@@ -263,7 +271,7 @@ def _customer_kernel(
         flags = big.copy()
     flags[rows] = _is_big(amount[rows], out[f"customer_prev_avg_amount_{BIG_BASE_DAYS}d"])
     big_total = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
-    start = since(BIG_AMOUNT_LOOKBACK_DAYS)
+    start = _since(key, k, BIG_AMOUNT_LOOKBACK_DAYS)
     out[f"customer_nb_big_prev_{BIG_AMOUNT_LOOKBACK_DAYS}d"] = big_total[before] - big_total[start]
     return {f.name: out[f.name] for f in CUSTOMER_FEATURES}, flags
 

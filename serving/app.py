@@ -120,14 +120,19 @@ def _too_large(limit: int) -> str:
     return f"body over the {limit:,}-byte limit"
 
 
-def _content_length(scope: Scope) -> int | None:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    """The first value of the header ``wanted`` (lower case), or None."""
     for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name.lower() == wanted:
+            return bytes(value)
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    try:
+        return int(_header(scope, b"content-length") or b"")
+    except ValueError:
+        return None
 
 
 class Guard:
@@ -172,11 +177,7 @@ class Guard:
     def _authorised(self, scope: Scope) -> bool:
         if self.api_key is None or not scope.get("path", "").startswith(PROTECTED_PREFIX):
             return True
-        given = b""
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"x-api-key":
-                given = value
-                break
+        given = _header(scope, b"x-api-key") or b""
         return hmac.compare_digest(given, self.api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
