@@ -5,6 +5,12 @@ customer-view write) are each sent as one pipeline: one round trip per phase, wh
 busy machine costs far more than the commands themselves. Scripts are sent by SHA
 (``EVALSHA``); a script Redis has not seen yet (a restart, ``SCRIPT FLUSH``) is loaded and
 only the commands that failed for that reason are sent again, so no command runs twice.
+
+:func:`send` splits a round trip in two: the commands go out at once and their replies are
+read later (:meth:`Sent.replies`), so Redis executes them while the caller computes. The
+scorer sends its writes as soon as the features are known and collects the replies after
+the model: the Redis work of a batch (its scripts take about 30 µs per event on this
+machine) no longer adds to its time.
 """
 
 from __future__ import annotations
@@ -62,3 +68,68 @@ def _pipeline(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[
         for command in commands:
             pipe.execute_command(*command)
         return list(pipe.execute(raise_on_error=False))
+
+
+class Sent:
+    """Commands sent in one pipeline, their replies not read yet (:func:`send`).
+
+    Holds a connection of the client's pool until :meth:`replies` or :meth:`abandon`.
+    """
+
+    def __init__(
+        self, client: redis.Redis, commands: Sequence[tuple[Any, ...]], scripts: Sequence[Script]
+    ) -> None:
+        self._client, self._commands, self._scripts = client, commands, scripts
+        pool = client.connection_pool
+        self._connection: Any = pool.get_connection()
+        try:
+            packed = self._connection.pack_commands(list(commands))
+            self._connection.send_packed_command(packed)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def replies(self) -> list[Any]:
+        """The replies, in order, as :func:`execute` returns them (and raises)."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("these replies were read or abandoned already")
+        replies: list[Any] = []
+        try:
+            for command in self._commands:
+                try:
+                    replies.append(self._client.parse_response(connection, command[0]))
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            self.abandon()
+            raise
+        self._connection = None
+        self._client.connection_pool.release(connection)
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing and self._scripts:
+            again = execute(self._client, [self._commands[i] for i in missing], self._scripts)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def abandon(self) -> None:
+        """Give the connection back without reading (closed: its replies are unread). The
+        commands may have run."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self._client.connection_pool.release(connection)
+
+
+def send(
+    client: redis.Redis, commands: Sequence[tuple[Any, ...]], scripts: Sequence[Script] = ()
+) -> Sent:
+    """Send ``commands`` in one pipeline (no transaction) without waiting for the replies:
+    read them with :meth:`Sent.replies` (same rules as :func:`execute`)."""
+    return Sent(client, commands, scripts)

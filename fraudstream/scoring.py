@@ -19,7 +19,10 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 4. when ``update`` is true (the worker; the API only on request), append the events to
    the history and write the customers' fresh features to the online store in Feast's
    format, so ``get_online_features`` and the API see them (two Lua scripts, one round
-   trip).
+   trip). The writes are sent as soon as the features are known, before step 3, and their
+   replies read after it (:func:`~fraudstream.redis_batch.send`): Redis runs them while
+   the model scores. Should the model then fail, the writes stand; scoring those events
+   again is a replay, which gives them the same features.
 
 Missing or stale features (documented policy):
 
@@ -66,7 +69,7 @@ from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelArtifact, ModelError, ModelInput
 from fraudstream.online_store import SCRIPTS as online_scripts
 from fraudstream.online_store import CachedViewReader, OnlineStore
-from fraudstream.redis_batch import execute
+from fraudstream.redis_batch import Sent, execute, send
 from fraudstream.schema import TransactionEvent
 from fraudstream.stack import Endpoints
 
@@ -96,6 +99,19 @@ class Scored:
     @property
     def decisions(self) -> list[Decision]:
         return [Decision.model_validate(r) for r in self.records]
+
+
+@dataclass(frozen=True)
+class _Modelled:
+    """What the model says about a batch (:meth:`Scorer._model`)."""
+
+    scores: np.ndarray
+    actions: list[Action]
+    contributions: np.ndarray
+    top: np.ndarray
+    exact: np.ndarray
+    shadow_scores: list[float | None]
+    shadow_version: str | None
 
 
 @dataclass(frozen=True)
@@ -321,41 +337,35 @@ class Scorer:
             states = [CustomerState.empty() for _ in customers]
         ids = transaction_digests(batch.transaction_id)
         customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
-
         prev = {w: customer[f"customer_prev_avg_amount_{w}d"] for w in PREVIOUS_WINDOWS}
         columns = {**customer, **request_feature_arrays(batch.ms, batch.amount, prev)}
         columns.update({c: terminal[:, j] for j, c in enumerate(self.terminal_features)})
         matrix = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in self.names])
 
         featured = time.perf_counter()
-        inputs = self.model.inputs(matrix)
-        scores = self.model.predict_inputs(inputs)
-        shadow_scores: list[float | None] = [None] * n
-        shadow_version = None
-        if self.shadow is not None:
-            if self.shadow_names is None:  # the champion's columns: its inputs too
-                shadow_scores = self.shadow.predict_inputs(inputs).tolist()
-            else:
-                shadow_matrix = np.column_stack(
-                    [np.asarray(columns[k], dtype=np.float64) for k in self.shadow_names]
-                )
-                shadow_scores = self.shadow.predict(shadow_matrix).tolist()
-            shadow_version = self.shadow.version
-        if self.observer is not None:
-            self.observer(matrix, scores)
-        actions = choose_actions(self.model, self.policy, scores, batch.amount, degraded)
-        contributions, top, exact = explain(
-            self.model, matrix, actions, self.policy.exact_reasons, inputs
+        # the writes go now; Redis runs them while the model scores, the replies come after
+        sent = (
+            self._send_update(batch, customers, codes, ids, customer)
+            if update and history_ok
+            else None
         )
-
-        modelled = time.perf_counter()
-        if update and history_ok:
-            self._update(batch, customers, codes, ids, next_states, customer)
+        sent_at = time.perf_counter()
+        try:
+            judged = self._model(batch, columns, matrix, degraded)
+            modelled = time.perf_counter()
+            if sent is not None:
+                self.history.saved(customers, next_states, sent.replies()[0])
+        finally:
+            if sent is not None:
+                sent.abandon()
         updated = time.perf_counter()
         self.timings["features"] += featured - started
-        self.timings["model"] += modelled - featured
-        self.timings["update"] += updated - modelled
+        self.timings["model"] += modelled - sent_at
+        self.timings["update"] += (sent_at - featured) + (updated - modelled)
 
+        scores, actions = judged.scores, judged.actions
+        shadow_scores, shadow_version = judged.shadow_scores, judged.shadow_version
+        contributions, top, exact = judged.contributions, judged.top, judged.exact
         version = self.model.version
         names = self.names
         cells = matrix.astype(object)
@@ -392,6 +402,36 @@ class Scorer:
                 }
             )
         return Scored(records=records, matrix=matrix)
+
+    def _model(
+        self,
+        batch: Batch,
+        columns: dict[str, np.ndarray],
+        matrix: np.ndarray,
+        degraded: list[list[str]],
+    ) -> _Modelled:
+        """Scores (and the shadow model's), actions and reasons of ``matrix``."""
+        n = len(batch)
+        inputs = self.model.inputs(matrix)
+        scores = self.model.predict_inputs(inputs)
+        shadow_scores: list[float | None] = [None] * n
+        shadow_version = None
+        if self.shadow is not None:
+            if self.shadow_names is None:  # the champion's columns: its inputs too
+                shadow_scores = self.shadow.predict_inputs(inputs).tolist()
+            else:
+                shadow_matrix = np.column_stack(
+                    [np.asarray(columns[k], dtype=np.float64) for k in self.shadow_names]
+                )
+                shadow_scores = self.shadow.predict(shadow_matrix).tolist()
+            shadow_version = self.shadow.version
+        if self.observer is not None:
+            self.observer(matrix, scores)
+        actions = choose_actions(self.model, self.policy, scores, batch.amount, degraded)
+        contributions, top, exact = explain(
+            self.model, matrix, actions, self.policy.exact_reasons, inputs
+        )
+        return _Modelled(scores, actions, contributions, top, exact, shadow_scores, shadow_version)
 
     # ------------------------------------------------------------ features
 
@@ -451,17 +491,16 @@ class Scorer:
         scripts = (*history_scripts, *online_scripts)
         return execute(self.history.client, commands, scripts)
 
-    def _update(
+    def _send_update(
         self,
         batch: Batch,
         customers: list[str],
         codes: np.ndarray,
         ids: np.ndarray,
-        next_states: list[CustomerState],
         customer: dict[str, np.ndarray],
-    ) -> None:
-        """Append to the history and push each customer's latest features (Feast format),
-        in one round trip."""
+    ) -> Sent:
+        """Send the history append and each customer's latest features (Feast format) in one
+        pipeline; the first reply (the customers' versions) goes to ``history.saved``."""
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
@@ -472,8 +511,7 @@ class Scorer:
             {name: values[last] for name, values in customer.items()},
         )
         append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
-        replies = self._execute([append, *write])
-        self.history.saved(customers, next_states, replies[0])
+        return send(self.history.client, [append, *write], (*history_scripts, *online_scripts))
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:
