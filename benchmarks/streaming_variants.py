@@ -12,7 +12,14 @@ Variants run one after the other in the order given; repeat one (``--variant a -
         --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
         --variant "timeout 10 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.01"
 
-A variant is ``label`` or ``label:NAME=VALUE,NAME=VALUE``.
+A variant is ``label`` or ``label:NAME=VALUE,NAME=VALUE``. ``label@DIR`` runs that variant's
+worker from another source tree (a ``git worktree`` of another commit: its ``fraudstream``
+and ``streaming`` packages come first on the worker's ``PYTHONPATH``), so two commits are
+compared side by side on one world:
+
+    git worktree add /tmp/base 6595b1d
+    .venv/bin/python benchmarks/streaming_variants.py \
+        --variant "base@/tmp/base" --variant new --variant "base2@/tmp/base" --variant new2
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -102,8 +110,23 @@ def run_variant(
     ctx["offset"] += 2 * sat
     reader = bench.Reader(settings, bootstrap, topics["out"])
     env = {**bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}"), **extra}
+    label, _, source = label.partition("@")
+    out_source: dict[str, str] = {}
+    if source:
+        tree = Path(source).resolve()
+        if not (tree / "fraudstream" / "__init__.py").exists():
+            raise SystemExit(f"--variant {label}@{source}: no fraudstream package there")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        out_source = {"source": str(tree), "commit": commit}
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"variant-{tag}"]
-    out: dict[str, Any] = {"variant": label, "env": extra, "load_1m": os.getloadavg()[0]}
+    out: dict[str, Any] = {"variant": label, "env": extra, **out_source}
+    out["load_1m"] = os.getloadavg()[0]
     with running(argv, ctx["work"] / f"worker-{tag}.log", env=env) as proc:
         alive = lambda: proc.poll() is None  # noqa: E731
         bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis

@@ -29,7 +29,6 @@ treats as missing.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -385,8 +384,10 @@ def advance_customers(
     the new transactions (arrival order) and each customer's next state (pruned).
     """
     states = list(states)
-    has_history = np.fromiter((len(s) > 0 for s in states), dtype=bool, count=len(states))
-    for i in np.flatnonzero(has_history[codes]):
+    latest = _latest(states)
+    # a replay has the time of an entry its customer keeps: only those events can be one
+    dropped = False
+    for i in np.flatnonzero(ms <= latest[codes]):
         state = states[codes[i]]
         replayed = state.ids == ids[i]
         if replayed.any():  # rare: drop the earlier copy of a replayed transaction
@@ -395,47 +396,68 @@ def advance_customers(
             states[codes[i]] = CustomerState(
                 state.ms[keep], state.amount[keep], state.ids[keep], big
             )
+            dropped = True
+    if dropped:
+        latest = _latest(states)
     sizes = np.array([len(s) for s in states], dtype=np.int64)
-    n_old = int(sizes.sum())
-    all_codes = np.concatenate((np.repeat(np.arange(len(states)), sizes), codes))
-    all_ms = np.concatenate([s.ms for s in states] + [ms])
-    all_amount = np.concatenate([s.amount for s in states] + [amount])
-    all_ids = np.concatenate([s.ids for s in states] + [ids])
-    key, _ = _entity_time_key(all_codes, all_ms, CUSTOMER_HISTORY_MS)
-    order = np.argsort(key, kind="stable")  # history first among ties, then arrival order
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    rows = position[n_old:]
-    # Flags are kept unless a customer's new row lands before one of its later rows (a
-    # late event), or a state lacks them: then recompute all, as the backfill would.
-    latest = np.array([s.ms[-1] if len(s) else np.iinfo(np.int64).min for s in states])
+    old_codes = np.repeat(np.arange(len(states)), sizes)
+    old_ms = np.concatenate([s.ms for s in states])
+    old_amount = np.concatenate([s.amount for s in states])
+    old_ids = np.concatenate([s.ids for s in states])
+    arrival = np.argsort(codes, kind="stable")  # the new rows by customer, in arrival order
+    by_customer = codes[arrival]
+    # A late event: a customer's new row earlier than one of its rows (kept or new)
     late = bool(np.any(ms < latest[codes])) or bool(
-        np.any(np.diff(key[n_old:][np.argsort(codes, kind="stable")]) < 0)
+        np.any((by_customer[1:] == by_customer[:-1]) & (np.diff(ms[arrival]) < 0))
     )
-    if late:
-        sorted_rows = np.arange(len(order))
-        out, flags = _customer_kernel(key[order], all_amount[order], sorted_rows, None)
+    if late:  # sort everything by (customer, time), and recompute every flag as the backfill
+        all_codes = np.concatenate((old_codes, codes))
+        all_ms = np.concatenate((old_ms, ms))
+        key, _ = _entity_time_key(all_codes, all_ms, CUSTOMER_HISTORY_MS)
+        order = np.argsort(key, kind="stable")  # history first among ties, then arrival order
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        rows = position[len(old_ms) :]
+        key, sorted_codes, sorted_ms = key[order], all_codes[order], all_ms[order]
+        sorted_amount = np.concatenate((old_amount, amount))[order]
+        sorted_ids = np.concatenate((old_ids, ids))[order]
+        out, flags = _customer_kernel(key, sorted_amount, np.arange(len(order)), None)
         out = {name: values[rows] for name, values in out.items()}
-    else:
-        flagged = with_flags(states)
-        known = np.concatenate(
-            [s.big if s.big is not None else np.zeros(len(s), bool) for s in flagged]
-            + [np.zeros(len(ms), bool)]
-        )
-        out, flags = _customer_kernel(key[order], all_amount[order], rows, known[order])
-    sorted_codes = all_codes[order]
+    else:  # each customer's new rows go right after its history: an insert, no sort
+        at = np.cumsum(sizes)[by_customer]
+        rows = np.empty(len(codes), dtype=np.int64)
+        rows[arrival] = at + np.arange(len(codes))
+        sorted_codes = np.insert(old_codes, at, by_customer)
+        sorted_ms = np.insert(old_ms, at, ms[arrival])
+        sorted_amount = np.insert(old_amount, at, amount[arrival])
+        sorted_ids = np.insert(old_ids, at, ids[arrival])
+        kept_flags = [s.big for s in with_flags(states) if s.big is not None]
+        known: np.ndarray = np.insert(np.concatenate([*kept_flags, np.zeros(0, bool)]), at, False)
+        key, _ = _entity_time_key(sorted_codes, sorted_ms, CUSTOMER_HISTORY_MS)
+        out, flags = _customer_kernel(key, sorted_amount, rows, known)
     bounds = np.searchsorted(sorted_codes, np.arange(len(states) + 1))
-    sorted_ms, sorted_amount, sorted_ids = all_ms[order], all_amount[order], all_ids[order]
+    # each next state starts at its first transaction a later window can still reach
+    # (CustomerState.pruned, for every customer at once)
+    ends = bounds[1:]
+    last = np.where(ends > bounds[:-1], key[ends - 1], 0)
+    starts = np.maximum(np.searchsorted(key, last - CUSTOMER_HISTORY_MS, side="right"), bounds[:-1])
     next_states = [
         CustomerState(
             sorted_ms[lo:hi].copy(),
             sorted_amount[lo:hi].copy(),
             sorted_ids[lo:hi].copy(),
             flags[lo:hi].copy(),
-        ).pruned()
-        for lo, hi in itertools.pairwise(bounds)
+        )
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True)
     ]
     return out, next_states
+
+
+def _latest(states: Sequence[CustomerState]) -> np.ndarray:
+    """Each state's latest time (epoch ms; the smallest int64 when empty)."""
+    return np.array(
+        [s.ms[-1] if len(s) else np.iinfo(np.int64).min for s in states], dtype=np.int64
+    )
 
 
 def _terminal_anchored(
