@@ -9,8 +9,10 @@ only the commands that failed for that reason are sent again, so no command runs
 :func:`send` splits a round trip in two: the commands go out at once and their replies are
 read later (:meth:`Sent.replies`), so Redis executes them while the caller computes. The
 scorer sends its writes as soon as the features are known and collects the replies after
-the model: the Redis work of a batch (its scripts take about 30 µs per event on this
-machine) no longer adds to its time.
+the model. Where Redis has CPU of its own (its own host, or a spare core), the batch no
+longer waits for the writes: 55 – 59 → 20 µs per event in process. On a machine whose cores
+are all busy (the streaming benchmark on two cores) the Redis work only moves into the model
+step; see ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
