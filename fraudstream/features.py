@@ -379,8 +379,9 @@ def advance_customers(
     milliseconds), ``amount`` and ``ids`` (:func:`transaction_digests`) describe the new
     transactions in arrival order. Runs the backfill's kernel on the states followed by
     the new transactions, so the stream computes what :func:`customer_features` computes
-    on the whole history. A new transaction already in its customer's state (a replay) is
-    left out of its own history, so it scores as the first time. Returns the features of
+    on the whole history. A new transaction already in its customer's state (a replay: the
+    same id at a time the state already reaches, not after its latest transaction) is left
+    out of its own history, so it scores as the first time. Returns the features of
     the new transactions (arrival order) and each customer's next state (pruned).
     """
     states = list(states)
@@ -401,9 +402,9 @@ def advance_customers(
         latest = _latest(states)
     sizes = np.array([len(s) for s in states], dtype=np.int64)
     old_codes = np.repeat(np.arange(len(states)), sizes)
-    old_ms = np.concatenate([s.ms for s in states])
-    old_amount = np.concatenate([s.amount for s in states])
-    old_ids = np.concatenate([s.ids for s in states])
+    old_ms = np.concatenate([*(s.ms for s in states), np.empty(0, np.int64)])
+    old_amount = np.concatenate([*(s.amount for s in states), np.empty(0, np.float64)])
+    old_ids = np.concatenate([*(s.ids for s in states), np.empty(0, np.uint64)])
     arrival = np.argsort(codes, kind="stable")  # the new rows by customer, in arrival order
     by_customer = codes[arrival]
     # A late event: a customer's new row earlier than one of its rows (kept or new)
@@ -439,7 +440,7 @@ def advance_customers(
     # each next state starts at its first transaction a later window can still reach
     # (CustomerState.pruned, for every customer at once)
     ends = bounds[1:]
-    last = np.where(ends > bounds[:-1], key[ends - 1], 0)
+    last = np.where(ends > bounds[:-1], key[np.maximum(ends - 1, 0)], 0) if len(key) else ends
     starts = np.maximum(np.searchsorted(key, last - CUSTOMER_HISTORY_MS, side="right"), bounds[:-1])
     next_states = [
         CustomerState(

@@ -119,6 +119,36 @@ def test_a_replay_scores_as_the_first_time(events: pd.DataFrame) -> None:
     )
 
 
+def test_an_id_seen_before_but_later_in_time_is_a_new_transaction(
+    events: pd.DataFrame,
+) -> None:
+    """A replay carries its original time; the same id after the customer's latest
+    transaction is kept as a new one (as the history in Redis keeps it: its member differs)."""
+    states: dict[str, CustomerState] = {}
+    first = events.iloc[:200]
+    advance(states, first)
+    again = first.iloc[[0]].copy()
+    customer = again["customer_id"].iloc[0]
+    latest = states[customer].ms[-1]
+    again["timestamp"] = pd.Timestamp(int(latest) + 60_000, unit="ms", tz="UTC")
+    digest = transaction_digests([str(again["transaction_id"].iloc[0])])[0]
+    assert int((states[customer].ids == digest).sum()) == 1
+    advance(states, again)
+    assert int((states[customer].ids == digest).sum()) == 2
+
+
+def test_an_empty_batch_changes_nothing() -> None:
+    out, nxt = advance_customers(
+        [],
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0, np.float64),
+        np.empty(0, np.uint64),
+    )
+    assert nxt == []
+    assert all(len(v) == 0 for v in out.values())
+
+
 def test_late_events_match_the_backfill(events: pd.DataFrame) -> None:
     """Events arriving out of time order still get the backfill's values for what they see."""
     shuffled = events.iloc[:4000].sample(frac=1.0, random_state=3)
