@@ -336,16 +336,6 @@ class CustomerState:
             np.empty(0, bool),
         )
 
-    def pruned(self) -> CustomerState:
-        """Without the transactions that no window of a later one can reach."""
-        if not len(self.ms):
-            return self
-        keep = int(np.searchsorted(self.ms, self.ms[-1] - CUSTOMER_HISTORY_MS, side="right"))
-        if keep == 0:
-            return self
-        big = None if self.big is None else self.big[keep:]
-        return CustomerState(self.ms[keep:], self.amount[keep:], self.ids[keep:], big)
-
 
 def with_flags(states: Sequence[CustomerState]) -> list[CustomerState]:
     """``states`` with their big-amount flags computed where not known (read from storage)."""
@@ -437,8 +427,8 @@ def advance_customers(
         key, _ = _entity_time_key(sorted_codes, sorted_ms, CUSTOMER_HISTORY_MS)
         out, flags = _customer_kernel(key, sorted_amount, rows, known)
     bounds = np.searchsorted(sorted_codes, np.arange(len(states) + 1))
-    # each next state starts at its first transaction a later window can still reach
-    # (CustomerState.pruned, for every customer at once)
+    # prune: each next state starts after the transactions at or before its latest one
+    # minus the longest window, which no window of a later transaction can reach
     ends = bounds[1:]
     last = np.where(ends > bounds[:-1], key[np.maximum(ends - 1, 0)], 0) if len(key) else ends
     starts = np.maximum(np.searchsorted(key, last - CUSTOMER_HISTORY_MS, side="right"), bounds[:-1])

@@ -50,7 +50,17 @@ def execute(
     commands that failed with ``NOSCRIPT`` are sent again. Any other error of a command is
     raised (after the others ran), as are connection errors.
     """
-    replies = _pipeline(client, commands)
+    return _settle(client, commands, scripts, _pipeline(client, commands))
+
+
+def _settle(
+    client: redis.Redis,
+    commands: Sequence[tuple[Any, ...]],
+    scripts: Sequence[Script],
+    replies: list[Any],
+) -> list[Any]:
+    """``replies`` of ``commands`` once those that found a script missing were sent again
+    (after loading ``scripts``); raises the first error among them."""
     missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
     if missing and scripts:
         for script in scripts:
@@ -108,17 +118,7 @@ class Sent:
             raise
         self._connection = None
         self._client.connection_pool.release(connection)
-        missing = [
-            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
-        ]
-        if missing and self._scripts:
-            again = execute(self._client, [self._commands[i] for i in missing], self._scripts)
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return _settle(self._client, self._commands, self._scripts, replies)
 
     def abandon(self) -> None:
         """Give the connection back without reading (closed: its replies are unread). The

@@ -80,6 +80,10 @@ PREVIOUS_WINDOWS = CUSTOMER_PREVIOUS_WINDOWS_DAYS
 Action = Literal["approve", "review", "decline"]
 
 
+#: The Lua scripts the scorer's commands call (history and online store).
+SCRIPTS = (*history_scripts, *online_scripts)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -488,8 +492,7 @@ class Scorer:
 
     def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``commands`` of the history and the online store in one round trip."""
-        scripts = (*history_scripts, *online_scripts)
-        return execute(self.history.client, commands, scripts)
+        return execute(self.history.client, commands, SCRIPTS)
 
     def _send_update(
         self,
@@ -511,7 +514,7 @@ class Scorer:
             {name: values[last] for name, values in customer.items()},
         )
         append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
-        return send(self.history.client, [append, *write], (*history_scripts, *online_scripts))
+        return send(self.history.client, [append, *write], SCRIPTS)
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:

@@ -99,12 +99,18 @@ def test_prune_keeps_exactly_the_window() -> None:
     span = CUSTOMER_HISTORY_MS
     t0 = 1_800_000_000_000
     state = CustomerState(
-        np.array([t0 - span, t0 - span + 1000, t0], dtype=np.int64),
-        np.array([1.0, 2.0, 3.0]),
-        np.arange(3, dtype=np.uint64),
-        np.zeros(3, bool),
+        np.array([t0 - span, t0 - span + 1000], dtype=np.int64),
+        np.array([1.0, 2.0]),
+        np.arange(2, dtype=np.uint64),
+        np.zeros(2, bool),
     )
-    kept = state.pruned()
+    _, [kept] = advance_customers(  # the next state after one transaction at t0
+        [state],
+        np.zeros(1, np.int64),
+        np.array([t0], dtype=np.int64),
+        np.array([3.0]),
+        np.array([2], dtype=np.uint64),
+    )
     assert kept.amount.tolist() == [2.0, 3.0]
     assert kept.big is not None and len(kept.big) == 2
 
