@@ -2,7 +2,9 @@
 
 Builds the streaming benchmark's world once (handbook replay, local stack), then for each
 ``--variant`` starts a fresh worker with that variant's extra environment on fresh topics and
-measures: warm saturation throughput with the worker's own stage histograms, and for each
+measures: warm saturation throughput with the worker's own stage histograms and the CPU time
+each process spent per event meanwhile (worker, broker, Redis, this script's reader, which
+also publishes the paced events), and for each
 paced rate p50/p90/p99/max latency (one producer per rate; the first ``--warmup`` seconds are
 not measured) with the micro-batches' sizes, ages and stage times from the worker's /metrics.
 Variants run one after the other in the order given; repeat one (``--variant a --variant b
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,12 +93,18 @@ def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    """User + system CPU seconds of each process so far (its own threads, not its children:
+    the worker and the stack are children of this script)."""
+    return {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
+
+
 def run_variant(
     label: str, extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
 ) -> dict[str, Any]:
     from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
-    from fraudstream.stack import running
+    from fraudstream.stack import read_state, running
 
     settings, new = ctx["settings"], ctx["new"]
     kafka, bootstrap = settings.kafka, ctx["bootstrap"]
@@ -131,16 +140,27 @@ def run_variant(
         alive = lambda: proc.poll() is None  # noqa: E731
         bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
         before = bench.worker_stages()
+        state = read_state(settings)
+        assert state is not None
+        procs = {"worker": psutil.Process(proc.pid), "reader": psutil.Process()} | {
+            name: psutil.Process(info.pid) for name, info in state.processes.items()
+        }
+        cpu_before = cpu_s(procs)
         reader.drain(2 * sat, 300, alive)
+        cpu_after = cpu_s(procs)
         stamps = np.sort(np.asarray(reader.stamps[sat : 2 * sat], dtype=np.int64))
         out["warm_ev_s"] = round((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0))
         stages = bench.stage_delta(before, bench.worker_stages())
         out["warm_stages_us_per_event"] = {k: round(v, 1) for k, v in stages.items()}
+        out["warm_cpu_us_per_event"] = {
+            name: round(1e6 * (cpu_after[name] - cpu_before[name]) / sat, 1) for name in procs
+        }
         for rate in args.rates:
             count = int(rate * (args.warmup + args.measure))
             events = new.iloc[ctx["offset"] : ctx["offset"] + count]
             ctx["offset"] += count
             m0 = scrape()
+            c0 = cpu_s(procs)
             lat, _, _ = bench.paced_latency(
                 reader,
                 events,
@@ -155,6 +175,11 @@ def run_variant(
                 q: round(float(np.percentile(lat, p)), 1)
                 for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
             } | {"n": len(lat), "per_batch": per_batch(m0, scrape())}
+            # this script publishes here: "reader" is the publisher's CPU (and the reading's)
+            c1 = cpu_s(procs)
+            out[f"latency_{rate:g}"]["cpu_us_per_event"] = {
+                name: round(1e6 * (c1[name] - c0[name]) / count, 1) for name in procs
+            }
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     reader.close()

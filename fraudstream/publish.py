@@ -106,6 +106,27 @@ class Pacer:
         return stop is None or not stop()
 
 
+def poll_then_sleep(
+    poll: Callable[[float], Any], sleep: Callable[[float], Any] = time.sleep
+) -> Callable[[float], None]:
+    """An ``idle`` for :meth:`Pacer.wait` that serves delivery reports while it waits.
+
+    librdkafka's ``poll`` takes whole milliseconds (confluent-kafka truncates), so a wait
+    under one returns at once: the pacing loop then spun at full speed for the rest of every
+    gap. At 1,000 events/s, where nearly every gap is under a millisecond, the publisher used
+    most of a core (``benchmarks/RESULTS.md``). Waits of a millisecond or more poll; shorter
+    ones, and the remainders, sleep.
+    """
+
+    def idle(seconds: float) -> None:
+        if seconds >= 0.001:
+            poll(seconds)
+        else:
+            sleep(seconds)
+
+    return idle
+
+
 @dataclass
 class PublishResult:
     """What was sent; ``labels`` maps the sent ``transaction_id`` to ``is_fraud`` (or None)."""
@@ -273,10 +294,11 @@ def send_paced(
     result = PublishResult(topic=topic)
     producer = Producer({"error_cb": _raise_fatal, **conf})
     _warm_up(producer, topic)
+    idle = poll_then_sleep(producer.poll)
     started = time.monotonic()
     try:
         for i, make in enumerate(messages):
-            if not pacer.wait(i, producer.poll, stop):
+            if not pacer.wait(i, idle, stop):
                 result.interrupted = True
                 break
             now_ms = int(time.time() * 1000)

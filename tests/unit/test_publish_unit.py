@@ -16,6 +16,7 @@ from fraudstream.publish import (
     encode,
     event_payloads,
     label_table,
+    poll_then_sleep,
     simulated_events,
 )
 from fraudstream.schema import TransactionEvent, validate_frame
@@ -70,6 +71,36 @@ def test_pacer_catches_up_after_a_stall_without_waiting() -> None:
     assert slept == []
     pacer.wait(51, clock.sleep)
     assert clock.now == pytest.approx(105.1)
+
+
+def test_waits_under_a_millisecond_sleep_instead_of_polling_at_once() -> None:
+    """A producer's poll counts whole milliseconds: poll(0.0004) would return at once and the
+    pacing loop would spin; the wait is slept instead, and whole milliseconds are polled."""
+    clock = FakeClock()
+    calls: list[tuple[str, float]] = []
+
+    def poll(seconds: float) -> None:
+        calls.append(("poll", seconds))
+        clock.now += int(seconds * 1000) / 1000  # what librdkafka waits: whole ms
+
+    def sleep(seconds: float) -> None:
+        calls.append(("sleep", seconds))
+        clock.now += seconds
+
+    pacer = Pacer(1000, clock=clock)
+    pacer.due(0)
+    clock.now += 0.0006  # event 1 is due in 0.4 ms
+    pacer.wait(1, poll_then_sleep(poll, sleep))
+    assert calls == [("sleep", pytest.approx(0.0004))]
+    calls.clear()
+    pacer.wait(4, poll_then_sleep(poll, sleep))  # due in 3 ms: polled, then nothing left
+    assert [kind for kind, _ in calls] == ["poll"]
+    assert clock.now == pytest.approx(100.004)
+    calls.clear()
+    clock.now += 0.0005
+    pacer.wait(7, poll_then_sleep(poll, sleep))  # due in 2.5 ms: 2 ms polled, 0.5 ms slept
+    assert [kind for kind, _ in calls] == ["poll", "sleep"]
+    assert clock.now == pytest.approx(100.007)
 
 
 def test_unpaced_and_invalid_rates() -> None:
