@@ -58,3 +58,23 @@ def test_a_batch_is_delivered_in_full_before_deliver_returns(
     finally:
         consumer.close()
     assert seen == {o.key for o in outputs}
+
+
+def test_failures_reported_after_sending_come_back_in_order_for_resending(
+    service_settings: Settings, topic_factory: Callable[..., str]
+) -> None:
+    """A broker that never answers: each message's delivery times out, and deliver returns
+    that error in the message's place (nothing raised, nothing dropped silently)."""
+    import socket
+
+    with socket.socket() as sock:  # a port with nothing listening on it
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    producer = DeliveringProducer(service_settings.kafka, dead, message_timeout_ms=1500)
+    outputs = [Outgoing("nowhere", f"k{i}".encode(), b"same", []) for i in range(3)]
+    try:
+        results = asyncio.run(producer.deliver(outputs))
+    finally:
+        producer.close(timeout_s=1)
+    assert len(results) == len(outputs)
+    assert all(r is not None and "timed out" in str(r).lower() for r in results), results
