@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -136,16 +135,13 @@ def match_failures(
     value; identical messages are told apart by count, which is all a resend needs)."""
     if not failures:
         return results
-    errors: dict[Identity, list[BaseException]] = {}
+    pending: dict[Identity, list[BaseException]] = {}
     for identity, exc in failures:
-        errors.setdefault(identity, []).append(exc)
-    left = Counter({identity: len(excs) for identity, excs in errors.items()})
+        pending.setdefault(identity, []).append(exc)
     for i, out in enumerate(outputs):
-        identity = (out.topic, out.key, out.value)
-        if results[i] is None and left[identity] > 0:
-            left[identity] -= 1
-            results[i] = errors[identity][left[identity]]
-    unmatched = sum(left.values())
+        if results[i] is None and (excs := pending.get((out.topic, out.key, out.value))):
+            results[i] = excs.pop()
+    unmatched = sum(len(excs) for excs in pending.values())
     if unmatched:  # a report of a message not in this batch: should not happen; say so
         log.error("%d delivery failure(s) matched no message of the batch", unmatched)
     return results
