@@ -234,6 +234,9 @@ class Connections:
         self.idle.clear()
 
 
+ACTION = re.compile(rb'"action":\s*"(\w+)"')
+
+
 def http_post(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
     head += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -251,6 +254,7 @@ async def open_loop(
     n = len(payloads)
     latency = np.full(n, np.nan)
     lag = np.full(n, np.nan)
+    actions = [""] * n  # our answers' action (approve, review, decline); "" for Feast's
     errors: list[str] = []
     t0 = time.perf_counter() + 0.05
 
@@ -262,6 +266,8 @@ async def open_loop(
             errors.append(f"{type(exc).__name__}: {exc}")
             return
         latency[i] = time.perf_counter() - due
+        found = ACTION.search(body)
+        actions[i] = found.group(1).decode() if found else ""
         problem = f"status {status}" if status != 200 else check(body)
         if problem:
             errors.append(f"{problem}: {body[:200]!r}")
@@ -275,7 +281,14 @@ async def open_loop(
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
     span = time.perf_counter() - t0
-    return {"latency_s": latency, "lag_s": lag, "errors": errors, "n": n, "span_s": span}
+    return {
+        "latency_s": latency,
+        "lag_s": lag,
+        "actions": actions,
+        "errors": errors,
+        "n": n,
+        "span_s": span,
+    }
 
 
 def summarise(latency_s: np.ndarray) -> dict[str, float]:
@@ -535,6 +548,7 @@ async def drive(
 
     gc.callbacks.append(on_gc)
     latency: dict[str, list[np.ndarray]] = {"api": [], "feast": []}
+    actions: list[str] = []  # our answers' actions, in the order of latency["api"]
     lag: dict[str, list[np.ndarray]] = {"api": [], "feast": []}
     errors: dict[str, list[str]] = {"api": [], "feast": []}
     phases = []
@@ -558,6 +572,8 @@ async def drive(
         # the idle server's own background work, on the same two cores as the measured one
         other_cpu_s = cpu_seconds(other) - other_before
         latency[name].append(res["latency_s"])
+        if name == "api":
+            actions.extend(res["actions"])
         lag[name].append(res["lag_s"])
         errors[name].extend(res["errors"])
         stats = summarise(res["latency_s"])
@@ -582,6 +598,14 @@ async def drive(
     api.close()
     feast.close()
     out: dict[str, Any] = {"phases": phases, "feast_null_share": float(null_share)}
+    # Flagged answers carry exact SHAP reasons (the costlier explanation): their latency apart
+    ours_ms = np.concatenate(latency["api"])
+    flagged = np.array([a in ("review", "decline") for a in actions])
+    out["api_by_action"] = {
+        label: {"share": float(rows.mean()), **summarise(ours_ms[rows])}
+        for label, rows in (("approve", ~flagged), ("review or decline", flagged))
+        if rows.any()
+    }
     for name in ("api", "feast"):
         all_lat = np.concatenate(latency[name])
         all_lag = np.concatenate(lag[name]) * 1e3
@@ -644,6 +668,12 @@ def print_table(r: dict[str, Any]) -> None:
             f"| {i} | {p['target']} | {p['n']} | {p['p50']:.2f} | {p['p99']:.2f} | {p['errors']} "
             f"| {p['idle_other_cpu_s']:.2f} "
             f"| {', '.join(f'{ms:.1f}' for ms in p['generator_gc_ms'][:3])} |"
+        )
+    print()
+    for label, g in r["api_by_action"].items():
+        print(
+            f"ours, {label}: {100 * g['share']:.1f} % of requests, "
+            f"p50 {g['p50']:.2f} ms, p99 {g['p99']:.2f} ms, max {g['max']:.1f} ms"
         )
     s, sc = r["api_server_side"], r["scorer"]
     print()

@@ -22,6 +22,7 @@ import xgboost as xgb
 
 from fraudstream.errors import FraudstreamError
 from fraudstream.trees import WALK_MAX_ROWS, TreeWalk
+from fraudstream.treeshap import LeafShap
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ModelArtifact:
     booster: xgb.Booster
     #: XGBoost's predictions for small batches without a ``DMatrix`` (None: XGBoost only).
     walk: TreeWalk | None = None
+    #: XGBoost's exact SHAP values from per-leaf tables (None: XGBoost computes them).
+    shap: LeafShap | None = None
 
     @property
     def version(self) -> str:
@@ -108,15 +111,19 @@ class ModelArtifact:
 
         ``exact``: SHAP values (TreeSHAP, about 150 µs a row for 300 trees of depth 4);
         otherwise XGBoost's approximation (``approx_contribs``: each split's change of the
-        expected value credited to its feature, about 12 µs a row).
+        expected value credited to its feature, about 12 µs a row). Always XGBoost's own
+        computation (the reference :meth:`explain` is checked against).
         """
         return self._contributions(self.inputs(matrix).dmatrix, exact=exact)
 
     def explain(self, inputs: ModelInput, exact: np.ndarray) -> np.ndarray:
         """Contributions per feature (no bias column) of each row of :meth:`inputs`: SHAP
-        values for the rows where ``exact`` is true, the approximation for the others."""
+        values for the rows where ``exact`` is true, the approximation for the others.
+
+        SHAP values come from the per-leaf tables of :mod:`fraudstream.treeshap` when the model
+        has them (XGBoost's within ``treeshap.TOLERANCE``, 3-4x faster), else from XGBoost."""
         if exact.all():
-            return self._contributions(inputs.dmatrix, exact=True)[:, :-1]
+            return self._exact(inputs, None)
         walked = self._walked(inputs)
         if walked is not None:
             out = walked[1][:, :-1].astype(np.float64)
@@ -124,8 +131,16 @@ class ModelArtifact:
             out = self._contributions(inputs.dmatrix, exact=False)[:, :-1]
         if exact.any():
             rows = np.flatnonzero(exact)
-            out[rows] = self._contributions(inputs.dmatrix.slice(rows), exact=True)[:, :-1]
+            out[rows] = self._exact(inputs, rows)
         return out
+
+    def _exact(self, inputs: ModelInput, rows: np.ndarray | None) -> np.ndarray:
+        """SHAP values (no bias column) of ``rows`` of ``inputs`` (None: all)."""
+        if self.shap is not None:
+            values = inputs.values if rows is None else inputs.values[rows]
+            return self.shap.values(values)
+        dmatrix = inputs.dmatrix if rows is None else inputs.dmatrix.slice(rows)
+        return self._contributions(dmatrix, exact=True)[:, :-1]
 
     def _walked(self, inputs: ModelInput) -> tuple[np.ndarray, np.ndarray] | None:
         """The tree walk's probabilities and approximate contributions of a small batch
@@ -238,7 +253,11 @@ def load_artifact(path: Path) -> ModelArtifact:
         )
     log.info("loaded model %s from %s", manifest["model_version"], path)
     return ModelArtifact(
-        path=path, manifest=manifest, booster=booster, walk=TreeWalk.from_booster(booster)
+        path=path,
+        manifest=manifest,
+        booster=booster,
+        walk=TreeWalk.from_booster(booster),
+        shap=LeafShap.from_booster(booster),
     )
 
 

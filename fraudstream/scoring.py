@@ -13,7 +13,8 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
    changed are read again);
 3. compute the request features, score with the model (one ``DMatrix`` per batch, one
    thread; batches of up to 8 rows through :mod:`~fraudstream.trees`, equal bit for bit),
-   explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and decline,
+   explain with ``pred_contribs`` (top 3 reasons): SHAP values for review and decline
+   (XGBoost's TreeSHAP values, from the per-leaf tables of :mod:`~fraudstream.treeshap`),
    XGBoost's approximate contributions for approvals unless ``exact_reasons`` is ``all``;
    a shadow model, if any, scores the same rows and never acts;
 4. when ``update`` is true (the worker; the API only on request), append the events to

@@ -278,13 +278,17 @@ def _sigmoid(margin: np.ndarray) -> np.ndarray:
 
 
 def _probe_rows(walk: TreeWalk) -> np.ndarray:
-    """Rows that reach every side of every split: each feature below, at and above each of
-    its thresholds (others missing or at a random threshold), and random combinations."""
-    rng = np.random.default_rng(0)
+    """:func:`probe_rows` of the walk's splits."""
     split = walk.feature < walk.n_features
-    per_feature = [
-        np.unique(walk.threshold[split & (walk.feature == f)]) for f in range(walk.n_features)
-    ]
+    return probe_rows(walk.feature[split], walk.threshold[split], walk.n_features)
+
+
+def probe_rows(feature: np.ndarray, threshold: np.ndarray, n_features: int) -> np.ndarray:
+    """Rows (float32) that reach every side of every split (``feature``, ``threshold``: one
+    per split): each feature below, at and above each of its thresholds (others missing or at
+    a random threshold), and random combinations."""
+    rng = np.random.default_rng(0)
+    per_feature = [np.unique(threshold[feature == f]) for f in range(n_features)]
     pools = [
         np.concatenate((t, np.nextafter(t, _F32(-np.inf)), np.nextafter(t, _F32(np.inf))))
         if len(t)
@@ -301,5 +305,5 @@ def _probe_rows(walk: TreeWalk) -> np.ndarray:
     edge_rows = random_rows[rng.integers(0, PROBE_RANDOM_ROWS, len(edges))].copy()
     for i, (f, v) in enumerate(edges):
         edge_rows[i, f] = v
-    missing = np.full((1, walk.n_features), np.nan, _F32)
+    missing = np.full((1, n_features), np.nan, _F32)
     return np.concatenate([random_rows, edge_rows, missing])

@@ -67,6 +67,7 @@ def test_explain_gives_each_row_its_own_method(
         "all": np.ones(rows, bool),
         "mixed": np.arange(rows) % 3 == 0,
     }[pattern]
+    assert artifact.shap is not None  # SHAP values from the tables, checked against XGBoost's
     inputs = artifact.inputs(x)
     artifact.predict_inputs(inputs)
     got = artifact.explain(inputs, exact)
