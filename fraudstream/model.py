@@ -121,7 +121,7 @@ class ModelArtifact:
         values for the rows where ``exact`` is true, the approximation for the others.
 
         SHAP values come from the per-leaf tables of :mod:`fraudstream.treeshap` when the model
-        has them (XGBoost's within ``treeshap.TOLERANCE``, 3-4x faster), else from XGBoost."""
+        has them (XGBoost's within ``treeshap.TOLERANCE``, 2-4x faster), else from XGBoost."""
         if exact.all():
             return self._exact(inputs, None)
         walked = self._walked(inputs)

@@ -1,9 +1,10 @@
 """XGBoost's exact SHAP values (``pred_contribs``) from per-leaf tables, for the reasons of
 flagged transactions.
 
-XGBoost's TreeSHAP took about 500 µs a row on this machine for the product's model (300 trees
-of depth 4), and 1 ms for a single row: the largest cost of a flagged transaction in the worker
-and the REST API (``benchmarks/tree_shap.py``). The values it computes (path-dependent
+XGBoost's TreeSHAP took 360-1,330 µs a row on this machine for the product's model (300 trees
+of depth 4), the more the smaller the batch; a flagged request to the REST API took 2 ms
+longer (median) than an approved one (``benchmarks/tree_shap.py``; ``benchmarks/RESULTS.md``,
+"Exact SHAP tables" and "REST API"). The values it computes (path-dependent
 TreeSHAP) depend on a row only through which side of each split the row takes, so most of the
 work can be done once, when the model is loaded:
 
@@ -44,6 +45,8 @@ from fraudstream.trees import _unsupported, probe_rows
 
 log = logging.getLogger(__name__)
 
+#: Deepest trees read (a leaf's path features are bits of one byte).
+MAX_DEPTH = 8
 #: Largest table built, in bytes (depth 4: 2 MB for 300 trees; depth 8 would need ~1 GB).
 MAX_TABLE_BYTES = 64 * 1024 * 1024
 #: Agreement required with XGBoost, per value: ``|ours - xgboost| <= TOLERANCE * (1 + |xgboost|)``
@@ -212,6 +215,8 @@ def _too_large(learner: dict) -> str | None:
         left = tree["left_children"]
         leaves += sum(1 for child in left if child == -1)
         depth = max(depth, _depth(left, tree["right_children"]))
+    if depth > MAX_DEPTH:
+        return f"depth {depth} (at most {MAX_DEPTH})"
     size = leaves * (1 << depth) * depth * 8
     if size > MAX_TABLE_BYTES:
         return f"tables of {size / 2**20:.0f} MB for depth {depth}"

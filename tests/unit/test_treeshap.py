@@ -124,10 +124,13 @@ def test_models_it_does_not_read_get_no_tables(params: dict[str, object]) -> Non
     assert LeafShap.from_booster(booster) is None
 
 
-def test_tables_too_large_are_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("limit", ["MAX_TABLE_BYTES", "MAX_DEPTH"])
+def test_tables_too_large_or_too_deep_are_not_built(
+    monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
     booster = _train(MODELS["depth 4"])
     assert LeafShap.from_booster(booster) is not None
-    monkeypatch.setattr(treeshap, "MAX_TABLE_BYTES", 1024)
+    monkeypatch.setattr(treeshap, limit, 1024 if limit == "MAX_TABLE_BYTES" else 3)
     assert LeafShap.from_booster(booster) is None
 
 
