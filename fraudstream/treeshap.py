@@ -63,11 +63,11 @@ PROBE_CHUNK_ROWS = 256
 class LeafShap:
     """Per-leaf SHAP tables of a tree ensemble (all trees' leaves together).
 
-    Splits are numbered across trees; index ``len(split_feature) - 1`` is a padding split that
+    The split nodes of all trees are numbered together; the last number is a padding split that
     every row takes to the left, for paths shorter than ``depth``.
     """
 
-    split_feature: np.ndarray  # intp (splits + 1,)
+    split_feature: np.ndarray  # intp (splits + 1,): the last one is the padding split
     split_threshold: np.ndarray  # float32 (splits + 1,)
     split_default_left: np.ndarray  # bool (splits + 1,): where a missing value goes
     path_split: np.ndarray  # intp (depth, leaves): the split at each step of a leaf's path
@@ -105,13 +105,16 @@ class LeafShap:
         default_left: list[bool] = []
         leaves: list[tuple[float, list[tuple[int, bool, int, float]]]] = []
         for tree in trees:
-            offset = len(feature)
             left, right = tree["left_children"], tree["right_children"]
             cond, cover = tree["split_conditions"], tree["sum_hessian"]
-            split_on = tree["split_indices"]
-            feature += [int(f) for f in split_on]
-            threshold += [float(c) for c in cond]
-            default_left += [bool(d) for d in tree["default_left"]]
+            split_on, goes_default = tree["split_indices"], tree["default_left"]
+            number: dict[int, int] = {}  # a split node's number among all trees' splits
+            for node, child in enumerate(left):
+                if child != -1:
+                    number[node] = len(feature)
+                    feature.append(int(split_on[node]))
+                    threshold.append(float(cond[node]))
+                    default_left.append(bool(goes_default[node]))
             stack: list[tuple[int, list[tuple[int, bool, int, float]]]] = [(0, [])]
             while stack:  # every leaf with its path: (split, goes left, feature, cover ratio)
                 node, path = stack.pop()
@@ -120,9 +123,7 @@ class LeafShap:
                     continue
                 for child, goes_left in ((left[node], True), (right[node], False)):
                     ratio = cover[child] / cover[node]
-                    stack.append(
-                        (child, [*path, (offset + node, goes_left, split_on[node], ratio)])
-                    )
+                    stack.append((child, [*path, (number[node], goes_left, split_on[node], ratio)]))
         pad = len(feature)
         feature.append(0)
         threshold.append(math.inf)  # every value (and a missing one) goes left
@@ -185,17 +186,9 @@ class LeafShap:
             out = np.bincount(cell, per_slot.ravel(), minlength=n * width).reshape(n, width)
         return out[:, : self.n_features].astype(np.float32)
 
-    def splits_on_paths(self) -> np.ndarray:
-        """The splits on some leaf's path (not the padding one), in order."""
-        splits = np.unique(self.path_split)
-        return splits[splits != len(self.split_feature) - 1]
-
     def _mismatch(self, booster: xgb.Booster) -> str | None:
         """How the tables differ from XGBoost on probe rows (``None``: within tolerance)."""
-        splits = self.splits_on_paths()
-        probe = probe_rows(
-            self.split_feature[splits], self.split_threshold[splits], self.n_features
-        )
+        probe = probe_rows(self.split_feature[:-1], self.split_threshold[:-1], self.n_features)
         if len(probe) > PROBE_ROWS:  # evenly spaced; the last row (every value missing) too
             probe = probe[np.linspace(0, len(probe) - 1, PROBE_ROWS).astype(np.intp)]
         expected = booster.predict(
@@ -203,10 +196,16 @@ class LeafShap:
         )[:, : self.n_features]
         for start in range(0, len(probe), PROBE_CHUNK_ROWS):
             chunk = slice(start, start + PROBE_CHUNK_ROWS)
-            error = np.abs(self.values(probe[chunk]) - expected[chunk])
-            if np.any(error > TOLERANCE * (1 + np.abs(expected[chunk]))):
-                return f"SHAP values differ from XGBoost's by up to {error.max():.3g}"
+            got = self.values(probe[chunk])
+            if not agrees(got, expected[chunk]).all():
+                error = np.abs(got - expected[chunk]).max()
+                return f"SHAP values differ from XGBoost's by up to {error:.3g}"
         return None
+
+
+def agrees(ours: np.ndarray, xgboost: np.ndarray) -> np.ndarray:
+    """Per value, whether ``ours`` is XGBoost's within :data:`TOLERANCE`."""
+    return np.abs(ours - xgboost) <= TOLERANCE * (1 + np.abs(xgboost))
 
 
 def _too_large(learner: dict) -> str | None:

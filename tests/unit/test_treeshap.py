@@ -101,9 +101,9 @@ def test_values_exactly_at_a_threshold_go_where_xgboost_sends_them(
     depth_six: tuple[xgb.Booster, LeafShap],
 ) -> None:
     booster, tables = depth_six
-    splits = tables.splits_on_paths()
-    rows = np.full((len(splits), N_FEATURES), np.nan, dtype=np.float32)
-    rows[np.arange(len(rows)), tables.split_feature[splits]] = tables.split_threshold[splits]
+    feature, threshold = tables.split_feature[:-1], tables.split_threshold[:-1]  # no padding
+    rows = np.full((len(feature), N_FEATURES), np.nan, dtype=np.float32)
+    rows[np.arange(len(rows)), feature] = threshold
     _assert_close(tables.values(rows), _xgboost(booster, rows))
 
 
