@@ -18,12 +18,16 @@ same app with start-up checks and clear errors).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import faust
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
 
 from fraudstream.config import Settings
 from fraudstream.kafka import faust_broker_url, faust_credentials
@@ -56,6 +60,10 @@ def group_timeouts(session_timeout_ms: int) -> dict[str, float]:
     }
 
 
+#: Faust's drain loop yields to the event loop after this many messages of one fetch.
+YIELD_EVERY = 100
+
+
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     """Faust's consumer thread with the fetch wait of :class:`App` (Faust hard-codes 1500 ms)."""
 
@@ -66,8 +74,89 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(aiokafka_driver.Consumer):
+    """Faust's consumer with a drain loop that races a rebalance once per fetch, not per message.
+
+    Faust's ``Consumer._drain_messages`` hands each fetched message to the conductor with
+    ``wait_first(callback(message), suspend_flow.wait())``: four tasks created and three
+    cancelled per message, so that a rebalance (``suspend_flow``) can interrupt a callback
+    blocked on a full stream buffer. In the worker that was 14 % of the time the event loop
+    held the GIL at saturation (py-spy ``--gil``; ``benchmarks/RESULTS.md``). :meth:`_drain_messages`
+    runs the whole fetch's loop (Faust's, step for step: gaps, ``broker_commit_every``, a
+    yield every 100 messages, read offsets) as one task raced against the same events, so a
+    rebalance, stop or crash still cancels the callback in progress; as in Faust, the read
+    offset of the message it interrupted is set all the same, and ``getmany`` stops handing
+    out the fetch's other messages once the flow is suspended.
+    """
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched = self.getmany(timeout=1.0)
+                # Faust's own pause: getmany can return at once, again and again
+                await self.sleep(0)
+                if not self.should_stop:
+                    current: list[tuple[TP, int]] = []  # the message being delivered
+                    await self.wait_first(self._deliver(fetched, current), self.suspend_flow.wait())
+                    if current:
+                        # interrupted mid-callback: Faust sets the read offset all the same
+                        tp, offset = current[0]
+                        self._read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(
+        self, fetched: AsyncIterator[tuple[TP, Any]], current: list[tuple[TP, int]]
+    ) -> None:
+        """Hand each message of one fetch to the conductor, in order (Faust's loop body).
+        ``current`` holds the (partition, offset) whose callback is running."""
+        callback = self.callback
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        since_yield = 0
+        async for tp, message in fetched:
+            since_yield += 1
+            if since_yield > YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            r_offset = get_read_offset(tp)
+            if r_offset is None or offset >= r_offset:
+                gap = offset - (r_offset or 0)
+                if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                current[:] = [(tp, offset)]
+                await callback(message)
+                current.clear()
+                set_read_offset(tp, offset)
+            else:
+                self.log.dev(
+                    "DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value
+                )
 
 
 class _Transport(aiokafka_driver.Transport):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from faust.types import TP
 
 from fraudstream.config import Settings
-from streaming.app import create_app
+from streaming.app import YIELD_EVERY, _Consumer, create_app
 
 pytestmark = pytest.mark.unit
 
@@ -23,3 +27,108 @@ def test_worker_consumer_takes_the_fetch_wait_from_the_settings() -> None:
 
     assert asyncio.run(build()) == 25
     assert app.conf.web_enabled is False  # never an open port by default
+
+
+Fetch = list[tuple[TP, Any]]
+
+
+def _message(tp: TP, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        topic=tp.topic, partition=tp.partition, offset=offset, key=None, value=b""
+    )
+
+
+async def _drain(
+    consumer: _Consumer,
+    fetches: list[Fetch],
+    callback: Callable[[Any], Awaitable[None]],
+    until: Callable[[], Awaitable[None]],
+) -> None:
+    """Run the consumer's drain loop over ``fetches`` (then empty ones) until ``until`` returns."""
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        for item in fetches.pop(0) if fetches else []:
+            if not consumer.flow_active:  # as Faust's getmany: nothing more once suspended
+                break
+            yield item
+        await asyncio.sleep(0)
+
+    consumer.getmany = getmany  # type: ignore[method-assign]
+    consumer.callback = callback
+    drain = asyncio.ensure_future(consumer._drain_messages(fetcher))
+    await asyncio.wait_for(until(), 5)
+    fetcher._stopped.set()
+    await asyncio.wait_for(drain, 5)
+
+
+def test_drain_hands_every_message_of_every_fetch_over_in_order() -> None:
+    """The drain loop (one race per fetch, not per message) delivers what Faust's does."""
+    a, b = TP("tx", 0), TP("tx", 1)
+    n = 2 * YIELD_EVERY + 5  # past the loop's periodic yield
+    first: Fetch = [(tp, _message(tp, i)) for i in range(n) for tp in (a, b)]
+    second: Fetch = [(a, _message(a, n)), (a, _message(a, n - 1))]  # the second: an old offset
+    seen: list[tuple[int, int]] = []
+
+    async def callback(message: Any) -> None:
+        seen.append((message.partition, message.offset))
+
+    async def scenario() -> dict[TP, int | None]:
+        consumer = create_app(Settings(), "127.0.0.1:9", app_id="drain-test").consumer
+        assert isinstance(consumer, _Consumer)
+
+        async def until() -> None:
+            while len(seen) < 2 * n + 1:
+                await asyncio.sleep(0)
+
+        await _drain(consumer, [first, second], callback, until)
+        return dict(consumer._read_offset)
+
+    offsets = asyncio.run(scenario())
+    assert seen == [(tp.partition, m.offset) for tp, m in first] + [(0, n)]
+    assert offsets == {a: n, b: n - 1}
+
+
+def test_a_rebalance_cancels_the_callback_in_progress_as_faust_does() -> None:
+    """Flow suspended (a rebalance) while a callback waits on a full buffer: the callback is
+    cancelled, the fetch's later messages are not handed over, the read offset of the
+    interrupted message is set (Faust's behaviour), and the loop goes on fetching."""
+    tp = TP("tx", 0)
+    fetch: Fetch = [(tp, _message(tp, i)) for i in range(3)]
+    later: Fetch = [(tp, _message(tp, 7))]
+    seen: list[int] = []
+    cancelled: list[int] = []
+    blocked = asyncio.Event()
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+        if message.offset == 1:  # a full stream buffer: waits until the stream takes it
+            blocked.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(message.offset)
+                raise
+
+    async def scenario() -> dict[TP, int | None]:
+        consumer = create_app(Settings(), "127.0.0.1:9", app_id="drain-suspend").consumer
+        assert isinstance(consumer, _Consumer)
+
+        async def until() -> None:
+            await blocked.wait()
+            consumer.stop_flow()  # what Faust does when partitions are revoked
+            while not cancelled or consumer._read_offset.get(tp) != 1:
+                await asyncio.sleep(0)
+            fetches.append(later)
+            consumer.resume_flow()
+            while 7 not in seen:
+                await asyncio.sleep(0)
+
+        fetches = [fetch]
+        await _drain(consumer, fetches, callback, until)
+        return dict(consumer._read_offset)
+
+    offsets = asyncio.run(scenario())
+    assert cancelled == [1]
+    assert seen == [0, 1, 7]
+    assert offsets == {tp: 7}
