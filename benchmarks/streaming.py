@@ -16,7 +16,9 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
 2. reference (a): a bare Faust agent (``create_app``, same settings, same batch size,
    ``take_events``), forwarding each message's bytes unchanged to an output topic and
    awaiting each delivery like the worker, as a subprocess of this script; saturation:
-   ``--saturation`` events are in its input topic before it starts;
+   ``--saturation`` events are in its input topic before it starts; then, for context, the
+   same with the worker's output producer (a') and with Faust's own consumer drain loop
+   instead of ``streaming.app``'s (a0);
 3. the worker (``python -m fraudstream worker``, one process): twice ``--saturation`` events
    pre-loaded the same way; "cold" saturation over the first half of its decisions (it reads
    every customer's state from Redis once), "warm" over the second half (the figure compared
@@ -78,7 +80,8 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
 
     ``mode`` "topic": Faust's ``Topic.send`` (the idiomatic agent, the issue's reference);
     "producer": the worker's own output producer (``streaming.delivery``), as the worker
-    sends its decisions (a').
+    sends its decisions (a'); "stock": as "topic", with Faust's own consumer drain loop
+    (a race per message) instead of ``streaming.app``'s (a race per fetch), for context (a0).
     """
     import asyncio
 
@@ -92,6 +95,13 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     endpoints = resolve_endpoints(settings)
     datadir = settings.stack.dir / f"{app_id}-data"
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "stock":
+        from faust.transport.drivers import aiokafka as aiokafka_driver
+
+        from streaming import app as app_module
+
+        stock = aiokafka_driver.Consumer._drain_messages
+        app_module._Consumer._drain_messages = stock  # type: ignore[method-assign]
     app = create_app(settings, endpoints.kafka_bootstrap, app_id=app_id, datadir=datadir)
     source = app.topic(settings.topics.transactions, key_serializer="raw", value_serializer="raw")
     out = app.topic(settings.topics.decisions, key_serializer="raw", value_serializer="raw")
@@ -460,10 +470,13 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     tag = uuid.uuid4().hex[:6]
     bare_topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
     prod_topics = {"in": f"barep-in-{tag}", "out": f"barep-out-{tag}", "dlq": f"barep-dlq-{tag}"}
+    stock_topics = {"in": f"bares-in-{tag}", "out": f"bares-out-{tag}", "dlq": f"bares-dlq-{tag}"}
     work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
-    everything = [*bare_topics.values(), *prod_topics.values(), *work_topics.values()]
+    bare_modes = (("topic", bare_topics), ("producer", prod_topics), ("stock", stock_topics))
+    everything = [t for _, topics in bare_modes for t in topics.values()]
+    everything += work_topics.values()
     ensure_topics(kafka, bootstrap, everything)
-    for topic in (bare_topics["in"], prod_topics["in"]):
+    for topic in (topics["in"] for _, topics in bare_modes):
         res = publish_events(sat_events, kafka=kafka, bootstrap=bootstrap, topic=topic)
         assert res.delivered == n_sat, res.summary()
     res = publish_events(
@@ -472,10 +485,11 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     assert res.delivered == 2 * n_sat, res.summary()
     log(f"pre-loaded {n_sat:,} events for each bare agent, {2 * n_sat:,} for the worker")
 
-    # (a) bare agent, saturation: Faust's Topic.send, then (a') the worker's producer path
+    # (a) bare agent, saturation: Faust's Topic.send, then (a') the worker's producer path,
+    # then (a0) Faust's own drain loop
     script = [sys.executable, str(Path(__file__).resolve())]
     bares: dict[str, dict[str, Any]] = {}
-    for mode, topics in (("topic", bare_topics), ("producer", prod_topics)):
+    for mode, topics in bare_modes:
         reader = Reader(settings, bootstrap, topics["out"])
         env = env_for(settings, topics, work / f"bare-{mode}-stack")
         started = time.time()
@@ -484,7 +498,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             bares[mode] = saturation(reader, n_sat, started, lambda: proc.poll() is None, 240)
         reader.close()
         log(f"bare ({mode}): {bares[mode]}")
-    bare, bare_producer = bares["topic"], bares["producer"]
+    bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
 
     # the worker: saturation, then paced latency runs
     reader = Reader(settings, bootstrap, work_topics["out"])
@@ -552,7 +566,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         world, new.iloc[offset : offset + args.profile_events], settings.scoring.batch_size
     )
     w, b, nv = warm_sat["ev_s"], bare["ev_s"], naive["ev_s"]
-    bp = bare_producer["ev_s"]
+    bp, bs = bare_producer["ev_s"], bare_stock["ev_s"]
     p99_1k = latency.get("1000", {}).get("p99_ms")
     met = {
         "worker_vs_bare_>=0.70": bool(w / b >= TARGETS["vs_bare"]),
@@ -580,6 +594,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "bare_ev_s": b,
         "bare_producer_ev_s": bp,
         "worker_over_bare_producer": w / bp,
+        "bare_stock_ev_s": bs,
+        "worker_over_bare_stock": w / bs,
         "naive_ev_s": nv,
         "worker_over_bare": w / b,
         "worker_over_naive": w / nv,
@@ -615,11 +631,13 @@ def print_table(r: dict[str, Any]) -> None:
     )
     print(f"| (a) bare Faust agent saturation (ev/s) | {f(r['bare_ev_s'])} | | |")
     print(f"| (a') bare agent, worker's producer path (ev/s) | {f(r['bare_producer_ev_s'])} | | |")
+    print(f"| (a0) bare agent, Faust's own drain loop (ev/s) | {f(r['bare_stock_ev_s'])} | | |")
     print(f"| (b) naive Feast + predict per event (ev/s) | {f(r['naive_ev_s'])} | | |")
     print(
         f"| worker / bare | {r['worker_over_bare']:.2f} | >= 0.70 | {m['worker_vs_bare_>=0.70']} |"
     )
     print(f"| worker / (a') | {r['worker_over_bare_producer']:.2f} | | |")
+    print(f"| worker / (a0) | {r['worker_over_bare_stock']:.2f} | | |")
     print(
         f"| worker / naive | {r['worker_over_naive']:.1f}× | >= 10× | {m['worker_vs_naive_>=10']} |"
     )
