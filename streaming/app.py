@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -62,6 +64,18 @@ def group_timeouts(session_timeout_ms: int) -> dict[str, float]:
 
 #: Faust's drain loop yields to the event loop after this many messages of one fetch.
 YIELD_EVERY = 100
+#: SHA-256 of the source of the Faust drain loop :class:`_Consumer` mirrors (0.15.3's).
+FAUST_DRAIN_LOOP_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+@functools.cache
+def mirrors_faust_drain_loop() -> bool:
+    """Whether the installed Faust's ``Consumer._drain_messages`` is the one mirrored here."""
+    try:
+        source = inspect.getsource(aiokafka_driver.Consumer._drain_messages)
+    except (OSError, TypeError):  # no source to compare: assume it changed
+        return False
+    return hashlib.sha256(source.encode()).hexdigest() == FAUST_DRAIN_LOOP_SHA256
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -86,12 +100,21 @@ class _Consumer(aiokafka_driver.Consumer):
     rebalance, stop or crash still cancels the callback in progress; as in Faust, the read
     offset of the message it interrupted is set all the same, and ``getmany`` stops handing
     out the fetch's other messages once the flow is suspended.
+
+    The loop mirrors faust-streaming 0.15.3's. Should the installed Faust's loop differ from
+    that one (:data:`FAUST_DRAIN_LOOP_SHA256`), Faust's own runs instead, with a warning.
     """
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
+        if not mirrors_faust_drain_loop():
+            log.warning(
+                "Faust's consumer drain loop is not the one streaming.app mirrors "
+                "(faust-streaming 0.15.3): running Faust's own, one race per message"
+            )
+            return await super()._drain_messages(fetcher)
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         try:

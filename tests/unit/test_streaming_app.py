@@ -8,10 +8,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+import streaming.app as streaming_app
 from fraudstream.config import Settings
-from streaming.app import YIELD_EVERY, _Consumer, create_app
+from streaming.app import YIELD_EVERY, _Consumer, create_app, mirrors_faust_drain_loop
 
 pytestmark = pytest.mark.unit
 
@@ -132,3 +134,29 @@ def test_a_rebalance_cancels_the_callback_in_progress_as_faust_does() -> None:
     assert cancelled == [1]
     assert seen == [0, 1, 7]
     assert offsets == {tp: 7}
+
+
+def test_the_installed_faust_runs_the_drain_loop_mirrored_here() -> None:
+    """Fails when Faust's drain loop changes (an upgrade): review ``_Consumer`` against it."""
+    assert mirrors_faust_drain_loop()
+
+
+def test_a_faust_with_another_drain_loop_runs_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[object] = []
+
+    async def faust_loop(self: Any, fetcher: Any) -> None:
+        ran.append(fetcher)
+
+    monkeypatch.setattr(streaming_app, "FAUST_DRAIN_LOOP_SHA256", "0" * 64)
+    monkeypatch.setattr(aiokafka_driver.Consumer, "_drain_messages", faust_loop)
+    mirrors_faust_drain_loop.cache_clear()
+    try:
+
+        async def scenario() -> None:
+            consumer = create_app(Settings(), "127.0.0.1:9", app_id="drain-other").consumer
+            await consumer._drain_messages("fetcher")  # type: ignore[attr-defined]
+
+        asyncio.run(scenario())
+    finally:
+        mirrors_faust_drain_loop.cache_clear()
+    assert ran == ["fetcher"]
