@@ -94,12 +94,14 @@ class _Consumer(aiokafka_driver.Consumer):
     ``wait_first(callback(message), suspend_flow.wait())``: four tasks created and three
     cancelled per message, so that a rebalance (``suspend_flow``) can interrupt a callback
     blocked on a full stream buffer. In the worker that was 14 % of the time the event loop
-    held the GIL at saturation (py-spy ``--gil``; ``benchmarks/RESULTS.md``). :meth:`_drain_messages`
-    runs the whole fetch's loop (Faust's, step for step: gaps, ``broker_commit_every``, a
-    yield every 100 messages, read offsets) as one task raced against the same events, so a
-    rebalance, stop or crash still cancels the callback in progress; as in Faust, the read
-    offset of the message it interrupted is set all the same, and ``getmany`` stops handing
-    out the fetch's other messages once the flow is suspended.
+    held the GIL at saturation (py-spy ``--gil``; ``benchmarks/RESULTS.md``).
+
+    :meth:`_drain_messages` runs Faust's loop step for step (gaps, ``broker_commit_every``,
+    read offsets, a yield every 100 messages of a fetch), but hands a whole fetch's messages
+    over in one task, raced against the same events. A rebalance, stop or crash still cancels
+    the callback in progress. As in Faust, the read offset of the message it interrupted is
+    set all the same, ``getmany`` hands out no more of the fetch once the flow is suspended,
+    and a commit the loop started runs to its end.
 
     The loop mirrors faust-streaming 0.15.3's. Should the installed Faust's loop differ from
     that one (:data:`FAUST_DRAIN_LOOP_SHA256`), Faust's own runs instead, with a warning.
@@ -171,7 +173,8 @@ class _Consumer(aiokafka_driver.Consumer):
                     await self._add_gap(tp, r_offset + 1, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
-                    await self.commit()
+                    # Faust awaits this commit outside its race: a rebalance does not cancel it
+                    await asyncio.shield(self.commit())
                 current[:] = [(tp, offset)]
                 await callback(message)
                 current.clear()
