@@ -136,6 +136,47 @@ def test_a_rebalance_cancels_the_callback_in_progress_as_faust_does() -> None:
     assert offsets == {tp: 7}
 
 
+def test_a_rebalance_does_not_cancel_a_commit_the_loop_started() -> None:
+    """Faust awaits its ``broker_commit_every`` commit outside the race; so does this loop."""
+    tp = TP("tx", 0)
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def commit() -> None:
+        events.append("commit started")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            events.append("commit cancelled")
+            raise
+        events.append("commit done")
+
+    async def callback(message: Any) -> None:
+        events.append(f"message {message.offset}")
+
+    async def scenario() -> None:
+        consumer = create_app(Settings(), "127.0.0.1:9", app_id="drain-commit").consumer
+        assert isinstance(consumer, _Consumer)
+        consumer.commit = commit  # type: ignore[method-assign,assignment]
+        consumer._commit_every = 1
+        consumer._n_acked = 1  # one message acked: the next one commits first
+
+        async def until() -> None:
+            while "commit started" not in events:
+                await asyncio.sleep(0)
+            consumer.stop_flow()  # a rebalance while the commit runs
+            for _ in range(10):
+                await asyncio.sleep(0)
+            release.set()
+            while "commit done" not in events and "commit cancelled" not in events:
+                await asyncio.sleep(0)
+
+        await _drain(consumer, [[(tp, _message(tp, 0))]], callback, until)
+
+    asyncio.run(scenario())
+    assert [e for e in events if e.startswith("commit")] == ["commit started", "commit done"]
+
+
 def test_the_installed_faust_runs_the_drain_loop_mirrored_here() -> None:
     """Fails when Faust's drain loop changes (an upgrade): review ``_Consumer`` against it."""
     assert mirrors_faust_drain_loop()
