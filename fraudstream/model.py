@@ -21,7 +21,7 @@ import numpy as np
 import xgboost as xgb
 
 from fraudstream.errors import FraudstreamError
-from fraudstream.trees import WALK_MAX_ROWS, TreeWalk
+from fraudstream.trees import WALK_MAX_ROWS, TreeWalk, learner_of
 from fraudstream.treeshap import LeafShap
 
 log = logging.getLogger(__name__)
@@ -252,12 +252,13 @@ def load_artifact(path: Path) -> ModelArtifact:
             f"{model_path}: model features {booster.feature_names} != manifest {names}"
         )
     log.info("loaded model %s from %s", manifest["model_version"], path)
+    learner = learner_of(booster)  # parsed once for both
     return ModelArtifact(
         path=path,
         manifest=manifest,
         booster=booster,
-        walk=TreeWalk.from_booster(booster),
-        shap=LeafShap.from_booster(booster),
+        walk=TreeWalk.from_booster(booster, learner),
+        shap=LeafShap.from_booster(booster, learner),
     )
 
 

@@ -75,11 +75,11 @@ class TreeWalk:
     )
 
     @classmethod
-    def from_booster(cls, booster: xgb.Booster) -> TreeWalk | None:
+    def from_booster(cls, booster: xgb.Booster, learner: dict | None = None) -> TreeWalk | None:
         """The walk of ``booster``, or ``None`` when it is not one this module reproduces
-        exactly (then use XGBoost). Checks itself against XGBoost on probe rows."""
-        model = json.loads(booster.save_raw("json"))
-        learner = model["learner"]
+        exactly (then use XGBoost). Checks itself against XGBoost on probe rows.
+        ``learner``: :func:`learner_of` ``booster``, when the caller parsed it already."""
+        learner = learner_of(booster) if learner is None else learner
         reason = _unsupported(learner)
         if reason is not None:
             log.info("tree walk off (%s): XGBoost scores every batch", reason)
@@ -197,6 +197,11 @@ class TreeWalk:
             if not np.array_equal(contrib, expected_contrib[chunk]):
                 return "approximate contributions differ"
         return None
+
+
+def learner_of(booster: xgb.Booster) -> dict:
+    """The ``learner`` part of ``booster``'s JSON model (trees, objective, parameters)."""
+    return dict(json.loads(booster.save_raw("json"))["learner"])
 
 
 def _unsupported(learner: dict) -> str | None:

@@ -33,7 +33,6 @@ reads (objective, categorical splits, vector leaves).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
-from fraudstream.trees import _unsupported, probe_rows
+from fraudstream.trees import _unsupported, learner_of, probe_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +79,10 @@ class LeafShap:
     n_features: int
 
     @classmethod
-    def from_booster(cls, booster: xgb.Booster) -> LeafShap | None:
-        """The tables of ``booster``, or ``None`` when XGBoost should compute the values."""
-        learner = json.loads(booster.save_raw("json"))["learner"]
+    def from_booster(cls, booster: xgb.Booster, learner: dict | None = None) -> LeafShap | None:
+        """The tables of ``booster``, or ``None`` when XGBoost should compute the values.
+        ``learner``: :func:`~fraudstream.trees.learner_of` ``booster``, if parsed already."""
+        learner = learner_of(booster) if learner is None else learner
         reason = _unsupported(learner)
         if reason is None:
             reason = _too_large(learner)
