@@ -11,8 +11,8 @@ size, alternating the two ways ``--reps`` times on rows drawn from the tables' p
   :class:`~fraudstream.model.ModelArtifact` did for flagged rows before the tables;
 * the tables: :meth:`~fraudstream.treeshap.LeafShap.values`.
 
-Checks both agree within ``treeshap.TOLERANCE`` (``treeshap.agrees``), prints median µs per row as a Markdown table,
-the time to build and check the tables, and one JSON line.
+Checks both agree within ``treeshap.TOLERANCE`` (``treeshap.agrees``), prints median µs per
+row as a Markdown table, the time to build and check the tables, and one JSON line.
 """
 
 from __future__ import annotations
