@@ -28,7 +28,13 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    each rate's decisions all received before the next starts) with p50/p99 of the decisions'
    ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
    peak RSS of the worker (psutil, every 0.2 s, process and children) over all its phases;
-4. where the time goes: the worker's stages timed in this process (decode, frame, score
+4. reference (c), the transport's floor: for each paced rate, the same events published
+   the same way to a fresh topic, read by a bare aiokafka consumer in a process of its own
+   (the client under Faust, the worker's ``fetch_max_wait_ms``, no processing), with p50/p99
+   of Kafka timestamp to receipt. No worker runs meanwhile. An event's latency in the worker
+   includes this path, on the same broker and machine. The broker's CPU time per event is
+   recorded in each paced phase, the worker's and the floor's;
+5. where the time goes: the worker's stages timed in this process (decode, frame, score
    with history update, decision record) on held-out events no phase used.
 
 Saturation throughput = (outputs − 1) / (last − first output's Kafka timestamp).
@@ -373,6 +379,93 @@ def stage_delta(before: dict, after: dict) -> dict[str, float]:
     }
 
 
+# ------------------------------------------------------------------ the transport's floor
+
+
+def floor_consumer_main(topic: str, count: int, out_path: str) -> None:
+    """Reference (c): read ``count`` messages of ``topic`` with a bare aiokafka consumer (run
+    as a subprocess); write each one's Kafka timestamp and receipt time (epoch ms) as JSON."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from fraudstream.config import load_settings
+    from fraudstream.stack import resolve_endpoints
+
+    settings = load_settings()
+    assert settings.kafka.security_protocol == "PLAINTEXT", "the local stack only"
+    bootstrap = resolve_endpoints(settings).kafka_bootstrap
+
+    async def consume() -> list[tuple[int, float]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        )
+        await consumer.start()
+        print("ready", flush=True)
+        got: list[tuple[int, float]] = []
+        try:
+            while len(got) < count:
+                fetched = await consumer.getmany(timeout_ms=1000)
+                now_ms = time.time() * 1000
+                got.extend((m.timestamp, now_ms) for msgs in fetched.values() for m in msgs)
+        finally:
+            await consumer.stop()
+        return got
+
+    Path(out_path).write_text(json.dumps(asyncio.run(consume())))
+
+
+def transport_floor(
+    events: pd.DataFrame, n_warm: int, rate: float, settings: Any, bootstrap: str, work: Path
+) -> dict[str, Any]:
+    """Publish ``events`` at ``rate`` to a fresh topic read by :func:`floor_consumer_main`:
+    p50/p99/max of Kafka timestamp to receipt over all but the ``n_warm`` earliest events,
+    and the broker's CPU time per event meanwhile."""
+    import subprocess
+
+    from fraudstream.kafka import ensure_topics
+    from fraudstream.publish import publish_events
+    from fraudstream.stack import read_state
+
+    kafka = settings.kafka
+    tag = uuid.uuid4().hex[:6]
+    topic = f"floor-{tag}"
+    ensure_topics(kafka, bootstrap, [topic])
+    out = work / f"floor-{tag}.json"
+    topics = {"in": topic, "out": topic, "dlq": topic}
+    argv = [sys.executable, str(Path(__file__).resolve()), "--floor-consumer", topic]
+    argv += ["--floor-count", str(len(events)), "--floor-out", str(out)]
+    env = env_for(settings, topics, work / "floor-stack")
+    state = read_state(settings)
+    assert state is not None
+    broker = psutil.Process(state.processes["kafka"].pid)
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor consumer did not start")
+        cpu0 = sum(broker.cpu_times()[:2])
+        pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
+        code = proc.wait(timeout=120)
+        cpu1 = sum(broker.cpu_times()[:2])
+    if code != 0 or pub.delivered != len(events):
+        raise RuntimeError(f"floor at {rate:g} ev/s: consumer exit {code}, {pub.summary()}")
+    pairs = sorted(json.loads(out.read_text()))[n_warm:]  # by Kafka timestamp
+    ages = np.asarray([received - stamp for stamp, received in pairs], dtype=np.float64)
+    return {
+        "rate": rate,
+        "published_ev_s": pub.rate,
+        "measured_events": len(ages),
+        "p50_ms": float(np.percentile(ages, 50)),
+        "p99_ms": float(np.percentile(ages, 99)),
+        "max_ms": float(ages.max()),
+        "broker_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / len(events),
+    }
+
+
 # ------------------------------------------------------------------ stages
 
 
@@ -430,9 +523,15 @@ def main() -> None:
     parser.add_argument("--profile-events", type=int, default=5_000)
     parser.add_argument("--bare-agent", metavar="APP_ID", help=argparse.SUPPRESS)
     parser.add_argument("--bare-mode", default="topic", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-consumer", metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_agent:
         bare_agent_main(args.bare_agent, args.bare_mode)
+        return
+    if args.floor_consumer:
+        floor_consumer_main(args.floor_consumer, args.floor_count, args.floor_out)
         return
 
     from workspace import private_workspace
@@ -448,7 +547,7 @@ def main() -> None:
 def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> dict[str, Any]:
     from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
-    from fraudstream.stack import running
+    from fraudstream.stack import read_state, running
 
     world = build_world(args, settings, endpoints)
     new: pd.DataFrame = world["new"]
@@ -500,11 +599,25 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         log(f"bare ({mode}): {bares[mode]}")
     bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
 
+    # (c) the transport's floor at each paced rate, with the events the worker will get
+    floor: dict[str, Any] = {}
+    offset = 2 * n_sat
+    for rate, count in zip(rates, paced, strict=True):
+        events = new.iloc[offset : offset + count]
+        offset += count
+        floor[f"{int(rate)}"] = transport_floor(
+            events, int(rate * args.warmup), rate, settings, bootstrap, work
+        )
+        log(f"transport floor at {rate:.0f} ev/s: {floor[str(int(rate))]}")
+
     # the worker: saturation, then paced latency runs
     reader = Reader(settings, bootstrap, work_topics["out"])
     env = env_for(settings, work_topics, work / "worker-stack")
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"worker-{tag}"]
     latency: dict[str, Any] = {}
+    state = read_state(settings)
+    assert state is not None
+    broker = psutil.Process(state.processes["kafka"].pid)
     started = time.time()
     with running(argv, work / "worker.log", env=env) as proc:
         sampler = RssSampler(proc.pid)
@@ -536,9 +649,11 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             n_warm = int(rate * args.warmup)
             events = new.iloc[offset : offset + count]
             offset += count
+            cpu0 = sum(broker.cpu_times()[:2])
             arr, pub, got = paced_latency(
                 reader, events, n_warm, rate, kafka, bootstrap, work_topics["in"], alive
             )
+            cpu1 = sum(broker.cpu_times()[:2])
             latency[f"{int(rate)}"] = {
                 "rate": rate,
                 "published_ev_s": pub.rate,
@@ -550,6 +665,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
                 "p99_ms": float(np.percentile(arr, 99)) if len(arr) else None,
                 "max_ms": float(arr.max()) if len(arr) else None,
                 "all_outputs": got,
+                "broker_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / count,
             }
             log(f"latency at {rate:.0f} ev/s: {latency[str(int(rate))]}")
         gc.unfreeze()
@@ -600,6 +716,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "worker_over_bare": w / b,
         "worker_over_naive": w / nv,
         "latency": latency,
+        "transport_floor": floor,
         "p50_1k_ms": latency.get("1000", {}).get("p50_ms"),
         "p99_1k_ms": p99_1k,
         "p50_3k_ms": latency.get("3000", {}).get("p50_ms"),
@@ -647,6 +764,18 @@ def print_table(r: dict[str, Any]) -> None:
             f"{f(v['p99_ms'], '.1f')} ({v['decisions_received']:,} of {v['measured_events']:,}) "
             f"| {'p99 <= 100' if rate == '1000' else ''} | "
             f"{m['p99_at_1k_<=100ms'] if rate == '1000' else ''} |"
+        )
+    for rate, v in r["transport_floor"].items():
+        print(
+            f"| (c) transport floor at {rate} ev/s, p50 / p99 (ms) | {f(v['p50_ms'], '.1f')} / "
+            f"{f(v['p99_ms'], '.1f')} | | |"
+        )
+    for rate in r["latency"]:
+        worker_cpu = r["latency"][rate]["broker_cpu_us_per_event"]
+        floor_cpu = r["transport_floor"].get(rate, {}).get("broker_cpu_us_per_event")
+        print(
+            f"| broker CPU at {rate} ev/s, worker / (c) (µs/event) | {f(worker_cpu)} / "
+            f"{f(floor_cpu)} | | |"
         )
     print(f"| worker peak RSS (MB) | {f(r['worker_peak_rss_mb'])} | <= 600 | {m['rss_<=600MB']} |")
     print("\nworker stages in-process (µs per event):", end=" ")
