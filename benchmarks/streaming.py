@@ -28,12 +28,14 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    each rate's decisions all received before the next starts) with p50/p99 of the decisions'
    ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
    peak RSS of the worker (psutil, every 0.2 s, process and children) over all its phases;
-4. reference (c), the transport's floor: for each paced rate, the same events published
-   the same way to a fresh topic, read by a bare aiokafka consumer in a process of its own
-   (the client under Faust, the worker's ``fetch_max_wait_ms``, no processing), with p50/p99
-   of Kafka timestamp to receipt. No worker runs meanwhile. An event's latency in the worker
-   includes this path, on the same broker and machine. The broker's CPU time per event is
-   recorded in each paced phase, the worker's and the floor's;
+4. reference (c), the transport's floor: a topic given the worker's input history (the same
+   pre-loaded events, then the same paced phases in the same order), read by a bare aiokafka
+   consumer in a process of its own (the client under Faust, the worker's
+   ``fetch_max_wait_ms``, no processing), with p50/p99 of Kafka timestamp to receipt per
+   rate. No worker runs meanwhile. An event's latency in the worker includes this path, on
+   the same broker and machine. (On the local broker a fetch slows as the partition's record
+   batches add up, so the history matters.) The broker's CPU time per event is recorded in
+   each paced phase, the worker's and the floor's;
 5. where the time goes: the worker's stages timed in this process (decode, frame, score
    with history update, decision record) on held-out events no phase used.
 
@@ -382,9 +384,10 @@ def stage_delta(before: dict, after: dict) -> dict[str, float]:
 # ------------------------------------------------------------------ the transport's floor
 
 
-def floor_consumer_main(topic: str, count: int, out_path: str) -> None:
-    """Reference (c): read ``count`` messages of ``topic`` with a bare aiokafka consumer (run
-    as a subprocess); write each one's Kafka timestamp and receipt time (epoch ms) as JSON."""
+def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> None:
+    """Reference (c): read ``skip`` messages of ``topic`` from its start, say ``caught-up``,
+    then read ``count`` more with a bare aiokafka consumer (run as a subprocess); write each
+    of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
@@ -405,13 +408,19 @@ def floor_consumer_main(topic: str, count: int, out_path: str) -> None:
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
         await consumer.start()
-        print("ready", flush=True)
         got: list[tuple[int, float]] = []
+        seen = 0
         try:
-            while len(got) < count:
+            while seen < skip + count:
                 fetched = await consumer.getmany(timeout_ms=1000)
                 now_ms = time.time() * 1000
-                got.extend((m.timestamp, now_ms) for msgs in fetched.values() for m in msgs)
+                for msgs in fetched.values():
+                    for m in msgs:
+                        seen += 1
+                        if seen > skip:
+                            got.append((m.timestamp, now_ms))
+                if seen == skip:
+                    print("caught-up", flush=True)
         finally:
             await consumer.stop()
         return got
@@ -420,11 +429,20 @@ def floor_consumer_main(topic: str, count: int, out_path: str) -> None:
 
 
 def transport_floor(
-    events: pd.DataFrame, n_warm: int, rate: float, settings: Any, bootstrap: str, work: Path
-) -> dict[str, Any]:
-    """Publish ``events`` at ``rate`` to a fresh topic read by :func:`floor_consumer_main`:
-    p50/p99/max of Kafka timestamp to receipt over all but the ``n_warm`` earliest events,
-    and the broker's CPU time per event meanwhile."""
+    preload: pd.DataFrame,
+    phases: list[tuple[float, pd.DataFrame, int]],
+    settings: Any,
+    bootstrap: str,
+    work: Path,
+) -> dict[str, dict[str, Any]]:
+    """Reference (c): a topic with the worker's input history (``preload`` published at
+    once, then each ``(rate, events, n_warm)`` of ``phases`` paced, in order), read by
+    :func:`floor_consumer_main`. Per rate: p50/p99/max of Kafka timestamp to receipt over
+    all but the ``n_warm`` earliest events, and the broker's CPU time per event meanwhile.
+
+    The history matters: on the local broker (Tansu 0.6) a fetch takes longer the more
+    record batches the partition holds, so a fresh topic would understate the floor.
+    """
     import subprocess
 
     from fraudstream.kafka import ensure_topics
@@ -435,35 +453,46 @@ def transport_floor(
     tag = uuid.uuid4().hex[:6]
     topic = f"floor-{tag}"
     ensure_topics(kafka, bootstrap, [topic])
+    res = publish_events(preload, kafka=kafka, bootstrap=bootstrap, topic=topic)
+    assert res.delivered == len(preload), res.summary()
     out = work / f"floor-{tag}.json"
-    topics = {"in": topic, "out": topic, "dlq": topic}
+    count = sum(len(events) for _, events, _ in phases)
     argv = [sys.executable, str(Path(__file__).resolve()), "--floor-consumer", topic]
-    argv += ["--floor-count", str(len(events)), "--floor-out", str(out)]
-    env = env_for(settings, topics, work / "floor-stack")
+    argv += ["--floor-skip", str(len(preload)), "--floor-count", str(count)]
+    argv += ["--floor-out", str(out)]
+    env = env_for(settings, {"in": topic, "out": topic, "dlq": topic}, work / "floor-stack")
     state = read_state(settings)
     assert state is not None
     broker = psutil.Process(state.processes["kafka"].pid)
+    spans: list[tuple[float, int, int, float]] = []  # rate, first and last send ms, CPU s
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the floor consumer did not start")
-        cpu0 = sum(broker.cpu_times()[:2])
-        pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
+        if proc.stdout.readline().strip() != "caught-up":
+            raise RuntimeError("the floor consumer did not catch up")
+        for rate, events, _ in phases:
+            cpu0 = sum(broker.cpu_times()[:2])
+            first = int(time.time() * 1000)
+            pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
+            if pub.delivered != len(events):
+                raise RuntimeError(f"floor at {rate:g} ev/s: {pub.summary()}")
+            spans.append((rate, first, int(time.time() * 1000), sum(broker.cpu_times()[:2]) - cpu0))
         code = proc.wait(timeout=120)
-        cpu1 = sum(broker.cpu_times()[:2])
-    if code != 0 or pub.delivered != len(events):
-        raise RuntimeError(f"floor at {rate:g} ev/s: consumer exit {code}, {pub.summary()}")
-    pairs = sorted(json.loads(out.read_text()))[n_warm:]  # by Kafka timestamp
-    ages = np.asarray([received - stamp for stamp, received in pairs], dtype=np.float64)
-    return {
-        "rate": rate,
-        "published_ev_s": pub.rate,
-        "measured_events": len(ages),
-        "p50_ms": float(np.percentile(ages, 50)),
-        "p99_ms": float(np.percentile(ages, 99)),
-        "max_ms": float(ages.max()),
-        "broker_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / len(events),
-    }
+    if code != 0:
+        raise RuntimeError(f"the floor consumer exited with {code}")
+    pairs = json.loads(out.read_text())
+    result = {}
+    for (rate, first, last, cpu), (_, events, n_warm) in zip(spans, phases, strict=True):
+        mine = sorted(p for p in pairs if first <= p[0] <= last)[n_warm:]  # by Kafka timestamp
+        ages = np.asarray([received - stamp for stamp, received in mine], dtype=np.float64)
+        result[f"{int(rate)}"] = {
+            "rate": rate,
+            "measured_events": len(ages),
+            "p50_ms": float(np.percentile(ages, 50)),
+            "p99_ms": float(np.percentile(ages, 99)),
+            "max_ms": float(ages.max()),
+            "broker_cpu_us_per_event": 1e6 * cpu / len(events),
+        }
+    return result
 
 
 # ------------------------------------------------------------------ stages
@@ -524,6 +553,7 @@ def main() -> None:
     parser.add_argument("--bare-agent", metavar="APP_ID", help=argparse.SUPPRESS)
     parser.add_argument("--bare-mode", default="topic", help=argparse.SUPPRESS)
     parser.add_argument("--floor-consumer", metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-skip", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -531,7 +561,7 @@ def main() -> None:
         bare_agent_main(args.bare_agent, args.bare_mode)
         return
     if args.floor_consumer:
-        floor_consumer_main(args.floor_consumer, args.floor_count, args.floor_out)
+        floor_consumer_main(args.floor_consumer, args.floor_skip, args.floor_count, args.floor_out)
         return
 
     from workspace import private_workspace
@@ -599,16 +629,13 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         log(f"bare ({mode}): {bares[mode]}")
     bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
 
-    # (c) the transport's floor at each paced rate, with the events the worker will get
-    floor: dict[str, Any] = {}
-    offset = 2 * n_sat
+    # (c) the transport's floor: the worker's input history and paced phases, no worker
+    offset, phases = 2 * n_sat, []
     for rate, count in zip(rates, paced, strict=True):
-        events = new.iloc[offset : offset + count]
+        phases.append((rate, new.iloc[offset : offset + count], int(rate * args.warmup)))
         offset += count
-        floor[f"{int(rate)}"] = transport_floor(
-            events, int(rate * args.warmup), rate, settings, bootstrap, work
-        )
-        log(f"transport floor at {rate:.0f} ev/s: {floor[str(int(rate))]}")
+    floor = transport_floor(new.iloc[: 2 * n_sat], phases, settings, bootstrap, work)
+    log(f"transport floor: {floor}")
 
     # the worker: saturation, then paced latency runs
     reader = Reader(settings, bootstrap, work_topics["out"])
