@@ -409,7 +409,7 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
         )
         await consumer.start()
         got: list[tuple[int, float]] = []
-        seen = 0
+        seen, said = 0, False
         try:
             while seen < skip + count:
                 fetched = await consumer.getmany(timeout_ms=1000)
@@ -419,8 +419,9 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
                         seen += 1
                         if seen > skip:
                             got.append((m.timestamp, now_ms))
-                if seen == skip:
+                if seen >= skip and not said:
                     print("caught-up", flush=True)
+                    said = True
         finally:
             await consumer.stop()
         return got

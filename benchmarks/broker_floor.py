@@ -1,0 +1,133 @@
+"""The local broker's own latency over time: publish at a fixed rate, read with a bare consumer.
+
+    .venv/bin/python benchmarks/broker_floor.py [--rate 1000] [--seconds 25] [--fresh-seconds 10]
+
+Starts ONE private local stack (``benchmarks/workspace.py``). Publishes ``--rate`` events/s
+for ``--seconds`` to one topic (``fraudstream.publish.send_paced``, the product's producer
+settings: idempotent, ``acks=all``, 5 ms linger; 300-byte values on 997 keys) while a bare
+aiokafka consumer in a process of its own (``benchmarks/streaming.py``'s reference (c): the
+client under Faust, ``fetch_max_wait_ms`` from the settings, no processing) reads it; then the
+same for ``--fresh-seconds`` on a fresh topic of the same broker. Prints, per 5 s window of
+send time, p50 and p99 of Kafka timestamp to receipt, and the broker's CPU per event; last,
+one JSON line. No fraudstream worker runs: this is the floor under any consumer's latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+
+from benchmarks import streaming as bench  # noqa: E402
+
+WINDOW_S = 5
+
+
+def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Publish ``rate`` x ``seconds`` events to ``topic`` (a new one) under the floor consumer."""
+    from fraudstream.kafka import ensure_topics, producer_config
+    from fraudstream.publish import send_paced
+    from fraudstream.stack import read_state
+
+    settings, bootstrap = ws.settings, ws.endpoints.kafka_bootstrap
+    ensure_topics(settings.kafka, bootstrap, [topic])
+    count = int(rate * seconds)
+    out = ws.work / f"{topic}.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--floor-consumer", topic]
+    argv += ["--floor-skip", "0", "--floor-count", str(count), "--floor-out", str(out)]
+    env = bench.env_for(settings, {"in": topic, "out": topic, "dlq": topic}, ws.work / "stack-x")
+    state = read_state(settings)
+    assert state is not None
+    broker = psutil.Process(state.processes["kafka"].pid)
+
+    def messages(n: int) -> Any:
+        for i in range(n):
+            yield lambda _now_ms, i=i: (b"k%d" % (i % 997), b"x" * 300)
+
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "caught-up":
+            raise RuntimeError("the floor consumer did not start")
+        cpu0 = sum(broker.cpu_times()[:2])
+        pub = send_paced(
+            messages(count), conf=producer_config(settings.kafka, bootstrap), topic=topic, rate=rate
+        )
+        cpu1 = sum(broker.cpu_times()[:2])
+        code = proc.wait(timeout=300)
+    if code != 0 or pub.delivered != count:
+        raise RuntimeError(f"{topic}: consumer exit {code}, {pub.summary()}")
+    pairs = np.asarray(sorted(json.loads(out.read_text())), dtype=np.float64)
+    sent_s = (pairs[:, 0] - pairs[0, 0]) / 1000.0
+    ages = pairs[:, 1] - pairs[:, 0]
+    windows = []
+    for start in range(0, int(np.ceil(seconds)), WINDOW_S):
+        mask = (sent_s >= start) & (sent_s < start + WINDOW_S)
+        if mask.any():
+            windows.append(
+                {
+                    "from_s": start,
+                    "to_s": start + WINDOW_S,
+                    "p50_ms": round(float(np.percentile(ages[mask], 50)), 1),
+                    "p99_ms": round(float(np.percentile(ages[mask], 99)), 1),
+                }
+            )
+    return {
+        "topic": topic,
+        "rate": rate,
+        "published_ev_s": pub.rate,
+        "events": count,
+        "broker_cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / count, 1),
+        "windows": windows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=25.0)
+    parser.add_argument("--fresh-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    from workspace import private_workspace
+
+    with private_workspace("fraudstream-broker-floor-") as ws:
+        tag = uuid.uuid4().hex[:6]
+        phases = [
+            ("one topic", phase(ws, f"floor-a-{tag}", args.rate, args.seconds)),
+            (
+                "fresh topic, right after",
+                phase(ws, f"floor-b-{tag}", args.rate, args.fresh_seconds),
+            ),
+        ]
+    for label, result in phases:
+        print(
+            f"\n{label}: {result['events']:,} events at {result['published_ev_s']:.0f} ev/s, "
+            f"broker CPU {result['broker_cpu_us_per_event']:.0f} µs/event"
+        )
+        print("| send time | p50 | p99 |\n|---|---|---|")
+        for w in result["windows"]:
+            print(f"| {w['from_s']}–{w['to_s']} s | {w['p50_ms']} ms | {w['p99_ms']} ms |")
+    print(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "phases": {label: result for label, result in phases},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
