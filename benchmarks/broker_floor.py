@@ -47,7 +47,9 @@ def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     out = ws.work / f"{topic}.json"
     argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--floor-consumer", topic]
     argv += ["--floor-skip", "0", "--floor-count", str(count), "--floor-out", str(out)]
-    env = bench.env_for(settings, {"in": topic, "out": topic, "dlq": topic}, ws.work / "stack-x")
+    env = bench.env_for(
+        settings, {"in": topic, "out": topic, "dlq": topic}, ws.work / "floor-stack"
+    )
     state = read_state(settings)
     assert state is not None
     broker = psutil.Process(state.processes["kafka"].pid)

@@ -1,4 +1,4 @@
-"""Streaming worker throughput, latency and memory, side by side with two references.
+"""Streaming worker throughput, latency and memory, side by side with its references.
 
     .venv/bin/python benchmarks/streaming.py [--data PATH] [--saturation 30000]
 
