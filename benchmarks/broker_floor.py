@@ -5,8 +5,8 @@
 Starts ONE private local stack (``benchmarks/workspace.py``). Publishes ``--rate`` events/s
 for ``--seconds`` to one topic (``fraudstream.publish.send_paced``, the product's producer
 settings: idempotent, ``acks=all``, 5 ms linger; 300-byte values on 997 keys) while a bare
-aiokafka consumer in a process of its own (``benchmarks/streaming.py``'s reference (c): the
-client under Faust, ``fetch_max_wait_ms`` from the settings, no processing) reads it; then the
+confluent-kafka consumer in a process of its own (``benchmarks/streaming.py``'s reference (c):
+``fetch_max_wait_ms`` from the settings, no processing) reads it; then the
 same for ``--fresh-seconds`` on a fresh topic of the same broker. Prints, per 5 s window of
 send time, p50 and p99 of Kafka timestamp to receipt, and the broker's CPU per event; last,
 one JSON line. No fraudstream worker runs: this is the floor under any consumer's latency.

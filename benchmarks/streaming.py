@@ -29,9 +29,9 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
    peak RSS of the worker (psutil, every 0.2 s, process and children) over all its phases;
 4. reference (c), the transport's floor: a topic given the worker's input history (the same
-   pre-loaded events, then the same paced phases in the same order), read by a bare aiokafka
-   consumer in a process of its own (the client under Faust, the worker's
-   ``fetch_max_wait_ms``, no processing), with p50/p99 of Kafka timestamp to receipt per
+   pre-loaded events, then the same paced phases in the same order), read by a bare
+   confluent-kafka consumer in a process of its own (librdkafka, the leanest client here; the
+   worker's ``fetch_max_wait_ms``; no processing), with p50/p99 of Kafka timestamp to receipt per
    rate. No worker runs meanwhile. An event's latency in the worker includes this path, on
    the same broker and machine. (On the local broker a fetch slows as the partition's record
    batches add up, so the history matters.) The broker's CPU time per event is recorded in
@@ -386,47 +386,42 @@ def stage_delta(before: dict, after: dict) -> dict[str, float]:
 
 def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> None:
     """Reference (c): read ``skip`` messages of ``topic`` from its start, say ``caught-up``,
-    then read ``count`` more with a bare aiokafka consumer (run as a subprocess); write each
-    of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
-    import asyncio
-
-    from aiokafka import AIOKafkaConsumer
-
+    then read ``count`` more with a bare confluent-kafka consumer (run as a subprocess);
+    write each of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
     from fraudstream.config import load_settings
+    from fraudstream.kafka import confluent_config
     from fraudstream.stack import resolve_endpoints
 
     settings = load_settings()
-    assert settings.kafka.security_protocol == "PLAINTEXT", "the local stack only"
-    bootstrap = resolve_endpoints(settings).kafka_bootstrap
-
-    async def consume() -> list[tuple[int, float]]:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
-        )
-        await consumer.start()
-        got: list[tuple[int, float]] = []
-        seen, said = 0, False
-        try:
-            while seen < skip + count:
-                fetched = await consumer.getmany(timeout_ms=1000)
-                now_ms = time.time() * 1000
-                for msgs in fetched.values():
-                    for m in msgs:
-                        seen += 1
-                        if seen > skip:
-                            got.append((m.timestamp, now_ms))
-                if seen >= skip and not said:
-                    print("caught-up", flush=True)
-                    said = True
-        finally:
-            await consumer.stop()
-        return got
-
-    Path(out_path).write_text(json.dumps(asyncio.run(consume())))
+    conf = confluent_config(settings.kafka, resolve_endpoints(settings).kafka_bootstrap)
+    conf.update(
+        {
+            "group.id": f"floor-{uuid.uuid4().hex[:6]}",  # assigned below: never joins
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.kafka.fetch_max_wait_ms,
+        }
+    )
+    consumer = Consumer(conf)
+    partitions = range(settings.kafka.partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got: list[tuple[int, float]] = []
+    seen, said = 0, False
+    try:
+        while seen < skip + count:
+            batch = consumer.consume(2000, 1.0)
+            now_ms = time.time() * 1000
+            for msg in batch:
+                if msg.error() is not None:
+                    raise RuntimeError(f"floor consumer: {msg.error()}")
+                seen += 1
+                if seen > skip:
+                    got.append((msg.timestamp()[1], now_ms))
+            if seen >= skip and not said:
+                print("caught-up", flush=True)
+                said = True
+    finally:
+        consumer.close()
+    Path(out_path).write_text(json.dumps(got))
 
 
 def transport_floor(
