@@ -408,7 +408,9 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
     seen, said = 0, False
     try:
         while seen < skip + count:
-            batch = consumer.consume(2000, 1.0)
+            # poll returns at the first message; consume(n, timeout) would wait for n or timeout
+            first = consumer.poll(1.0)
+            batch = [] if first is None else [first, *consumer.consume(2000, 0)]
             now_ms = time.time() * 1000
             for msg in batch:
                 if msg.error() is not None:
