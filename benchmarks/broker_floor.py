@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,39 +36,30 @@ WINDOW_S = 5
 def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     """Publish ``rate`` x ``seconds`` events to ``topic`` (a new one) under the floor consumer."""
     from fraudstream.kafka import ensure_topics, producer_config
-    from fraudstream.publish import send_paced
-    from fraudstream.stack import read_state
+    from fraudstream.publish import PublishResult, send_paced
 
     settings, bootstrap = ws.settings, ws.endpoints.kafka_bootstrap
     ensure_topics(settings.kafka, bootstrap, [topic])
     count = int(rate * seconds)
-    out = ws.work / f"{topic}.json"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--floor-consumer", topic]
-    argv += ["--floor-skip", "0", "--floor-count", str(count), "--floor-out", str(out)]
-    env = bench.env_for(
-        settings, {"in": topic, "out": topic, "dlq": topic}, ws.work / "floor-stack"
-    )
-    state = read_state(settings)
-    assert state is not None
-    broker = psutil.Process(state.processes["kafka"].pid)
+    broker = bench.broker_process(settings)
+    done: dict[str, Any] = {}
 
     def messages(n: int) -> Any:
         for i in range(n):
             yield lambda _now_ms, i=i: (b"k%d" % (i % 997), b"x" * 300)
 
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "caught-up":
-            raise RuntimeError("the floor consumer did not start")
-        cpu0 = sum(broker.cpu_times()[:2])
-        pub = send_paced(
+    def publish() -> None:
+        cpu0 = bench.cpu_seconds(broker)
+        done["pub"] = send_paced(
             messages(count), conf=producer_config(settings.kafka, bootstrap), topic=topic, rate=rate
         )
-        cpu1 = sum(broker.cpu_times()[:2])
-        code = proc.wait(timeout=300)
-    if code != 0 or pub.delivered != count:
-        raise RuntimeError(f"{topic}: consumer exit {code}, {pub.summary()}")
-    pairs = np.asarray(sorted(json.loads(out.read_text())), dtype=np.float64)
+        done["cpu_s"] = bench.cpu_seconds(broker) - cpu0
+
+    raw = bench.run_floor_consumer(settings, topic, 0, count, ws.work, publish)
+    pub: PublishResult = done["pub"]
+    if pub.delivered != count:
+        raise RuntimeError(f"{topic}: {pub.summary()}")
+    pairs = np.asarray(sorted(raw), dtype=np.float64)
     sent_s = (pairs[:, 0] - pairs[0, 0]) / 1000.0
     ages = pairs[:, 1] - pairs[:, 0]
     windows = []
@@ -90,7 +79,7 @@ def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
         "rate": rate,
         "published_ev_s": pub.rate,
         "events": count,
-        "broker_cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / count, 1),
+        "broker_cpu_us_per_event": round(1e6 * done["cpu_s"] / count, 1),
         "windows": windows,
     }
 

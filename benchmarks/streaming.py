@@ -426,6 +426,43 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
     Path(out_path).write_text(json.dumps(got))
 
 
+def broker_process(settings: Any) -> psutil.Process:
+    """The local stack's broker process (for its CPU time)."""
+    from fraudstream.stack import read_state
+
+    state = read_state(settings)
+    assert state is not None
+    return psutil.Process(state.processes["kafka"].pid)
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc`` so far (its own threads, not its children)."""
+    return float(sum(proc.cpu_times()[:2]))
+
+
+def run_floor_consumer(
+    settings: Any, topic: str, skip: int, count: int, work: Path, publish: Any
+) -> list[tuple[int, float]]:
+    """Start :func:`floor_consumer_main` on ``topic``, wait until it has read ``skip``
+    messages, call ``publish()``, and return the Kafka timestamp and receipt time (epoch ms)
+    of the ``count`` messages it read after those."""
+    import subprocess
+
+    out = work / f"{topic}.json"
+    argv = [sys.executable, str(Path(__file__).resolve()), "--floor-consumer", topic]
+    argv += ["--floor-skip", str(skip), "--floor-count", str(count), "--floor-out", str(out)]
+    env = env_for(settings, {"in": topic, "out": topic, "dlq": topic}, work / "floor-stack")
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "caught-up":
+            raise RuntimeError(f"the floor consumer of {topic} did not start")
+        publish()
+        code = proc.wait(timeout=300)
+    if code != 0:
+        raise RuntimeError(f"the floor consumer of {topic} exited with {code}")
+    return [(stamp, received) for stamp, received in json.loads(out.read_text())]
+
+
 def transport_floor(
     preload: pd.DataFrame,
     phases: list[tuple[float, pd.DataFrame, int]],
@@ -441,45 +478,30 @@ def transport_floor(
     The history matters: on the local broker (Tansu 0.6) a fetch takes longer the more
     record batches the partition holds, so a fresh topic would understate the floor.
     """
-    import subprocess
-
     from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
-    from fraudstream.stack import read_state
 
     kafka = settings.kafka
-    tag = uuid.uuid4().hex[:6]
-    topic = f"floor-{tag}"
+    topic = f"floor-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka, bootstrap, [topic])
     res = publish_events(preload, kafka=kafka, bootstrap=bootstrap, topic=topic)
     assert res.delivered == len(preload), res.summary()
-    out = work / f"floor-{tag}.json"
-    count = sum(len(events) for _, events, _ in phases)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--floor-consumer", topic]
-    argv += ["--floor-skip", str(len(preload)), "--floor-count", str(count)]
-    argv += ["--floor-out", str(out)]
-    env = env_for(settings, {"in": topic, "out": topic, "dlq": topic}, work / "floor-stack")
-    state = read_state(settings)
-    assert state is not None
-    broker = psutil.Process(state.processes["kafka"].pid)
-    spans: list[tuple[float, int, int, float]] = []  # rate, first and last send ms, CPU s
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "caught-up":
-            raise RuntimeError("the floor consumer did not catch up")
+    broker = broker_process(settings)
+    spans: list[tuple[int, int, float]] = []  # first and last send ms, broker CPU s
+
+    def publish() -> None:
         for rate, events, _ in phases:
-            cpu0 = sum(broker.cpu_times()[:2])
+            cpu0 = cpu_seconds(broker)
             first = int(time.time() * 1000)
             pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
             if pub.delivered != len(events):
                 raise RuntimeError(f"floor at {rate:g} ev/s: {pub.summary()}")
-            spans.append((rate, first, int(time.time() * 1000), sum(broker.cpu_times()[:2]) - cpu0))
-        code = proc.wait(timeout=120)
-    if code != 0:
-        raise RuntimeError(f"the floor consumer exited with {code}")
-    pairs = json.loads(out.read_text())
+            spans.append((first, int(time.time() * 1000), cpu_seconds(broker) - cpu0))
+
+    count = sum(len(events) for _, events, _ in phases)
+    pairs = run_floor_consumer(settings, topic, len(preload), count, work, publish)
     result = {}
-    for (rate, first, last, cpu), (_, events, n_warm) in zip(spans, phases, strict=True):
+    for (first, last, cpu), (rate, events, n_warm) in zip(spans, phases, strict=True):
         mine = sorted(p for p in pairs if first <= p[0] <= last)[n_warm:]  # by Kafka timestamp
         ages = np.asarray([received - stamp for stamp, received in mine], dtype=np.float64)
         result[f"{int(rate)}"] = {
@@ -575,7 +597,7 @@ def main() -> None:
 def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> dict[str, Any]:
     from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
-    from fraudstream.stack import read_state, running
+    from fraudstream.stack import running
 
     world = build_world(args, settings, endpoints)
     new: pd.DataFrame = world["new"]
@@ -627,11 +649,12 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         log(f"bare ({mode}): {bares[mode]}")
     bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
 
-    # (c) the transport's floor: the worker's input history and paced phases, no worker
+    # the paced phases, (rate, events, warm-up events), for the floor and then the worker
     offset, phases = 2 * n_sat, []
     for rate, count in zip(rates, paced, strict=True):
         phases.append((rate, new.iloc[offset : offset + count], int(rate * args.warmup)))
         offset += count
+    # (c) the transport's floor: the worker's input history and paced phases, no worker
     floor = transport_floor(new.iloc[: 2 * n_sat], phases, settings, bootstrap, work)
     log(f"transport floor: {floor}")
 
@@ -640,9 +663,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     env = env_for(settings, work_topics, work / "worker-stack")
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"worker-{tag}"]
     latency: dict[str, Any] = {}
-    state = read_state(settings)
-    assert state is not None
-    broker = psutil.Process(state.processes["kafka"].pid)
+    broker = broker_process(settings)
     started = time.time()
     with running(argv, work / "worker.log", env=env) as proc:
         sampler = RssSampler(proc.pid)
@@ -664,21 +685,18 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             "stages_us_per_event": stage_delta(scrape_before, worker_stages()),
         }
         log(f"worker saturation (warm): {warm_sat}")
-        offset = 2 * n_sat
         # As in benchmarks/serving.py, whose generator's full collections of a like heap (the
         # world) took 200-255 ms: here one would stall the publisher and the reader, and the
         # publisher would then catch up in a burst. Frozen, later collections skip the world.
         gc.collect()
         gc.freeze()
-        for rate, count in zip(rates, paced, strict=True):
-            n_warm = int(rate * args.warmup)
-            events = new.iloc[offset : offset + count]
-            offset += count
-            cpu0 = sum(broker.cpu_times()[:2])
+        for rate, events, n_warm in phases:
+            count = len(events)
+            cpu0 = cpu_seconds(broker)
             arr, pub, got = paced_latency(
                 reader, events, n_warm, rate, kafka, bootstrap, work_topics["in"], alive
             )
-            cpu1 = sum(broker.cpu_times()[:2])
+            cpu1 = cpu_seconds(broker)
             latency[f"{int(rate)}"] = {
                 "rate": rate,
                 "published_ev_s": pub.rate,

@@ -96,7 +96,7 @@ def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
     """User + system CPU seconds of each process so far (its own threads, not its children:
     the worker and the stack are children of this script)."""
-    return {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
+    return {name: bench.cpu_seconds(proc) for name, proc in procs.items()}
 
 
 def run_variant(
