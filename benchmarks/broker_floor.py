@@ -79,21 +79,30 @@ def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
         "rate": rate,
         "published_ev_s": pub.rate,
         "events": count,
-        "broker_cpu_us_per_event": round(1e6 * done["cpu_s"] / count, 1),
+        "broker_cpu_us_per_event": bench.per_event_us(done["cpu_s"], count),
         "windows": windows,
     }
 
 
+def cpu_text(us: float | None) -> str:
+    return (
+        "not measured (a cluster named by --kafka-bootstrap)"
+        if us is None
+        else f"{us:.0f} µs/event"
+    )
+
+
 def main() -> None:
+    from workspace import add_kafka_argument, private_workspace
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--fresh-seconds", type=float, default=10.0)
+    add_kafka_argument(parser)
     args = parser.parse_args()
 
-    from workspace import private_workspace
-
-    with private_workspace("fraudstream-broker-floor-") as ws:
+    with private_workspace("fraudstream-broker-floor-", args.kafka_bootstrap) as ws:
         tag = uuid.uuid4().hex[:6]
         phases = [
             ("one topic", phase(ws, f"floor-a-{tag}", args.rate, args.seconds)),
@@ -105,7 +114,7 @@ def main() -> None:
     for label, result in phases:
         print(
             f"\n{label}: {result['events']:,} events at {result['published_ev_s']:.0f} ev/s, "
-            f"broker CPU {result['broker_cpu_us_per_event']:.0f} µs/event"
+            f"broker CPU {cpu_text(result['broker_cpu_us_per_event'])}"
         )
         print("| send time | p50 | p99 |\n|---|---|---|")
         for w in result["windows"]:

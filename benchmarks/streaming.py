@@ -282,10 +282,11 @@ def paced_latency(
     bootstrap: str,
     topic: str,
     alive: Any,
-) -> tuple[np.ndarray, Any, int]:
+) -> tuple[np.ndarray, Any, int, np.ndarray]:
     """Publish ``events`` to ``topic`` at ``rate`` and wait for their decisions; the
     ``latency_ms`` of the decisions of all but the first ``n_warm`` events, the publish
-    result and the reader's output count.
+    result, the reader's output count, and the Kafka timestamp (epoch ms) and latency of
+    every event's decision, warm-up included, as an (n, 2) array (for :func:`windows`).
 
     One producer for warm-up and measured events: a new producer's first messages wait for
     its connection and producer id while already carrying their send time (about 0.4 s
@@ -295,15 +296,43 @@ def paced_latency(
     from fraudstream.publish import publish_events
 
     expected = len(reader.stamps) + len(events)
+    first = len(reader.stamps)
     pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
     got = reader.drain(expected, 120, alive)
-    measured = set(events["transaction_id"].astype(str).iloc[n_warm:])
-    latency = [
-        record["latency_ms"]
-        for record in map(orjson.loads, reader.values)
-        if record["transaction_id"] in measured
-    ]
-    return np.asarray(latency, dtype=np.float64), pub, got
+    ids = events["transaction_id"].astype(str)
+    measured, phase = set(ids.iloc[n_warm:]), set(ids)
+    latency, timed = [], []
+    # the decision's own Kafka timestamp is its emission: less the latency, the input's
+    for stamp, value in zip(reader.stamps[first:], reader.values[first:], strict=True):
+        record = orjson.loads(value)
+        if record["transaction_id"] in phase:
+            timed.append((stamp - record["latency_ms"], record["latency_ms"]))
+            if record["transaction_id"] in measured:
+                latency.append(record["latency_ms"])
+    return np.asarray(latency, dtype=np.float64), pub, got, np.asarray(timed, dtype=np.float64)
+
+
+def windows(timed: np.ndarray, width_s: float = 5.0) -> list[dict[str, float]]:
+    """p50/p99 latency per ``width_s`` window of send time (Kafka timestamp) from the first
+    event of a phase; ``timed`` holds (Kafka timestamp ms, latency ms) rows. On the local
+    broker the latency grows with the partition's history within a phase: this shows it."""
+    if not len(timed):
+        return []
+    since = (timed[:, 0] - timed[:, 0].min()) / 1000.0
+    out = []
+    for k in range(int(since.max() // width_s) + 1):
+        mask = (since >= k * width_s) & (since < (k + 1) * width_s)
+        if mask.sum() >= 20:  # a last window of a few stragglers says nothing
+            lat = timed[mask, 1]
+            out.append(
+                {
+                    "from_s": k * width_s,
+                    "n": int(mask.sum()),
+                    "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                    "p99_ms": round(float(np.percentile(lat, 99)), 1),
+                }
+            )
+    return out
 
 
 def saturation(reader: Reader, n: int, started: float, alive: Any, timeout_s: float) -> dict:
@@ -426,18 +455,25 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
     Path(out_path).write_text(json.dumps(got))
 
 
-def broker_process(settings: Any) -> psutil.Process:
-    """The local stack's broker process (for its CPU time)."""
+def broker_process(settings: Any) -> psutil.Process | None:
+    """The local stack's broker process (for its CPU time); None when Kafka is a cluster
+    named in the settings (``--kafka-bootstrap``), whose CPU time is not measured here."""
     from fraudstream.stack import read_state
 
     state = read_state(settings)
-    assert state is not None
-    return psutil.Process(state.processes["kafka"].pid)
+    info = None if state is None else state.processes.get("kafka")
+    return None if info is None else psutil.Process(info.pid)
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU seconds of ``proc`` so far (its own threads, not its children)."""
-    return float(sum(proc.cpu_times()[:2]))
+def cpu_seconds(proc: psutil.Process | None) -> float:
+    """User + system CPU seconds of ``proc`` so far (its own threads, not its children);
+    NaN for no process."""
+    return float("nan") if proc is None else float(sum(proc.cpu_times()[:2]))
+
+
+def per_event_us(cpu_s: float, events: int) -> float | None:
+    """CPU µs per event, or None when not measured (NaN: a broker not on this machine)."""
+    return None if np.isnan(cpu_s) else 1e6 * cpu_s / events
 
 
 def run_floor_consumer(
@@ -502,15 +538,17 @@ def transport_floor(
     pairs = run_floor_consumer(settings, topic, len(preload), count, work, publish)
     result = {}
     for (first, last, cpu), (rate, events, n_warm) in zip(spans, phases, strict=True):
-        mine = sorted(p for p in pairs if first <= p[0] <= last)[n_warm:]  # by Kafka timestamp
-        ages = np.asarray([received - stamp for stamp, received in mine], dtype=np.float64)
+        phase = sorted(p for p in pairs if first <= p[0] <= last)  # by Kafka timestamp
+        timed = np.asarray([(stamp, received - stamp) for stamp, received in phase])
+        ages = timed[n_warm:, 1]
         result[f"{int(rate)}"] = {
             "rate": rate,
             "measured_events": len(ages),
             "p50_ms": float(np.percentile(ages, 50)),
             "p99_ms": float(np.percentile(ages, 99)),
             "max_ms": float(ages.max()),
-            "broker_cpu_us_per_event": 1e6 * cpu / len(events),
+            "broker_cpu_us_per_event": per_event_us(cpu, len(events)),
+            "windows": windows(timed),
         }
     return result
 
@@ -562,6 +600,8 @@ def stage_profile(world: dict[str, Any], events: pd.DataFrame, batch: int) -> di
 
 
 def main() -> None:
+    from workspace import add_kafka_argument, private_workspace
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=HANDBOOK)
     parser.add_argument("--saturation", type=int, default=30_000)
@@ -576,6 +616,7 @@ def main() -> None:
     parser.add_argument("--floor-skip", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-out", help=argparse.SUPPRESS)
+    add_kafka_argument(parser)
     args = parser.parse_args()
     if args.bare_agent:
         bare_agent_main(args.bare_agent, args.bare_mode)
@@ -584,10 +625,8 @@ def main() -> None:
         floor_consumer_main(args.floor_consumer, args.floor_skip, args.floor_count, args.floor_out)
         return
 
-    from workspace import private_workspace
-
     t_start = time.perf_counter()
-    with private_workspace("fraudstream-stream-bench-") as ws:
+    with private_workspace("fraudstream-stream-bench-", args.kafka_bootstrap) as ws:
         results = run(args, ws.settings, ws.endpoints, ws.work)
     results["total_s"] = time.perf_counter() - t_start
     print_table(results)
@@ -693,7 +732,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         for rate, events, n_warm in phases:
             count = len(events)
             cpu0 = cpu_seconds(broker)
-            arr, pub, got = paced_latency(
+            arr, pub, got, timed = paced_latency(
                 reader, events, n_warm, rate, kafka, bootstrap, work_topics["in"], alive
             )
             cpu1 = cpu_seconds(broker)
@@ -708,7 +747,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
                 "p99_ms": float(np.percentile(arr, 99)) if len(arr) else None,
                 "max_ms": float(arr.max()) if len(arr) else None,
                 "all_outputs": got,
-                "broker_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / count,
+                "broker_cpu_us_per_event": per_event_us(cpu1 - cpu0, count),
+                "windows": windows(timed),
             }
             log(f"latency at {rate:.0f} ev/s: {latency[str(int(rate))]}")
         gc.unfreeze()
@@ -807,6 +847,16 @@ def print_table(r: dict[str, Any]) -> None:
             f"{f(v['p99_ms'], '.1f')} ({v['decisions_received']:,} of {v['measured_events']:,}) "
             f"| {'p99 <= 100' if rate == '1000' else ''} | "
             f"{m['p99_at_1k_<=100ms'] if rate == '1000' else ''} |"
+        )
+    for rate, v in r["latency"].items():  # the growth within a phase (local broker)
+        floor = r["transport_floor"].get(rate, {}).get("windows", [])
+        cells = [
+            f"{w['from_s']:g} s: {w['p99_ms']:.0f} / {f(floor[i]['p99_ms'] if i < len(floor) else None)}"
+            for i, w in enumerate(v.get("windows", []))
+        ]
+        print(
+            f"| p99 per 5 s of the {rate} ev/s phase (warm-up first), worker / (c) (ms) | "
+            f"{'; '.join(cells)} | | |"
         )
     for rate, v in r["transport_floor"].items():
         print(

@@ -161,7 +161,7 @@ def run_variant(
             ctx["offset"] += count
             m0 = scrape()
             c0 = cpu_s(procs)
-            lat, _, _ = bench.paced_latency(
+            lat, _, _, timed = bench.paced_latency(
                 reader,
                 events,
                 int(rate * args.warmup),
@@ -174,7 +174,11 @@ def run_variant(
             out[f"latency_{rate:g}"] = {
                 q: round(float(np.percentile(lat, p)), 1)
                 for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
-            } | {"n": len(lat), "per_batch": per_batch(m0, scrape())}
+            } | {
+                "n": len(lat),
+                "per_batch": per_batch(m0, scrape()),
+                "windows": bench.windows(timed),
+            }
             # this script publishes here: "reader" is the publisher's CPU (and the reading's)
             c1 = cpu_s(procs)
             out[f"latency_{rate:g}"]["cpu_us_per_event"] = {
@@ -187,6 +191,8 @@ def run_variant(
 
 
 def main() -> None:
+    from workspace import add_kafka_argument, private_workspace
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", required=True, help="label[:NAME=V,...]")
     parser.add_argument("--data", type=Path, default=bench.HANDBOOK)
@@ -194,12 +200,11 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 1000.0])
     parser.add_argument("--warmup", type=float, default=5.0, help="s not measured per rate")
     parser.add_argument("--measure", type=float, default=10.0, help="s measured per rate")
+    add_kafka_argument(parser)
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant]
 
-    from workspace import private_workspace
-
-    with private_workspace("fraudstream-variants-") as ws:
+    with private_workspace("fraudstream-variants-", args.kafka_bootstrap) as ws:
         world = bench.build_world(args, ws.settings, ws.endpoints)
         per_variant = 2 * args.saturation + sum(
             int(r * (args.warmup + args.measure)) for r in args.rates

@@ -1,8 +1,14 @@
 """A private workspace for a benchmark: a temporary folder with a copy of the feature repo
-and a local stack (Kafka + Redis) of its own, torn down afterwards."""
+and a local stack (Kafka + Redis) of its own, torn down afterwards.
+
+With ``kafka_bootstrap`` the stack starts only Redis and the benchmark uses that Kafka
+cluster instead of the local broker (say Apache Kafka from ``compose/``:
+``docker compose -f compose/docker-compose.yml up -d kafka``, then ``localhost:29092``).
+Every benchmark names its topics with a random tag, so a shared cluster is fine."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import tempfile
@@ -21,16 +27,30 @@ class Workspace:
     work: Path
     settings: Settings  # names the private stack's Kafka and Redis as external services
     endpoints: stack.Endpoints
+    #: False when ``kafka_bootstrap`` named a cluster: no local broker process to measure.
+    local_kafka: bool = True
+
+
+def add_kafka_argument(parser: argparse.ArgumentParser) -> None:
+    """``--kafka-bootstrap HOST:PORT``: run on that Kafka cluster, not the local broker."""
+    parser.add_argument(
+        "--kafka-bootstrap",
+        metavar="HOST:PORT",
+        help="a Kafka cluster to use instead of the local broker, e.g. compose's Apache Kafka "
+        "at localhost:29092 (the broker's CPU is then not measured)",
+    )
 
 
 @contextlib.contextmanager
-def private_workspace(prefix: str = "fraudstream-bench-") -> Iterator[Workspace]:
+def private_workspace(
+    prefix: str = "fraudstream-bench-", kafka_bootstrap: str | None = None
+) -> Iterator[Workspace]:
     work = Path(tempfile.mkdtemp(prefix=prefix))
     repo = work / "feature_repo"
     repo.mkdir()
     for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
         shutil.copy2(ROOT / "feature_repo" / name, repo / name)
-    base = Settings(stack={"dir": work / "stack"})
+    base = Settings(stack={"dir": work / "stack"}, kafka={"bootstrap_servers": kafka_bootstrap})
     stack.up(base)
     try:
         endpoints = stack.resolve_endpoints(base)
@@ -41,7 +61,7 @@ def private_workspace(prefix: str = "fraudstream-bench-") -> Iterator[Workspace]
             model={"dir": work / "model"},
             stack={"dir": work / "stack"},
         )
-        yield Workspace(work, settings, endpoints)
+        yield Workspace(work, settings, endpoints, local_kafka=kafka_bootstrap is None)
     finally:
         stack.down(base)
         shutil.rmtree(work, ignore_errors=True)

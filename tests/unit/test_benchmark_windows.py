@@ -1,0 +1,34 @@
+"""The streaming benchmark's per-window latency (``benchmarks.streaming.windows``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.streaming import per_event_us, windows
+
+pytestmark = pytest.mark.unit
+
+
+def test_windows_split_by_send_time_from_the_first_event() -> None:
+    # 12 s at 100 events/s, sent from t=1,000 s; latency = 10 ms + 1 ms per second of phase
+    sent_ms = 1_000_000 + np.arange(1200) * 10.0
+    latency = 10.0 + (sent_ms - sent_ms[0]) / 1000.0
+    out = windows(np.column_stack([sent_ms, latency])[::-1])  # any order
+    assert [w["from_s"] for w in out] == [0.0, 5.0, 10.0]
+    assert [w["n"] for w in out] == [500, 500, 200]
+    # rounded to 0.1 ms: 10-14.99, 15-19.99 and 20-21.99 ms in the three windows
+    assert out[0]["p50_ms"] == pytest.approx(12.5, abs=0.051)
+    assert out[1]["p99_ms"] == pytest.approx(19.94, abs=0.051)
+    assert out[2]["p99_ms"] == pytest.approx(21.97, abs=0.051)
+
+
+def test_a_window_of_a_few_stragglers_is_left_out() -> None:
+    timed = np.array([[0.0, 5.0]] * 30 + [[6_000.0, 900.0]] * 3)
+    assert [w["from_s"] for w in windows(timed)] == [0.0]
+    assert windows(np.empty((0, 2))) == []
+
+
+def test_cpu_per_event_is_none_when_the_broker_is_not_measured() -> None:
+    assert per_event_us(float("nan"), 1000) is None
+    assert per_event_us(0.5, 1000) == pytest.approx(500.0)
