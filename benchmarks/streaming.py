@@ -1,8 +1,10 @@
 """Streaming worker throughput, latency and memory, side by side with its references.
 
     .venv/bin/python benchmarks/streaming.py [--data PATH] [--saturation 30000]
+        [--kafka-bootstrap HOST:PORT]   # a Kafka cluster instead of the local broker
 
-Starts ONE private local stack (Tansu + Redis on loopback, temporary directory) and builds
+Starts ONE private local stack (Tansu + Redis on loopback, temporary directory; only Redis
+with ``--kafka-bootstrap``, see ``benchmarks/workspace.py``) and builds
 ONE world from the handbook replay (``../shared/datasets/fraud-handbook/transactions.parquet``):
 every timestamp is shifted by a whole number of days so that 2018-08-17 falls on today (UTC);
 the transactions up to 12 hours ago are the past (backfill, ``feast apply``, the handbook-protocol
@@ -26,7 +28,8 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    publishing at 1,000 and 3,000 events/s
    and, first, 200/s, below its capacity (``--warmup`` s, then ``--measure`` s each;
    each rate's decisions all received before the next starts) with p50/p99 of the decisions'
-   ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events;
+   ``latency_ms`` (input message's Kafka timestamp to emission) over the measured events,
+   and per 5 s of send time over the whole phase (:func:`windows`);
    peak RSS of the worker (psutil, every 0.2 s, process and children) over all its phases;
 4. reference (c), the transport's floor: a topic given the worker's input history (the same
    pre-loaded events, then the same paced phases in the same order), read by a bare
