@@ -27,8 +27,6 @@ class Workspace:
     work: Path
     settings: Settings  # names the private stack's Kafka and Redis as external services
     endpoints: stack.Endpoints
-    #: False when ``kafka_bootstrap`` named a cluster: no local broker process to measure.
-    local_kafka: bool = True
 
 
 def add_kafka_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +48,8 @@ def private_workspace(
     repo.mkdir()
     for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
         shutil.copy2(ROOT / "feature_repo" / name, repo / name)
-    base = Settings(stack={"dir": work / "stack"}, kafka={"bootstrap_servers": kafka_bootstrap})
+    cluster = {"kafka": {"bootstrap_servers": kafka_bootstrap}} if kafka_bootstrap else {}
+    base = Settings(stack={"dir": work / "stack"}, **cluster)
     stack.up(base)
     try:
         endpoints = stack.resolve_endpoints(base)
@@ -61,7 +60,7 @@ def private_workspace(
             model={"dir": work / "model"},
             stack={"dir": work / "stack"},
         )
-        yield Workspace(work, settings, endpoints, local_kafka=kafka_bootstrap is None)
+        yield Workspace(work, settings, endpoints)
     finally:
         stack.down(base)
         shutil.rmtree(work, ignore_errors=True)
