@@ -59,21 +59,8 @@ def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     pub: PublishResult = done["pub"]
     if pub.delivered != count:
         raise RuntimeError(f"{topic}: {pub.summary()}")
-    pairs = np.asarray(sorted(raw), dtype=np.float64)
-    sent_s = (pairs[:, 0] - pairs[0, 0]) / 1000.0
-    ages = pairs[:, 1] - pairs[:, 0]
-    windows = []
-    for start in range(0, int(np.ceil(seconds)), WINDOW_S):
-        mask = (sent_s >= start) & (sent_s < start + WINDOW_S)
-        if mask.any():
-            windows.append(
-                {
-                    "from_s": start,
-                    "to_s": start + WINDOW_S,
-                    "p50_ms": round(float(np.percentile(ages[mask], 50)), 1),
-                    "p99_ms": round(float(np.percentile(ages[mask], 99)), 1),
-                }
-            )
+    timed = np.asarray([(stamp, received - stamp) for stamp, received in raw], dtype=np.float64)
+    windows = bench.windows(timed, WINDOW_S)
     return {
         "topic": topic,
         "rate": rate,
@@ -118,7 +105,8 @@ def main() -> None:
         )
         print("| send time | p50 | p99 |\n|---|---|---|")
         for w in result["windows"]:
-            print(f"| {w['from_s']}–{w['to_s']} s | {w['p50_ms']} ms | {w['p99_ms']} ms |")
+            span = f"{w['from_s']:g}–{w['from_s'] + WINDOW_S:g} s"
+            print(f"| {span} | {w['p50_ms']} ms | {w['p99_ms']} ms |")
     print(
         json.dumps(
             {

@@ -298,10 +298,9 @@ def paced_latency(
     """
     from fraudstream.publish import publish_events
 
-    expected = len(reader.stamps) + len(events)
     first = len(reader.stamps)
     pub = publish_events(events, kafka=kafka, bootstrap=bootstrap, topic=topic, rate=rate)
-    got = reader.drain(expected, 120, alive)
+    got = reader.drain(first + len(events), 120, alive)
     ids = events["transaction_id"].astype(str)
     measured, phase = set(ids.iloc[n_warm:]), set(ids)
     latency, timed = [], []
