@@ -250,6 +250,11 @@ class WorkerMetrics(_Families):
             "fraudstream_worker_history_reads",
             "Customer states read from Redis (not in the worker's cache or changed elsewhere)",
         )
+        self.state_writes_lost = Counter(
+            "fraudstream_worker_state_writes_lost",
+            "Events whose customer-state writes Redis did not confirm, after retries (their "
+            "decisions were delivered; the customers' next features miss them)",
+        )
         self.stage_ms = Histogram(
             "fraudstream_worker_stage_duration_ms",
             "Time per micro-batch in each stage (decode, features, model, update: history and "
@@ -299,6 +304,7 @@ class WorkerMetrics(_Families):
             self.dead_letters,
             self.degraded,
             self.history_reads,
+            self.state_writes_lost,
             self.stage_ms,
             self.batch_events,
             self.batch_age_ms,

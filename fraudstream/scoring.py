@@ -23,7 +23,9 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
    trip). The writes are sent as soon as the features are known, before step 3, and their
    replies read after it (:func:`~fraudstream.redis_batch.send`): Redis runs them while
    the model scores. Should the model then fail, the writes stand; scoring those events
-   again is a replay, which gives them the same features.
+   again is a replay, which gives them the same features. The worker reads the replies
+   later still, after its decisions are delivered (:meth:`Scorer.score_deferred`,
+   :class:`PendingUpdate`), so Redis also runs them while the broker acknowledges.
 
 Missing or stale features (documented policy):
 
@@ -100,10 +102,59 @@ class Scored:
 
     records: list[dict[str, Any]]
     matrix: np.ndarray
+    #: The batch's state writes, sent but not confirmed (only from ``settle=False``).
+    pending: PendingUpdate | None = None
 
     @property
     def decisions(self) -> list[Decision]:
         return [Decision.model_validate(r) for r in self.records]
+
+
+class PendingUpdate:
+    """A batch's state writes (history append, customer view), sent to Redis and not
+    confirmed yet: :meth:`settle` reads Redis's replies and caches the customers' next states.
+
+    Both writes are idempotent (``ZADD NX``; a row no newer than the stored one is skipped),
+    so :meth:`resend` may send them again after a failure whether or not they ran. The
+    in-process cache needs no repair either way: a customer whose version in Redis is not the
+    one cached is read again by the next batch.
+    """
+
+    def __init__(
+        self,
+        history: CustomerHistory,
+        customers: list[str],
+        states: list[CustomerState],
+        commands: list[tuple[Any, ...]],
+        events: int,
+    ) -> None:
+        self.history, self.customers, self.states = history, customers, states
+        self.commands = commands
+        self.events = events  # how many events' state these writes carry (for logs)
+        self._sent: Sent | None = send(history.client, commands, SCRIPTS)
+
+    def settle(self) -> None:
+        """Wait for the writes' replies and cache the states; raises ``redis.RedisError``."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            raise RuntimeError("this update was settled or abandoned already")
+        try:
+            versions = sent.replies()[0]
+        finally:
+            sent.abandon()  # a no-op once the replies are read
+        self.history.saved(self.customers, self.states, versions)
+
+    def resend(self) -> None:
+        """Send the writes again and wait for them (after :meth:`settle` failed)."""
+        self.abandon()
+        versions = execute(self.history.client, self.commands, SCRIPTS)[0]
+        self.history.saved(self.customers, self.states, versions)
+
+    def abandon(self) -> None:
+        """Stop waiting for the replies (the writes may have run)."""
+        sent, self._sent = self._sent, None
+        if sent is not None:
+            sent.abandon()
 
 
 @dataclass(frozen=True)
@@ -316,20 +367,46 @@ class Scorer:
         copy as a replay (the first copies together, then the second copies, ...), so every
         copy gets the same score.
         """
+        records, pending = self._score_rounds(events, update=update, settle=True)
+        assert pending is None
+        return records
+
+    def score_deferred(
+        self, events: Sequence[TransactionEvent]
+    ) -> tuple[list[dict[str, Any]], PendingUpdate | None]:
+        """:meth:`score_records` with ``update``, but the last round's state writes are
+        left in flight: the caller settles them (:meth:`PendingUpdate.settle`) once it has
+        done what it can meanwhile (the worker: deliver the decisions). Settle or abandon
+        them before the next call, whose reads must follow these writes."""
+        return self._score_rounds(events, update=True, settle=False)
+
+    def _score_rounds(
+        self, events: Sequence[TransactionEvent], *, update: bool, settle: bool
+    ) -> tuple[list[dict[str, Any]], PendingUpdate | None]:
         batch = Batch.from_events(events)
+        split = rounds(events)
+        if len(split) == 1:  # no repeated id: one round, the batch as it is
+            scored = self.score_batch(batch, update=update, settle=settle)
+            return scored.records, scored.pending
         out: list[dict[str, Any] | None] = [None] * len(events)
-        for positions in rounds(events):
-            scored = self.score_batch(batch.take(positions), update=update)
+        pending = None
+        for number, positions in enumerate(split, start=1):
+            last = number == len(split)
+            scored = self.score_batch(
+                batch.take(positions), update=update, settle=settle or not last
+            )
+            pending = scored.pending
             for i, record in zip(positions, scored.records, strict=True):
                 out[i] = record
-        return [r for r in out if r is not None]
+        return [r for r in out if r is not None], pending
 
     def score(self, events: pd.DataFrame, *, update: bool = True) -> Scored:
         """Decisions for ``events`` (canonical columns, distinct transaction ids), in order."""
         return self.score_batch(Batch.from_frame(events), update=update)
 
-    def score_batch(self, batch: Batch, *, update: bool = True) -> Scored:
-        """Decisions for ``batch`` (distinct transaction ids), in order."""
+    def score_batch(self, batch: Batch, *, update: bool = True, settle: bool = True) -> Scored:
+        """Decisions for ``batch`` (distinct transaction ids), in order. With ``settle``
+        false the state writes are returned in flight (:attr:`Scored.pending`)."""
         now = self.clock()
         started = time.perf_counter()
         n = len(batch)
@@ -349,8 +426,8 @@ class Scorer:
 
         featured = time.perf_counter()
         # the writes go now; Redis runs them while the model scores, the replies come after
-        sent = (
-            self._send_update(batch, customers, codes, ids, customer)
+        pending = (
+            self._send_update(batch, customers, codes, ids, customer, next_states)
             if update and history_ok
             else None
         )
@@ -358,11 +435,12 @@ class Scorer:
         try:
             judged = self._model(batch, columns, matrix, degraded)
             modelled = time.perf_counter()
-            if sent is not None:
-                self.history.saved(customers, next_states, sent.replies()[0])
-        finally:
-            if sent is not None:
-                sent.abandon()
+            if pending is not None and settle:
+                pending.settle()
+        except BaseException:
+            if pending is not None:
+                pending.abandon()
+            raise
         updated = time.perf_counter()
         self.timings["features"] += featured - started
         self.timings["model"] += modelled - sent_at
@@ -373,10 +451,12 @@ class Scorer:
         contributions, top, exact = judged.contributions, judged.top, judged.exact
         version = self.model.version
         names = self.names
-        cells = matrix.astype(object)
-        cells[np.isnan(matrix)] = None  # NaN: null
-        values = cells.tolist()
-        contrib = contributions.tolist()
+        # the top reasons' values and contributions only (NaN: null)
+        top_values = np.take_along_axis(matrix, top, axis=1)
+        cells = top_values.astype(object)
+        cells[np.isnan(top_values)] = None
+        values, tops = cells.tolist(), top.tolist()
+        contrib = np.take_along_axis(contributions, top, axis=1).tolist()
         score_list, amount_list, age_list = scores.tolist(), batch.amount.tolist(), ages.tolist()
         records: list[dict[str, Any]] = []
         for i in range(n):
@@ -395,8 +475,8 @@ class Scorer:
                     "shadow_score": shadow_scores[i],
                     "shadow_model_version": shadow_version,
                     "reasons": [
-                        {"feature": names[j], "value": row[j], "contribution": crow[j]}
-                        for j in top[i].tolist()
+                        {"feature": names[j], "value": value, "contribution": share}
+                        for j, value, share in zip(tops[i], row, crow, strict=True)
                     ],
                     "reasons_method": "shap" if exact[i] else "approx",
                     "features_age_s": None if age_list[i] != age_list[i] else age_list[i],
@@ -406,7 +486,7 @@ class Scorer:
                     "latency_ms": None,
                 }
             )
-        return Scored(records=records, matrix=matrix)
+        return Scored(records=records, matrix=matrix, pending=None if settle else pending)
 
     def _model(
         self,
@@ -502,9 +582,10 @@ class Scorer:
         codes: np.ndarray,
         ids: np.ndarray,
         customer: dict[str, np.ndarray],
-    ) -> Sent:
+        next_states: list[CustomerState],
+    ) -> PendingUpdate:
         """Send the history append and each customer's latest features (Feast format) in one
-        pipeline; the first reply (the customers' versions) goes to ``history.saved``."""
+        pipeline; settling it caches ``next_states``."""
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
@@ -515,7 +596,7 @@ class Scorer:
             {name: values[last] for name, values in customer.items()},
         )
         append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
-        return send(self.history.client, [append, *write], SCRIPTS)
+        return PendingUpdate(self.history, customers, next_states, [append, *write], len(batch))
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:

@@ -24,7 +24,17 @@ Commit after produce. Every decision and dead letter goes through an idempotent
 confluent-kafka producer (``acks=all``, :mod:`streaming.delivery`) and the agent awaits
 every message's delivery report before it finishes the batch; a failed send is retried,
 with a growing pause, until it is delivered. So an offset is committed only after
-everything its message produced is in Kafka: at-least-once, never a lost event. No
+everything its message produced is in Kafka: at-least-once, never a lost event.
+
+State writes settle after produce. The batch's customer-state writes (history append and
+customer view, :class:`~fraudstream.scoring.PendingUpdate`) are sent to Redis before the
+model runs, and their replies are read only after the decisions are delivered, so Redis
+works while the broker acknowledges instead of while the agent waits. The batch finishes
+(and its offsets may be committed) only once Redis has confirmed them. Both writes are
+idempotent, so a write that fails is sent again, :data:`SETTLE_ATTEMPTS` times in all with a
+growing pause; if Redis still does not confirm, the failure is logged and counted
+(``fraudstream_worker_state_writes_lost``) and the worker goes on: the decisions are out,
+and those customers' next features miss the batch's transactions, as when Redis is down. No
 exception leaves the loop body (an exception in an agent would ack the batch), and a batch
 in flight is finished even if the agent is cancelled. Between batches the agent switches to
 a model promoted in the registry (:class:`~fraudstream.registry.HotReload`, at most every
@@ -82,7 +92,7 @@ from fraudstream.decision import encode_record
 from fraudstream.metrics import WorkerMetrics, track_gc_pauses
 from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
-from fraudstream.scoring import Scorer
+from fraudstream.scoring import PendingUpdate, Scorer
 from fraudstream.stack import Endpoints
 from streaming.delivery import DeliveringProducer
 
@@ -99,6 +109,8 @@ MAX_MESSAGE_BYTES = 1_000_000
 DEAD_LETTER_MAX_VALUE_BYTES = 65_536
 #: A live event may be timed at most this far after the worker's clock (clock skew).
 MAX_FUTURE_S = 86_400.0
+#: Tries to have a batch's state writes confirmed by Redis (the first wait, then re-sends).
+SETTLE_ATTEMPTS = 3
 
 Headers = list[tuple[str, bytes]]
 
@@ -248,10 +260,11 @@ class BatchProcessor:
         before = dict(timings)
         reads = self.scorer.history.reads
         records: list[dict[str, Any]] = []
+        pending: PendingUpdate | None = None
         if valid:
             events = [event for _, event in valid]
             try:
-                records = self.scorer.score_records(events, update=True)
+                records, pending = self.scorer.score_deferred(events)
             except Exception:
                 log.exception(
                     "scoring a batch of %d event(s) failed; scoring one by one", len(valid)
@@ -265,15 +278,30 @@ class BatchProcessor:
                     for (message, _), record in zip(valid, records, strict=True)
                 )
         scored = time.perf_counter()
-        await self.produce(outputs)
+        try:
+            await self.produce(outputs)
+        finally:
+            produced = time.perf_counter()
+            if pending is not None:  # Redis ran the writes meanwhile
+                await self._settle(pending)
         done = time.perf_counter()
         stages_ms = {k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")}
         stages_ms.update(
             decode=(decoded - started) * 1000,
-            produce=(done - scored) * 1000,
+            produce=(produced - scored) * 1000,
             batch=(done - started) * 1000,
         )
         self._record(batch, outputs, records, reads, stages_ms, age_ms)
+
+    async def _settle(self, pending: PendingUpdate) -> None:
+        """Have Redis confirm the batch's state writes (:func:`confirm_writes`), timed into
+        the ``update`` stage; count the events whose writes it never confirmed."""
+        started = time.perf_counter()
+        confirmed = await confirm_writes(pending, self.retry_pause_s)
+        self.scorer.timings["update"] += time.perf_counter() - started
+        if not confirmed:
+            with self.metrics.lock:
+                self.metrics.state_writes_lost.inc(amount=pending.events)
 
     def _record(
         self,
@@ -351,6 +379,39 @@ class BatchProcessor:
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE_MAX_S)
             pending = [out for out, _ in failed]
+
+
+async def confirm_writes(pending: PendingUpdate, first_pause_s: float = RETRY_PAUSE_S) -> bool:
+    """Wait for ``pending``'s replies; after a failure re-send the writes (idempotent), up
+    to :data:`SETTLE_ATTEMPTS` tries in all with a growing pause. True once Redis confirmed
+    them; False (logged) if it never did. Never raises: the decisions are delivered."""
+    pause = first_pause_s
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            if attempt == 1:
+                pending.settle()
+            else:
+                pending.resend()
+            return True
+        except Exception as exc:  # Redis errors, and any bug: the batch is out already
+            log.warning(
+                "state writes of %d event(s) not confirmed (attempt %d of %d): %s: %s",
+                pending.events,
+                attempt,
+                SETTLE_ATTEMPTS,
+                type(exc).__name__,
+                exc,
+            )
+            if attempt < SETTLE_ATTEMPTS:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_MAX_S)
+    pending.abandon()
+    log.error(
+        "state writes of %d event(s) lost: Redis did not confirm them; their decisions were "
+        "delivered, and their customers' next features miss them",
+        pending.events,
+    )
+    return False
 
 
 def incoming(event: faust.EventT) -> Incoming:

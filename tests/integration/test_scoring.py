@@ -12,6 +12,7 @@ import pytest
 from fraudstream.config import ScoringSettings
 from fraudstream.features import ALL_FEATURES, customer_features, feast_references, request_features
 from fraudstream.model import ModelError
+from fraudstream.publish import event_payloads
 from fraudstream.scoring import Scorer
 
 from .world import build_world
@@ -94,6 +95,53 @@ def test_update_is_visible_to_feast_and_replay_is_idempotent(world) -> None:  # 
         expected["customer_avg_amount_7d"],
         atol=1e-9,
     )
+
+
+def _online_customer_features(store, customers: list[str]) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    names = ["customer_nb_tx_30d", "customer_avg_amount_7d", "customer_nb_big_prev_14d"]
+    return store.get_online_features(
+        features=[f"customer_features:{n}" for n in names],
+        entity_rows=[{"customer_id": c} for c in customers],
+    ).to_df()[names]
+
+
+def test_deferred_writes_settle_to_what_inline_writes_give(world) -> None:  # type: ignore[no-untyped-def]
+    """The worker's path (:meth:`Scorer.score_deferred`, settled after its produce): the same
+    decisions as without update, Feast reads the backfill's values once settled, a re-send
+    changes nothing, and the next batch's features follow from the settled state."""
+    scorer, new, store = world["scorer"], world["new"], world["store"]
+    scorer.score(new.iloc[:200], update=True)  # the history before the batch (or a replay)
+    batch, following = new.iloc[200:400], new.iloc[400:600]
+    preview = scorer.score(batch, update=False).decisions
+    records, pending = scorer.score_deferred(list(event_payloads(batch)))
+    assert pending is not None and pending.events == len(batch)
+    assert [r["score"] for r in records] == [d.score for d in preview]
+    assert [r["reasons"] for r in records] == [
+        [reason.model_dump() for reason in d.reasons] for d in preview
+    ]
+    pending.settle()
+    with pytest.raises(RuntimeError):
+        pending.settle()  # once only
+
+    last = batch.drop_duplicates("customer_id", keep="last")
+    expected = customer_features(world["events"]).loc[last.index]
+    online = _online_customer_features(store, last["customer_id"].tolist())
+    for name in online.columns:
+        np.testing.assert_allclose(
+            online[name].astype(float), expected[name].astype(float), rtol=0, atol=1e-9
+        )
+    pending.resend()  # idempotent: the same writes again
+    again = _online_customer_features(store, last["customer_id"].tolist())
+    pd.testing.assert_frame_equal(again, online)
+
+    # the next batch scores from the settled state: its customer features are the backfill's
+    scored = scorer.score(following, update=False)
+    matrix = pd.DataFrame(scored.matrix, columns=scorer.names, index=following.index)
+    reference = customer_features(world["events"]).loc[following.index]
+    for name in (n for n in scorer.names if ALL_FEATURES[n].source == "customer"):
+        np.testing.assert_allclose(
+            matrix[name], reference[name].astype(float), rtol=0, atol=1e-9, equal_nan=True
+        )
 
 
 def test_unknown_terminal_is_degraded_and_never_approved_above_the_limit(world) -> None:  # type: ignore[no-untyped-def]
