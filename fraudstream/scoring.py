@@ -138,10 +138,7 @@ class PendingUpdate:
         sent, self._sent = self._sent, None
         if sent is None:
             raise RuntimeError("this update was settled or abandoned already")
-        try:
-            versions = sent.replies()[0]
-        finally:
-            sent.abandon()  # a no-op once the replies are read
+        versions = sent.replies()[0]  # gives the connection back, or drops it on failure
         self.history.saved(self.customers, self.states, versions)
 
     def resend(self) -> None:
@@ -437,15 +434,29 @@ class Scorer:
             modelled = time.perf_counter()
             if pending is not None and settle:
                 pending.settle()
-        except BaseException:
+            updated = time.perf_counter()
+            records = self._records(batch, judged, matrix, ages, degraded, now)
+        except BaseException:  # no writes left in flight with nobody to settle them
             if pending is not None:
                 pending.abandon()
             raise
-        updated = time.perf_counter()
         self.timings["features"] += featured - started
         self.timings["model"] += modelled - sent_at
         self.timings["update"] += (sent_at - featured) + (updated - modelled)
+        return Scored(records=records, matrix=matrix, pending=None if settle else pending)
 
+    def _records(
+        self,
+        batch: Batch,
+        judged: _Modelled,
+        matrix: np.ndarray,
+        ages: np.ndarray,
+        degraded: list[list[str]],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """The decision records of a scored batch (:class:`~fraudstream.decision.Decision`
+        as dicts)."""
+        n = len(batch)
         scores, actions = judged.scores, judged.actions
         shadow_scores, shadow_version = judged.shadow_scores, judged.shadow_version
         contributions, top, exact = judged.contributions, judged.top, judged.exact
@@ -486,7 +497,7 @@ class Scorer:
                     "latency_ms": None,
                 }
             )
-        return Scored(records=records, matrix=matrix, pending=None if settle else pending)
+        return records
 
     def _model(
         self,

@@ -261,24 +261,24 @@ class BatchProcessor:
         reads = self.scorer.history.reads
         records: list[dict[str, Any]] = []
         pending: PendingUpdate | None = None
-        if valid:
-            events = [event for _, event in valid]
-            try:
-                records, pending = self.scorer.score_deferred(events)
-            except Exception:
-                log.exception(
-                    "scoring a batch of %d event(s) failed; scoring one by one", len(valid)
-                )
-                more, records = await self._one_by_one(valid)
-                outputs.extend(more)
-            else:
-                now_s = time.time()
-                outputs.extend(
-                    decision_message(record, message, self.decisions_topic, now_s)
-                    for (message, _), record in zip(valid, records, strict=True)
-                )
-        scored = time.perf_counter()
-        try:
+        try:  # once scored, the writes are settled whatever happens next
+            if valid:
+                events = [event for _, event in valid]
+                try:
+                    records, pending = self.scorer.score_deferred(events)
+                except Exception:
+                    log.exception(
+                        "scoring a batch of %d event(s) failed; scoring one by one", len(valid)
+                    )
+                    more, records = await self._one_by_one(valid)
+                    outputs.extend(more)
+                else:
+                    now_s = time.time()
+                    outputs.extend(
+                        decision_message(record, message, self.decisions_topic, now_s)
+                        for (message, _), record in zip(valid, records, strict=True)
+                    )
+            scored = time.perf_counter()
             await self.produce(outputs)
         finally:
             produced = time.perf_counter()
