@@ -388,7 +388,7 @@ def env_for(settings: Any, topics: dict[str, str], stack_dir: Path) -> dict[str,
 
 
 def worker_stages() -> dict[str, dict[str, float]]:
-    """Sums and counts of the worker's stage histograms (ms) and messages, from /metrics."""
+    """Sums of the worker's stage histograms (ms), messages and batches, from /metrics."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read()
@@ -397,6 +397,8 @@ def worker_stages() -> dict[str, dict[str, float]]:
         if line.startswith("fraudstream_worker_stage_duration_ms_sum"):
             stage = line.split('stage="')[1].split('"')[0]
             out.setdefault(stage, {})["ms"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith('fraudstream_worker_stage_duration_ms_count{stage="batch"}'):
+            out["batches"] = {"n": float(line.rsplit(" ", 1)[1])}
         elif line.startswith("fraudstream_worker_consumed_total"):
             out["consumed"] = {"n": float(line.rsplit(" ", 1)[1])}
     return out
@@ -408,8 +410,15 @@ def stage_delta(before: dict, after: dict) -> dict[str, float]:
     return {
         stage: (v["ms"] - before.get(stage, {}).get("ms", 0.0)) * 1000 / n
         for stage, v in after.items()
-        if stage != "consumed" and n > 0
+        if stage not in ("consumed", "batches") and n > 0
     }
+
+
+def events_per_batch(before: dict, after: dict) -> float | None:
+    """Mean messages per micro-batch between two scrapes of :func:`worker_stages`."""
+    n = after["consumed"]["n"] - before.get("consumed", {}).get("n", 0.0)
+    batches = after.get("batches", {}).get("n", 0.0) - before.get("batches", {}).get("n", 0.0)
+    return round(n / batches, 1) if batches > 0 else None
 
 
 # ------------------------------------------------------------------ the transport's floor
@@ -718,12 +727,14 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         # warm: the next n_sat pre-loaded events, every customer's state already in memory
         scrape_before = worker_stages()
         reader.drain(2 * n_sat, 300, alive)
+        scrape_after = worker_stages()
         stamps = np.sort(np.asarray(reader.stamps[n_sat : 2 * n_sat], dtype=np.int64))
         warm_sat = {
             "events": n_sat,
             "span_s": (stamps[-1] - stamps[0]) / 1000.0,
             "ev_s": (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0),
-            "stages_us_per_event": stage_delta(scrape_before, worker_stages()),
+            "stages_us_per_event": stage_delta(scrape_before, scrape_after),
+            "events_per_batch": events_per_batch(scrape_before, scrape_after),
         }
         log(f"worker saturation (warm): {warm_sat}")
         # As in benchmarks/serving.py, whose generator's full collections of a like heap (the

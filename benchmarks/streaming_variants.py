@@ -150,7 +150,9 @@ def run_variant(
         cpu_after = cpu_s(procs)
         stamps = np.sort(np.asarray(reader.stamps[sat : 2 * sat], dtype=np.int64))
         out["warm_ev_s"] = round((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0))
-        stages = bench.stage_delta(before, bench.worker_stages())
+        after = bench.worker_stages()
+        stages = bench.stage_delta(before, after)
+        out["warm_events_per_batch"] = bench.events_per_batch(before, after)
         out["warm_stages_us_per_event"] = {k: round(v, 1) for k, v in stages.items()}
         out["warm_cpu_us_per_event"] = {
             name: round(1e6 * (cpu_after[name] - cpu_before[name]) / sat, 1) for name in procs
