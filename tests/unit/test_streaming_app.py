@@ -201,3 +201,27 @@ def test_a_faust_with_another_drain_loop_runs_its_own(monkeypatch: pytest.Monkey
     finally:
         mirrors_faust_drain_loop.cache_clear()
     assert ran == ["fetcher"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(b"k-1", b'{"amount": 1}'), (None, b"\xff\x00 not utf-8"), (b"k-2", None), (None, None)],
+)
+def test_the_worker_topic_hands_over_what_fausts_raw_serializer_gives(
+    key: bytes | None, value: bytes | None
+) -> None:
+    from faust.types import Message
+
+    from streaming.worker import RawSchema
+
+    app = create_app(Settings(), "127.0.0.1:9", app_id="raw-schema-test")
+    stock = app.topic("tx", key_serializer="raw", value_serializer="raw").schema
+    message = Message("tx", 0, 7, 0.0, 0, [], key, value, None)
+
+    async def decoded(schema: Any) -> tuple[Any, Any]:
+        event = await schema.decode(app, message)
+        return event.key, event.value
+
+    raw = asyncio.run(decoded(RawSchema()))
+    assert raw == asyncio.run(decoded(stock))
+    assert raw == (key, value)
