@@ -1,13 +1,11 @@
 """The local broker's own latency over time: publish at a fixed rate, read with a bare consumer.
 
     .venv/bin/python benchmarks/broker_floor.py [--rate 1000] [--seconds 25] [--fresh-seconds 10]
-        [--client confluent|aiokafka]
 
 Starts ONE private local stack (``benchmarks/workspace.py``). Publishes ``--rate`` events/s
 for ``--seconds`` to one topic (``fraudstream.publish.send_paced``, the product's producer
 settings: idempotent, ``acks=all``, 5 ms linger; 300-byte values on 997 keys) while a bare
-confluent-kafka consumer (``--client aiokafka``: aiokafka's, the client under Faust's consumer)
-in a process of its own (``benchmarks/streaming.py``'s reference (c):
+confluent-kafka consumer in a process of its own (``benchmarks/streaming.py``'s reference (c):
 ``fetch_max_wait_ms`` from the settings, no processing) reads it; then the
 same for ``--fresh-seconds`` on a fresh topic of the same broker. Prints, per 5 s window of
 send time, p50 and p99 of Kafka timestamp to receipt, and the broker's CPU per event; last,
@@ -35,9 +33,7 @@ from benchmarks import streaming as bench  # noqa: E402
 WINDOW_S = 5
 
 
-def phase(
-    ws: Any, topic: str, rate: float, seconds: float, client: str = "confluent"
-) -> dict[str, Any]:
+def phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     """Publish ``rate`` x ``seconds`` events to ``topic`` (a new one) under the floor consumer."""
     from fraudstream.kafka import ensure_topics, producer_config
     from fraudstream.publish import PublishResult, send_paced
@@ -59,7 +55,7 @@ def phase(
         )
         done["cpu_s"] = bench.cpu_seconds(broker) - cpu0
 
-    raw = bench.run_floor_consumer(settings, topic, 0, count, ws.work, publish, client)
+    raw = bench.run_floor_consumer(settings, topic, 0, count, ws.work, publish)
     pub: PublishResult = done["pub"]
     if pub.delivered != count:
         raise RuntimeError(f"{topic}: {pub.summary()}")
@@ -90,22 +86,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--fresh-seconds", type=float, default=10.0)
-    parser.add_argument(
-        "--client",
-        choices=["confluent", "aiokafka"],
-        default="confluent",
-        help="the bare consumer: confluent-kafka's, or aiokafka's (under Faust's consumer)",
-    )
     add_kafka_argument(parser)
     args = parser.parse_args()
 
     with private_workspace("fraudstream-broker-floor-", args.kafka_bootstrap) as ws:
         tag = uuid.uuid4().hex[:6]
         phases = [
-            ("one topic", phase(ws, f"floor-a-{tag}", args.rate, args.seconds, args.client)),
+            ("one topic", phase(ws, f"floor-a-{tag}", args.rate, args.seconds)),
             (
                 "fresh topic, right after",
-                phase(ws, f"floor-b-{tag}", args.rate, args.fresh_seconds, args.client),
+                phase(ws, f"floor-b-{tag}", args.rate, args.fresh_seconds),
             ),
         ]
     for label, result in phases:
@@ -121,7 +111,6 @@ def main() -> None:
         json.dumps(
             {
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "client": args.client,
                 "phases": {label: result for label, result in phases},
             }
         )

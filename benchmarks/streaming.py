@@ -49,7 +49,6 @@ Prints a Markdown table and, last, one JSON line. Everything it starts is stoppe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import io
@@ -425,23 +424,15 @@ def events_per_batch(before: dict, after: dict) -> float | None:
 # ------------------------------------------------------------------ the transport's floor
 
 
-def floor_consumer_main(
-    topic: str, skip: int, count: int, out_path: str, client: str = "confluent"
-) -> None:
+def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> None:
     """Reference (c): read ``skip`` messages of ``topic`` from its start, say ``caught-up``,
-    then read ``count`` more with a bare consumer (run as a subprocess): confluent-kafka's,
-    or with ``client="aiokafka"`` aiokafka's (the client under Faust's consumer); write each
-    of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
+    then read ``count`` more with a bare confluent-kafka consumer (run as a subprocess);
+    write each of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
     from fraudstream.config import load_settings
     from fraudstream.kafka import confluent_config
     from fraudstream.stack import resolve_endpoints
 
     settings = load_settings()
-    if client == "aiokafka":
-        bootstrap = resolve_endpoints(settings).kafka_bootstrap
-        got = asyncio.run(_aiokafka_floor(settings, bootstrap, topic, skip, count))
-        Path(out_path).write_text(json.dumps(got))
-        return
     conf = confluent_config(settings.kafka, resolve_endpoints(settings).kafka_bootstrap)
     conf.update(
         {
@@ -475,43 +466,6 @@ def floor_consumer_main(
     Path(out_path).write_text(json.dumps(got))
 
 
-async def _aiokafka_floor(
-    settings: Any, bootstrap: str, topic: str, skip: int, count: int
-) -> list[tuple[int, float]]:
-    """:func:`floor_consumer_main` with a bare aiokafka consumer (no group, plaintext)."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka import TopicPartition as AioPartition
-
-    if settings.kafka.security_protocol != "PLAINTEXT":
-        raise SystemExit("the aiokafka floor consumer speaks plaintext only")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
-    )
-    await consumer.start()
-    got: list[tuple[int, float]] = []
-    seen, said = 0, False
-    try:
-        partitions = [AioPartition(topic, p) for p in range(settings.kafka.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        while seen < skip + count:
-            fetched = await consumer.getmany(timeout_ms=1000)
-            now_ms = time.time() * 1000
-            for records in fetched.values():
-                for record in records:
-                    seen += 1
-                    if seen > skip:
-                        got.append((record.timestamp, now_ms))
-            if seen >= skip and not said:
-                print("caught-up", flush=True)
-                said = True
-    finally:
-        await consumer.stop()
-    return got
-
-
 def broker_process(settings: Any) -> psutil.Process | None:
     """The local stack's broker process (for its CPU time); None when Kafka is a cluster
     named in the settings (``--kafka-bootstrap``), whose CPU time is not measured here."""
@@ -534,23 +488,16 @@ def per_event_us(cpu_s: float, events: int) -> float | None:
 
 
 def run_floor_consumer(
-    settings: Any,
-    topic: str,
-    skip: int,
-    count: int,
-    work: Path,
-    publish: Any,
-    client: str = "confluent",
+    settings: Any, topic: str, skip: int, count: int, work: Path, publish: Any
 ) -> list[tuple[int, float]]:
-    """Start :func:`floor_consumer_main` (with ``client``) on ``topic``, wait until it has
-    read ``skip`` messages, call ``publish()``, and return the Kafka timestamp and receipt
-    time (epoch ms) of the ``count`` messages it read after those."""
+    """Start :func:`floor_consumer_main` on ``topic``, wait until it has read ``skip``
+    messages, call ``publish()``, and return the Kafka timestamp and receipt time (epoch ms)
+    of the ``count`` messages it read after those."""
     import subprocess
 
     out = work / f"{topic}.json"
     argv = [sys.executable, str(Path(__file__).resolve()), "--floor-consumer", topic]
     argv += ["--floor-skip", str(skip), "--floor-count", str(count), "--floor-out", str(out)]
-    argv += ["--floor-client", client]
     env = env_for(settings, {"in": topic, "out": topic, "dlq": topic}, work / "floor-stack")
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
@@ -680,20 +627,13 @@ def main() -> None:
     parser.add_argument("--floor-skip", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-out", help=argparse.SUPPRESS)
-    parser.add_argument("--floor-client", default="confluent", help=argparse.SUPPRESS)
     add_kafka_argument(parser)
     args = parser.parse_args()
     if args.bare_agent:
         bare_agent_main(args.bare_agent, args.bare_mode)
         return
     if args.floor_consumer:
-        floor_consumer_main(
-            args.floor_consumer,
-            args.floor_skip,
-            args.floor_count,
-            args.floor_out,
-            args.floor_client,
-        )
+        floor_consumer_main(args.floor_consumer, args.floor_skip, args.floor_count, args.floor_out)
         return
 
     t_start = time.perf_counter()
