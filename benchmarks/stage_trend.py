@@ -13,35 +13,29 @@ per batch, and the mean per batch of the batch's age at its start and of each st
 from __future__ import annotations
 
 import argparse
-import re
+import sys
 import time
-import urllib.request
+from pathlib import Path
 
-STAGE = re.compile(r'fraudstream_worker_stage_duration_ms_(sum|count)\{stage="(\w+)"\} (\S+)')
-AGE = re.compile(r"fraudstream_worker_batch_age_ms_(sum|count) (\S+)")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.streaming import METRICS_PORT, scrape_worker  # noqa: E402
+
 STAGES = ("age", "decode", "features", "model", "update", "produce", "batch")
 
 
 def scrape(port: int) -> dict[str, float] | None:
-    """Sums and counts of the stage and batch-age histograms, and messages consumed."""
+    """The worker's histograms and messages consumed, or None when no worker answers."""
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+        return scrape_worker(port, timeout_s=2.0)
     except OSError:
         return None
-    out: dict[str, float] = {}
-    for line in text.decode().splitlines():
-        if m := STAGE.match(line):
-            out[f"{m.group(1)}:{m.group(2)}"] = float(m.group(3))
-        elif m := AGE.match(line):
-            out[f"{m.group(1)}:age"] = float(m.group(2))
-        elif line.startswith("fraudstream_worker_consumed_total "):
-            out["consumed"] = float(line.split()[1])
-    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=19_731)
+    parser.add_argument("--port", type=int, default=METRICS_PORT)
     parser.add_argument("--every", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=600.0)
     args = parser.parse_args()

@@ -56,6 +56,7 @@ import json
 import os
 import platform
 import pstats
+import re
 import signal
 import sys
 import threading
@@ -387,20 +388,45 @@ def env_for(settings: Any, topics: dict[str, str], stack_dir: Path) -> dict[str,
     return process_env(settings, stack_dir, extra)
 
 
-def worker_stages() -> dict[str, dict[str, float]]:
-    """Sums of the worker's stage histograms (ms), messages and batches, from /metrics."""
+_WORKER_HISTOGRAM = re.compile(
+    r'fraudstream_worker_(?:stage_duration_ms_(sum|count)\{stage="(\w+)"\}|batch_age_ms_(sum|count)) (\S+)'
+)
+
+
+def parse_worker_metrics(text: str) -> dict[str, float]:
+    """The worker's ``/metrics`` as flat numbers: ``sum:<stage>`` and ``count:<stage>`` of
+    the stage histograms (ms), ``sum:age`` and ``count:age`` of the batch-age one, and
+    ``consumed`` (messages)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if m := _WORKER_HISTOGRAM.match(line):
+            kind, stage = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), "age")
+            out[f"{kind}:{stage}"] = float(m.group(4))
+        elif line.startswith("fraudstream_worker_consumed_total "):
+            out["consumed"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def scrape_worker(port: int = METRICS_PORT, timeout_s: float = 5.0) -> dict[str, float]:
+    """:func:`parse_worker_metrics` of the worker serving ``/metrics`` on ``port``."""
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read()
-    out: dict[str, dict[str, float]] = {}
-    for line in text.decode().splitlines():
-        if line.startswith("fraudstream_worker_stage_duration_ms_sum"):
-            stage = line.split('stage="')[1].split('"')[0]
-            out.setdefault(stage, {})["ms"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith('fraudstream_worker_stage_duration_ms_count{stage="batch"}'):
-            out["batches"] = {"n": float(line.rsplit(" ", 1)[1])}
-        elif line.startswith("fraudstream_worker_consumed_total"):
-            out["consumed"] = {"n": float(line.rsplit(" ", 1)[1])}
+    url = f"http://127.0.0.1:{port}/metrics"
+    return parse_worker_metrics(urllib.request.urlopen(url, timeout=timeout_s).read().decode())
+
+
+def worker_stages() -> dict[str, dict[str, float]]:
+    """Sums of the worker's stage histograms (ms), messages and batches, from /metrics."""
+    flat = scrape_worker()
+    out: dict[str, dict[str, float]] = {
+        key.split(":", 1)[1]: {"ms": value}
+        for key, value in flat.items()
+        if key.startswith("sum:") and key != "sum:age"
+    }
+    if "count:batch" in flat:
+        out["batches"] = {"n": flat["count:batch"]}
+    if "consumed" in flat:
+        out["consumed"] = {"n": flat["consumed"]}
     return out
 
 

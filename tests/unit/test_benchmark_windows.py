@@ -1,11 +1,13 @@
-"""The streaming benchmark's per-window latency (``benchmarks.streaming.windows``)."""
+"""The streaming benchmark's per-window latency (``benchmarks.streaming.windows``) and its
+reading of the worker's ``/metrics``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.streaming import per_event_us, windows
+from benchmarks.streaming import events_per_batch, parse_worker_metrics, per_event_us, windows
+from fraudstream.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +34,23 @@ def test_a_window_of_a_few_stragglers_is_left_out() -> None:
 def test_cpu_per_event_is_none_when_the_broker_is_not_measured() -> None:
     assert per_event_us(float("nan"), 1000) is None
     assert per_event_us(0.5, 1000) == pytest.approx(500.0)
+
+
+def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
+    metrics = WorkerMetrics(60.0)
+    for stage, ms in [("batch", 12.5), ("batch", 7.5), ("model", 3.0)]:
+        metrics.stage_ms.observe(ms, stage)
+    metrics.batch_age_ms.observe(40.0)
+    metrics.consumed.inc(amount=37)
+    flat = parse_worker_metrics(metrics.render().decode())
+    assert flat == {
+        "consumed": 37.0,
+        "count:batch": 2.0,
+        "sum:batch": 20.0,
+        "count:model": 1.0,
+        "sum:model": 3.0,
+        "count:age": 1.0,
+        "sum:age": 40.0,
+    }
+    before = {"consumed": {"n": 7.0}, "batches": {"n": 1.0}}
+    assert events_per_batch(before, {"consumed": {"n": 37.0}, "batches": {"n": 2.0}}) == 30.0
