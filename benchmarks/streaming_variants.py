@@ -10,6 +10,17 @@ not measured) with the micro-batches' sizes, ages and stage times from the worke
 Variants run one after the other in the order given; repeat one (``--variant a --variant b
 --variant a``) to see how much of a difference is noise.
 
+The label ``bare`` runs reference (a) of ``benchmarks/streaming.py`` instead of a worker: the
+bare Faust agent forwarding each message, saturated on a fresh topic with ``--saturation``
+pre-loaded events. Alternated with the worker, it gives the issue's ratio worker / (a) as
+several pairs measured minutes apart, not one pair, since the host's speed moves by ±25 %
+within minutes (``RESULTS.md``). Each worker's warm throughput is divided by the mean of the
+bare runs next to it in the order given, and the summary line gives every such ratio and
+their median:
+
+    .venv/bin/python benchmarks/streaming_variants.py --saturation 10000 --rates \
+        --variant bare --variant cur --variant bare --variant cur2 --variant bare
+
     .venv/bin/python benchmarks/streaming_variants.py \
         --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
         --variant "timeout 10 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.01"
@@ -97,6 +108,62 @@ def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
     """User + system CPU seconds of each process so far (its own threads, not its children:
     the worker and the stack are children of this script)."""
     return {name: bench.cpu_seconds(proc) for name, proc in procs.items()}
+
+
+def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Reference (a) saturated on a fresh topic of ``--saturation`` pre-loaded events."""
+    from fraudstream.kafka import ensure_topics
+    from fraudstream.publish import publish_events
+    from fraudstream.stack import read_state, running
+
+    settings, new = ctx["settings"], ctx["new"]
+    kafka, bootstrap = settings.kafka, ctx["bootstrap"]
+    tag = uuid.uuid4().hex[:6]
+    topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
+    ensure_topics(kafka, bootstrap, list(topics.values()))
+    sat = args.saturation
+    res = publish_events(new.iloc[:sat], kafka=kafka, bootstrap=bootstrap, topic=topics["in"])
+    assert res.delivered == sat, res.summary()
+    reader = bench.Reader(settings, bootstrap, topics["out"])
+    env = bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}")
+    argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py")]
+    argv += ["--bare-agent", f"bare-{tag}", "--bare-mode", "topic"]
+    out: dict[str, Any] = {"variant": label, "reference": "a", "load_1m": os.getloadavg()[0]}
+    state = read_state(settings)
+    assert state is not None
+    with running(argv, ctx["work"] / f"bare-{tag}.log", env=env) as proc:
+        procs = {"bare": psutil.Process(proc.pid), "reader": psutil.Process()} | {
+            name: psutil.Process(info.pid) for name, info in state.processes.items()
+        }
+        alive = lambda: proc.poll() is None  # noqa: E731
+        started = time.time()
+        reader.drain(1, 240, alive)  # CPU from its first output on: its start-up left out
+        cpu_before = cpu_s(procs)
+        result = bench.saturation(reader, sat, started, alive, 240)
+        cpu_after = cpu_s(procs)
+    reader.close()
+    out["saturation_ev_s"] = round(result["ev_s"])
+    out["cpu_us_per_event"] = {
+        name: round(1e6 * (cpu_after[name] - cpu_before[name]) / (sat - 1), 1) for name in procs
+    }
+    return out
+
+
+def ratios_to_bare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each worker's warm throughput over the mean of the bare runs next to it in order."""
+    out = []
+    for i, r in enumerate(results):
+        if "warm_ev_s" not in r:
+            continue
+        near = [
+            results[j]["saturation_ev_s"]
+            for j in (i - 1, i + 1)
+            if 0 <= j < len(results) and "saturation_ev_s" in results[j]
+        ]
+        if near:
+            ratio = r["warm_ev_s"] / float(np.mean(near))
+            out.append({"variant": r["variant"], "bare_ev_s": near, "ratio": round(ratio, 3)})
+    return out
 
 
 def run_variant(
@@ -199,7 +266,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="label[:NAME=V,...]")
     parser.add_argument("--data", type=Path, default=bench.HANDBOOK)
     parser.add_argument("--saturation", type=int, default=8_000, help="events per phase")
-    parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 1000.0])
+    parser.add_argument(
+        "--rates", type=float, nargs="*", default=[200.0, 1000.0], help="none: saturation only"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="s not measured per rate")
     parser.add_argument("--measure", type=float, default=10.0, help="s measured per rate")
     add_kafka_argument(parser)
@@ -211,9 +280,10 @@ def main() -> None:
         per_variant = 2 * args.saturation + sum(
             int(r * (args.warmup + args.measure)) for r in args.rates
         )
-        if per_variant * len(variants) > len(world["new"]):
+        workers = sum(1 for label, _ in variants if label != "bare")
+        if per_variant * workers > len(world["new"]):
             raise SystemExit(
-                f"{len(variants)} variants need {per_variant * len(variants):,} events, the "
+                f"{workers} worker variants need {per_variant * workers:,} events, the "
                 f"replay has {len(world['new']):,}: fewer variants, --saturation or --measure"
             )
         ctx = {
@@ -225,12 +295,25 @@ def main() -> None:
         }
         results = []
         for label, extra in variants:
-            result = run_variant(label, extra, args, ctx)
+            if label == "bare" and extra:
+                raise SystemExit("--variant bare takes no settings: it is reference (a)")
+            if label == "bare":
+                result = run_bare(label, args, ctx)
+            else:
+                result = run_variant(label, extra, args, ctx)
             bench.log(json.dumps(result))
             results.append(result)
-    print(
-        json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results})
-    )
+    summary: dict[str, Any] = {}
+    ratios = ratios_to_bare(results)
+    if ratios:
+        summary = {
+            "worker_vs_bare": ratios,
+            "median_ratio": round(float(np.median([r["ratio"] for r in ratios])), 3),
+            "target": bench.TARGETS["vs_bare"],
+        }
+        bench.log(json.dumps(summary))
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(json.dumps({"date": date, "results": results, **summary}))
 
 
 if __name__ == "__main__":

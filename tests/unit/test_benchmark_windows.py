@@ -1,5 +1,5 @@
-"""The streaming benchmark's per-window latency (``benchmarks.streaming.windows``) and its
-reading of the worker's ``/metrics``."""
+"""The streaming benchmark's per-window latency (``benchmarks.streaming.windows``), its
+reading of the worker's ``/metrics``, and the variants script's worker / bare-agent pairs."""
 
 from __future__ import annotations
 
@@ -54,3 +54,23 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
     }
     before = {"consumed": {"n": 7.0}, "batches": {"n": 1.0}}
     assert events_per_batch(before, {"consumed": {"n": 37.0}, "batches": {"n": 2.0}}) == 30.0
+
+
+def test_each_worker_is_compared_with_the_bare_runs_next_to_it() -> None:
+    from benchmarks.streaming_variants import ratios_to_bare
+
+    results = [
+        {"variant": "bare", "saturation_ev_s": 8000},
+        {"variant": "cur", "warm_ev_s": 6000},
+        {"variant": "bare", "saturation_ev_s": 10000},
+        {"variant": "cur2", "warm_ev_s": 4500},
+        {"variant": "other", "warm_ev_s": 5000},  # no bare run next to it
+        {"variant": "bare", "saturation_ev_s": 9000},
+    ]
+    out = ratios_to_bare(results)
+    assert [(r["variant"], r["bare_ev_s"], r["ratio"]) for r in out] == [
+        ("cur", [8000, 10000], round(6000 / 9000, 3)),
+        ("cur2", [10000], 0.45),
+        ("other", [9000], round(5000 / 9000, 3)),
+    ]
+    assert ratios_to_bare([{"variant": "cur", "warm_ev_s": 6000}]) == []
