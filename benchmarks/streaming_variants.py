@@ -110,17 +110,25 @@ def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: bench.cpu_seconds(proc) for name, proc in procs.items()}
 
 
+def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The topics of ``template`` with ``{tag}`` a new random tag, created; and the tag."""
+    from fraudstream.kafka import ensure_topics
+
+    tag = uuid.uuid4().hex[:6]
+    topics = {role: name.format(tag=tag) for role, name in template.items()}
+    ensure_topics(ctx["settings"].kafka, ctx["bootstrap"], list(topics.values()))
+    return topics, tag
+
+
 def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
     """Reference (a) saturated on a fresh topic of ``--saturation`` pre-loaded events."""
-    from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
     from fraudstream.stack import read_state, running
 
     settings, new = ctx["settings"], ctx["new"]
     kafka, bootstrap = settings.kafka, ctx["bootstrap"]
-    tag = uuid.uuid4().hex[:6]
-    topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
-    ensure_topics(kafka, bootstrap, list(topics.values()))
+    template = {"in": "bare-in-{tag}", "out": "bare-out-{tag}", "dlq": "bare-dlq-{tag}"}
+    topics, tag = fresh_topics(ctx, template)
     sat = args.saturation
     res = publish_events(new.iloc[:sat], kafka=kafka, bootstrap=bootstrap, topic=topics["in"])
     assert res.delivered == sat, res.summary()
@@ -169,15 +177,12 @@ def ratios_to_bare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_variant(
     label: str, extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
 ) -> dict[str, Any]:
-    from fraudstream.kafka import ensure_topics
     from fraudstream.publish import publish_events
     from fraudstream.stack import read_state, running
 
     settings, new = ctx["settings"], ctx["new"]
     kafka, bootstrap = settings.kafka, ctx["bootstrap"]
-    tag = uuid.uuid4().hex[:6]
-    topics = {"in": f"tx-{tag}", "out": f"dec-{tag}", "dlq": f"tx-{tag}.dlq"}
-    ensure_topics(kafka, bootstrap, list(topics.values()))
+    topics, tag = fresh_topics(ctx, {"in": "tx-{tag}", "out": "dec-{tag}", "dlq": "tx-{tag}.dlq"})
     sat = args.saturation
     start = ctx["offset"]
     publish_events(
