@@ -279,6 +279,8 @@ def main() -> None:
     add_kafka_argument(parser)
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant]
+    if any(label == "bare" and extra for label, extra in variants):
+        raise SystemExit("--variant bare takes no settings: it is reference (a)")
 
     with private_workspace("fraudstream-variants-", args.kafka_bootstrap) as ws:
         world = bench.build_world(args, ws.settings, ws.endpoints)
@@ -300,8 +302,6 @@ def main() -> None:
         }
         results = []
         for label, extra in variants:
-            if label == "bare" and extra:
-                raise SystemExit("--variant bare takes no settings: it is reference (a)")
             if label == "bare":
                 result = run_bare(label, args, ctx)
             else:
