@@ -12,14 +12,17 @@ Variants run one after the other in the order given; repeat one (``--variant a -
 
 The label ``bare`` runs reference (a) of ``benchmarks/streaming.py`` instead of a worker: the
 bare Faust agent forwarding each message, saturated on a fresh topic with ``--saturation``
-pre-loaded events. Alternated with the worker, it gives the issue's ratio worker / (a) as
-several pairs measured minutes apart, not one pair, since the host's speed moves by ±25 %
-within minutes (``RESULTS.md``). Each worker's warm throughput is divided by the mean of the
-bare runs next to it in the order given, and the summary line gives every such ratio and
-their median:
+pre-loaded events; ``naive`` runs its reference (b) in this process: per event one Feast
+``get_online_features`` and one ``predict``, over ``--naive`` events. Alternated with the
+worker, they give the issue's ratios worker / (a) and worker / (b) as several pairs measured
+minutes apart, not one pair, since the host's speed moves by ±25 % within minutes
+(``RESULTS.md``). Each worker's warm throughput is divided by the mean of the nearest run of
+the reference before it and after it in the order given, and the summary line gives every
+such ratio and their median:
 
     .venv/bin/python benchmarks/streaming_variants.py --saturation 10000 --rates \
-        --variant bare --variant cur --variant bare --variant cur2 --variant bare
+        --variant bare --variant naive --variant cur --variant bare --variant naive \
+        --variant cur2 --variant bare --variant naive
 
     .venv/bin/python benchmarks/streaming_variants.py \
         --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
@@ -157,20 +160,30 @@ def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[
     return out
 
 
-def ratios_to_bare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each worker's warm throughput over the mean of the bare runs next to it in order."""
+#: The references a variant label names, and the key of their throughput in a result.
+REFERENCES = {"bare": "saturation_ev_s", "naive": "naive_ev_s"}
+
+
+def run_naive(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Reference (b) in this process on the first ``--naive`` events of the replay (it reads
+    the online store and writes nothing)."""
+    result = bench.naive_throughput(ctx["world"], ctx["new"].iloc[: args.naive])
+    return {"variant": label, "reference": "b", "naive_ev_s": round(result["ev_s"], 1)}
+
+
+def ratios_to(results: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Each worker's warm throughput over the mean of the nearest reference run (the one
+    whose result has ``key``) before it and after it in order."""
     out = []
     for i, r in enumerate(results):
         if "warm_ev_s" not in r:
             continue
-        near = [
-            results[j]["saturation_ev_s"]
-            for j in (i - 1, i + 1)
-            if 0 <= j < len(results) and "saturation_ev_s" in results[j]
-        ]
+        before = [x[key] for x in results[:i] if key in x][-1:]
+        after = [x[key] for x in results[i + 1 :] if key in x][:1]
+        near = before + after
         if near:
             ratio = r["warm_ev_s"] / float(np.mean(near))
-            out.append({"variant": r["variant"], "bare_ev_s": near, "ratio": round(ratio, 3)})
+            out.append({"variant": r["variant"], "reference_ev_s": near, "ratio": round(ratio, 3)})
     return out
 
 
@@ -276,18 +289,19 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=float, default=5.0, help="s not measured per rate")
     parser.add_argument("--measure", type=float, default=10.0, help="s measured per rate")
+    parser.add_argument("--naive", type=int, default=2_000, help="events per naive run")
     add_kafka_argument(parser)
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant]
-    if any(label == "bare" and extra for label, extra in variants):
-        raise SystemExit("--variant bare takes no settings: it is reference (a)")
+    if any(label in REFERENCES and extra for label, extra in variants):
+        raise SystemExit("--variant bare or naive takes no settings: they are references")
 
     with private_workspace("fraudstream-variants-", args.kafka_bootstrap) as ws:
         world = bench.build_world(args, ws.settings, ws.endpoints)
         per_variant = 2 * args.saturation + sum(
             int(r * (args.warmup + args.measure)) for r in args.rates
         )
-        workers = sum(1 for label, _ in variants if label != "bare")
+        workers = sum(1 for label, _ in variants if label not in REFERENCES)
         if per_variant * workers > len(world["new"]):
             raise SystemExit(
                 f"{workers} worker variants need {per_variant * workers:,} events, the "
@@ -297,6 +311,7 @@ def main() -> None:
             "settings": ws.settings,
             "bootstrap": ws.endpoints.kafka_bootstrap,
             "new": world["new"],
+            "world": world,
             "work": ws.work,
             "offset": 0,
         }
@@ -304,18 +319,22 @@ def main() -> None:
         for label, extra in variants:
             if label == "bare":
                 result = run_bare(label, args, ctx)
+            elif label == "naive":
+                result = run_naive(label, args, ctx)
             else:
                 result = run_variant(label, extra, args, ctx)
             bench.log(json.dumps(result))
             results.append(result)
     summary: dict[str, Any] = {}
-    ratios = ratios_to_bare(results)
-    if ratios:
-        summary = {
-            "worker_vs_bare": ratios,
-            "median_ratio": round(float(np.median([r["ratio"] for r in ratios])), 3),
-            "target": bench.TARGETS["vs_bare"],
-        }
+    for label, target in (("bare", "vs_bare"), ("naive", "vs_naive")):
+        ratios = ratios_to(results, REFERENCES[label])
+        if ratios:
+            summary[f"worker_vs_{label}"] = {
+                "pairs": ratios,
+                "median_ratio": round(float(np.median([r["ratio"] for r in ratios])), 3),
+                "target": bench.TARGETS[target],
+            }
+    if summary:
         bench.log(json.dumps(summary))
     date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps({"date": date, "results": results, **summary}))

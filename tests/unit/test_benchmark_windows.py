@@ -1,5 +1,5 @@
 """The streaming benchmark's per-window latency (``benchmarks.streaming.windows``), its
-reading of the worker's ``/metrics``, and the variants script's worker / bare-agent pairs."""
+reading of the worker's ``/metrics``, and the variants script's worker / reference pairs."""
 
 from __future__ import annotations
 
@@ -56,21 +56,29 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
     assert events_per_batch(before, {"consumed": {"n": 37.0}, "batches": {"n": 2.0}}) == 30.0
 
 
-def test_each_worker_is_compared_with_the_bare_runs_next_to_it() -> None:
-    from benchmarks.streaming_variants import ratios_to_bare
+def test_each_worker_is_compared_with_the_nearest_reference_runs_around_it() -> None:
+    from benchmarks.streaming_variants import REFERENCES, ratios_to
 
     results = [
         {"variant": "bare", "saturation_ev_s": 8000},
+        {"variant": "naive", "naive_ev_s": 400.0},
         {"variant": "cur", "warm_ev_s": 6000},
         {"variant": "bare", "saturation_ev_s": 10000},
         {"variant": "cur2", "warm_ev_s": 4500},
-        {"variant": "other", "warm_ev_s": 5000},  # no bare run next to it
+        {"variant": "naive", "naive_ev_s": 600.0},
         {"variant": "bare", "saturation_ev_s": 9000},
+        {"variant": "cur3", "warm_ev_s": 5000},  # no run of either after it
     ]
-    out = ratios_to_bare(results)
-    assert [(r["variant"], r["bare_ev_s"], r["ratio"]) for r in out] == [
+    bare = ratios_to(results, REFERENCES["bare"])
+    assert [(r["variant"], r["reference_ev_s"], r["ratio"]) for r in bare] == [
         ("cur", [8000, 10000], round(6000 / 9000, 3)),
-        ("cur2", [10000], 0.45),
-        ("other", [9000], round(5000 / 9000, 3)),
+        ("cur2", [10000, 9000], round(4500 / 9500, 3)),
+        ("cur3", [9000], round(5000 / 9000, 3)),
     ]
-    assert ratios_to_bare([{"variant": "cur", "warm_ev_s": 6000}]) == []
+    naive = ratios_to(results, REFERENCES["naive"])
+    assert [(r["variant"], r["reference_ev_s"], r["ratio"]) for r in naive] == [
+        ("cur", [400.0, 600.0], 12.0),
+        ("cur2", [400.0, 600.0], 9.0),
+        ("cur3", [600.0], round(5000 / 600, 3)),
+    ]
+    assert ratios_to([{"variant": "cur", "warm_ev_s": 6000}], REFERENCES["bare"]) == []
