@@ -10,20 +10,6 @@ not measured) with the micro-batches' sizes, ages and stage times from the worke
 Variants run one after the other in the order given; repeat one (``--variant a --variant b
 --variant a``) to see how much of a difference is noise.
 
-The label ``bare`` runs reference (a) of ``benchmarks/streaming.py`` instead of a worker: the
-bare Faust agent forwarding each message, saturated on a fresh topic with ``--saturation``
-pre-loaded events; ``naive`` runs its reference (b) in this process: per event one Feast
-``get_online_features`` and one ``predict``, over ``--naive`` events. Alternated with the
-worker, they give the issue's ratios worker / (a) and worker / (b) as several pairs measured
-minutes apart, not one pair, since the host's speed moves by ±25 % within minutes
-(``RESULTS.md``). Each worker's warm throughput is divided by the mean of the nearest run of
-the reference before it and after it in the order given, and the summary line gives every
-such ratio and their median:
-
-    .venv/bin/python benchmarks/streaming_variants.py --saturation 10000 --rates \
-        --variant bare --variant naive --variant cur --variant bare --variant naive \
-        --variant cur2 --variant bare --variant naive
-
     .venv/bin/python benchmarks/streaming_variants.py \
         --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
         --variant "timeout 10 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.01"
@@ -36,6 +22,20 @@ compared side by side on one world:
     git worktree add /tmp/base 6595b1d
     .venv/bin/python benchmarks/streaming_variants.py \
         --variant "base@/tmp/base" --variant new --variant "base2@/tmp/base" --variant new2
+
+The label ``bare`` runs reference (a) of ``benchmarks/streaming.py`` instead of a worker: the
+bare Faust agent forwarding each message, saturated on a fresh topic with ``--saturation``
+pre-loaded events; ``naive`` runs its reference (b) in this process: per event one Feast
+``get_online_features`` and one ``predict``, over ``--naive`` events. Alternated with the
+worker, they give the issue's ratios worker / (a) and worker / (b) as several pairs measured
+minutes apart, not one pair, since the host's speed moves by 25 % or more within minutes
+(``RESULTS.md``). Each worker's warm throughput is divided by the mean of the nearest run of
+the reference before it and after it in the order given, and the summary line gives every
+such ratio and their median:
+
+    .venv/bin/python benchmarks/streaming_variants.py --saturation 10000 --rates \
+        --variant bare --variant naive --variant cur --variant bare --variant naive \
+        --variant cur2 --variant bare --variant naive
 """
 
 from __future__ import annotations
