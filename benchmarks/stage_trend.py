@@ -6,8 +6,8 @@ within a phase.
         --rates 1000 --warmup 5 --measure 40
 
 Run beside a benchmark whose worker serves metrics (``streaming.py`` and
-``streaming_variants.py`` use port 19731). Prints, per interval: messages, batches, messages
-per batch, and the mean per batch of the batch's age at its start and of each stage (ms).
+``streaming_variants.py`` use port 19731). Prints, per interval: messages, and per batch
+(``benchmarks.streaming.per_batch``) messages, the batch's age at its start and each stage (ms).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.streaming import METRICS_PORT, scrape_worker  # noqa: E402
-
-STAGES = ("age", "decode", "features", "model", "update", "produce", "batch")
+from benchmarks.streaming import METRICS_PORT, per_batch, scrape_worker  # noqa: E402
 
 
 def scrape(port: int) -> dict[str, float] | None:
@@ -49,17 +47,9 @@ def main() -> None:
             continue
         if previous is not None and start is not None:
             n = now.get("consumed", 0.0) - previous.get("consumed", 0.0)
-            batches = now.get("count:batch", 0.0) - previous.get("count:batch", 0.0)
-            if batches > 0:
-                means = {
-                    s: round(
-                        (now.get(f"sum:{s}", 0.0) - previous.get(f"sum:{s}", 0.0)) / batches, 2
-                    )
-                    for s in STAGES
-                }
+            if means := per_batch(previous, now):
                 print(
-                    f"{time.monotonic() - start:6.1f} s  messages {n:6.0f}  batches {batches:4.0f}"
-                    f"  per batch {n / batches:6.1f}  ms per batch {means}",
+                    f"{time.monotonic() - start:6.1f} s  messages {n:6.0f}  per batch {means}",
                     flush=True,
                 )
         else:

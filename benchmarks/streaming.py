@@ -415,36 +415,41 @@ def scrape_worker(port: int = METRICS_PORT, timeout_s: float = 5.0) -> dict[str,
     return parse_worker_metrics(urllib.request.urlopen(url, timeout=timeout_s).read().decode())
 
 
-def worker_stages() -> dict[str, dict[str, float]]:
-    """Sums of the worker's stage histograms (ms), messages and batches, from /metrics."""
-    flat = scrape_worker()
-    out: dict[str, dict[str, float]] = {
-        key.split(":", 1)[1]: {"ms": value}
-        for key, value in flat.items()
-        if key.startswith("sum:") and key != "sum:age"
+def _delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def _stage_sums(scrape: dict[str, float]) -> list[str]:
+    """The stages whose time ``scrape`` sums (the batch age is not a stage)."""
+    return [k.split(":", 1)[1] for k in scrape if k.startswith("sum:") and k != "sum:age"]
+
+
+def stage_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """µs per consumed message of each stage between two :func:`scrape_worker` scrapes."""
+    n = _delta(before, after, "consumed")
+    if n <= 0:
+        return {}
+    return {s: _delta(before, after, f"sum:{s}") * 1000 / n for s in _stage_sums(after)}
+
+
+def events_per_batch(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Mean messages per micro-batch between two :func:`scrape_worker` scrapes."""
+    batches = _delta(before, after, "count:batch")
+    return round(_delta(before, after, "consumed") / batches, 1) if batches > 0 else None
+
+
+def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Between two :func:`scrape_worker` scrapes, per micro-batch: messages, the oldest
+    message's age at the batch's start and each stage (ms); empty when no batch ran."""
+    batches = _delta(before, after, "count:age")
+    if not batches:
+        return {}
+    out = {
+        "events_per_batch": _delta(before, after, "consumed") / batches,
+        "age_ms": _delta(before, after, "sum:age") / batches,
     }
-    if "count:batch" in flat:
-        out["batches"] = {"n": flat["count:batch"]}
-    if "consumed" in flat:
-        out["consumed"] = {"n": flat["consumed"]}
-    return out
-
-
-def stage_delta(before: dict, after: dict) -> dict[str, float]:
-    """µs per consumed message of each stage between two scrapes."""
-    n = after["consumed"]["n"] - before.get("consumed", {}).get("n", 0.0)
-    return {
-        stage: (v["ms"] - before.get(stage, {}).get("ms", 0.0)) * 1000 / n
-        for stage, v in after.items()
-        if stage not in ("consumed", "batches") and n > 0
-    }
-
-
-def events_per_batch(before: dict, after: dict) -> float | None:
-    """Mean messages per micro-batch between two scrapes of :func:`worker_stages`."""
-    n = after["consumed"]["n"] - before.get("consumed", {}).get("n", 0.0)
-    batches = after.get("batches", {}).get("n", 0.0) - before.get("batches", {}).get("n", 0.0)
-    return round(n / batches, 1) if batches > 0 else None
+    out |= {f"{s}_ms": _delta(before, after, f"sum:{s}") / batches for s in _stage_sums(after)}
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------ the transport's floor
@@ -751,9 +756,9 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         # warm: the next n_sat events published at once while it runs (the publisher is
         # several times faster than the worker, so the worker is saturated again)
         # warm: the next n_sat pre-loaded events, every customer's state already in memory
-        scrape_before = worker_stages()
+        scrape_before = scrape_worker()
         reader.drain(2 * n_sat, 300, alive)
-        scrape_after = worker_stages()
+        scrape_after = scrape_worker()
         stamps = np.sort(np.asarray(reader.stamps[n_sat : 2 * n_sat], dtype=np.int64))
         warm_sat = {
             "events": n_sat,

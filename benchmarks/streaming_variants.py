@@ -47,7 +47,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,13 +60,6 @@ sys.path.append(str(ROOT / "benchmarks"))
 
 from benchmarks import streaming as bench  # noqa: E402
 
-SCRAPED = (
-    "fraudstream_worker_batch_age_ms_sum",
-    "fraudstream_worker_batch_age_ms_count",
-    "fraudstream_worker_stage_duration_ms_sum",
-    "fraudstream_worker_consumed_total",
-)
-
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     label, _, assignments = text.partition(":")
@@ -78,33 +70,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
             raise SystemExit(f"--variant {text!r}: expected NAME=VALUE with FRAUDSTREAM_ names")
         env[name.strip()] = value.strip()
     return label.strip(), env
-
-
-def scrape() -> dict[str, float]:
-    url = f"http://127.0.0.1:{bench.METRICS_PORT}/metrics"
-    out = {}
-    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
-        if line.startswith(SCRAPED):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Events per batch, oldest message's age at batch start and stage times, per batch."""
-    delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    batches = delta.get("fraudstream_worker_batch_age_ms_count", 0.0)
-    if not batches:
-        return {}
-    out = {
-        "events_per_batch": delta["fraudstream_worker_consumed_total"] / batches,
-        "age_ms": delta["fraudstream_worker_batch_age_ms_sum"] / batches,
-    }
-    for name, value in delta.items():
-        if name.startswith("fraudstream_worker_stage_duration_ms_sum"):
-            stage = name.split('stage="')[1].split('"')[0]
-            out[f"{stage}_ms"] = value / batches
-    return {k: round(v, 1) for k, v in out.items()}
 
 
 def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
@@ -224,7 +189,7 @@ def run_variant(
     with running(argv, ctx["work"] / f"worker-{tag}.log", env=env) as proc:
         alive = lambda: proc.poll() is None  # noqa: E731
         bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
-        before = bench.worker_stages()
+        before = bench.scrape_worker()
         state = read_state(settings)
         assert state is not None
         procs = {"worker": psutil.Process(proc.pid), "reader": psutil.Process()} | {
@@ -235,7 +200,7 @@ def run_variant(
         cpu_after = cpu_s(procs)
         stamps = np.sort(np.asarray(reader.stamps[sat : 2 * sat], dtype=np.int64))
         out["warm_ev_s"] = round((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0))
-        after = bench.worker_stages()
+        after = bench.scrape_worker()
         stages = bench.stage_delta(before, after)
         out["warm_events_per_batch"] = bench.events_per_batch(before, after)
         out["warm_stages_us_per_event"] = {k: round(v, 1) for k, v in stages.items()}
@@ -246,7 +211,7 @@ def run_variant(
             count = int(rate * (args.warmup + args.measure))
             events = new.iloc[ctx["offset"] : ctx["offset"] + count]
             ctx["offset"] += count
-            m0 = scrape()
+            m0 = bench.scrape_worker()
             c0 = cpu_s(procs)
             lat, _, _, timed = bench.paced_latency(
                 reader,
@@ -263,7 +228,7 @@ def run_variant(
                 for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
             } | {
                 "n": len(lat),
-                "per_batch": per_batch(m0, scrape()),
+                "per_batch": bench.per_batch(m0, bench.scrape_worker()),
                 "windows": bench.windows(timed),
             }
             # this script publishes here: "reader" is the publisher's CPU (and the reading's)

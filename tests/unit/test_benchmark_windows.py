@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.streaming import events_per_batch, parse_worker_metrics, per_event_us, windows
+from benchmarks.streaming import (
+    events_per_batch,
+    parse_worker_metrics,
+    per_batch,
+    per_event_us,
+    stage_delta,
+    windows,
+)
 from fraudstream.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
@@ -52,8 +59,17 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
         "count:age": 1.0,
         "sum:age": 40.0,
     }
-    before = {"consumed": {"n": 7.0}, "batches": {"n": 1.0}}
-    assert events_per_batch(before, {"consumed": {"n": 37.0}, "batches": {"n": 2.0}}) == 30.0
+    assert events_per_batch({"consumed": 7.0, "count:batch": 1.0}, flat) == 30.0
+    assert stage_delta({"consumed": 7.0, "sum:batch": 5.0}, flat) == {
+        "batch": 500.0,  # (20 - 5) ms over 30 messages
+        "model": 100.0,
+    }
+    assert per_batch({}, flat) == {
+        "events_per_batch": 37.0,
+        "age_ms": 40.0,
+        "batch_ms": 20.0,
+        "model_ms": 3.0,
+    }
 
 
 def test_each_worker_is_compared_with_the_nearest_reference_runs_around_it() -> None:
