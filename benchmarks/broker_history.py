@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,20 +56,11 @@ def fill(conf: dict[str, Any], topic: str, batches: int, per_batch: int) -> None
 
 def paced_phase(ws: Any, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     """Publish at ``rate`` for ``seconds`` under a bare consumer at the end of ``topic``."""
-    from fraudstream.kafka import confluent_config, producer_config
+    from fraudstream.kafka import producer_config
     from fraudstream.publish import send_paced
 
     settings, bootstrap = ws.settings, ws.endpoints.kafka_bootstrap
-    conf = confluent_config(settings.kafka, bootstrap)
-    conf.update(
-        {
-            "group.id": f"history-{uuid.uuid4().hex[:6]}",  # assigned below: never joins
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.kafka.fetch_max_wait_ms,
-        }
-    )
-    consumer = Consumer(conf)
-    consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
+    consumer = bench.bare_consumer(settings, bootstrap, [TopicPartition(topic, 0, OFFSET_END)])
     for _ in range(10):  # the end offset resolved before the first paced message
         consumer.poll(0.1)
     count = int(rate * seconds)

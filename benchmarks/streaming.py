@@ -455,16 +455,12 @@ def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 # ------------------------------------------------------------------ the transport's floor
 
 
-def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> None:
-    """Reference (c): read ``skip`` messages of ``topic`` from its start, say ``caught-up``,
-    then read ``count`` more with a bare confluent-kafka consumer (run as a subprocess);
-    write each of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
-    from fraudstream.config import load_settings
+def bare_consumer(settings: Any, bootstrap: str, assignment: list[TopicPartition]) -> Consumer:
+    """A confluent-kafka consumer with no processing, the worker's ``fetch_max_wait_ms``
+    and ``assignment`` (no group join, no commits): what the floors read with."""
     from fraudstream.kafka import confluent_config
-    from fraudstream.stack import resolve_endpoints
 
-    settings = load_settings()
-    conf = confluent_config(settings.kafka, resolve_endpoints(settings).kafka_bootstrap)
+    conf = confluent_config(settings.kafka, bootstrap)
     conf.update(
         {
             "group.id": f"floor-{uuid.uuid4().hex[:6]}",  # assigned below: never joins
@@ -473,8 +469,24 @@ def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> Non
         }
     )
     consumer = Consumer(conf)
+    consumer.assign(assignment)
+    return consumer
+
+
+def floor_consumer_main(topic: str, skip: int, count: int, out_path: str) -> None:
+    """Reference (c): read ``skip`` messages of ``topic`` from its start, say ``caught-up``,
+    then read ``count`` more with a bare confluent-kafka consumer (run as a subprocess);
+    write each of those one's Kafka timestamp and receipt time (epoch ms) as JSON."""
+    from fraudstream.config import load_settings
+    from fraudstream.stack import resolve_endpoints
+
+    settings = load_settings()
     partitions = range(settings.kafka.partitions)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer = bare_consumer(
+        settings,
+        resolve_endpoints(settings).kafka_bootstrap,
+        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions],
+    )
     got: list[tuple[int, float]] = []
     seen, said = 0, False
     try:
