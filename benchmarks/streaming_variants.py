@@ -78,6 +78,18 @@ def cpu_s(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: bench.cpu_seconds(proc) for name, proc in procs.items()}
 
 
+def watched(name: str, pid: int, settings: Any) -> dict[str, psutil.Process]:
+    """The process under test as ``name``, this script's (the reader) and the local stack's,
+    for :func:`cpu_s`."""
+    from fraudstream.stack import read_state
+
+    state = read_state(settings)
+    assert state is not None
+    return {name: psutil.Process(pid), "reader": psutil.Process()} | {
+        stack_name: psutil.Process(info.pid) for stack_name, info in state.processes.items()
+    }
+
+
 def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[str, str], str]:
     """The topics of ``template`` with ``{tag}`` a new random tag, created; and the tag."""
     from fraudstream.kafka import ensure_topics
@@ -91,7 +103,7 @@ def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[st
 def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
     """Reference (a) saturated on a fresh topic of ``--saturation`` pre-loaded events."""
     from fraudstream.publish import publish_events
-    from fraudstream.stack import read_state, running
+    from fraudstream.stack import running
 
     settings, new = ctx["settings"], ctx["new"]
     kafka, bootstrap = settings.kafka, ctx["bootstrap"]
@@ -105,12 +117,8 @@ def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[
     argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py")]
     argv += ["--bare-agent", f"bare-{tag}", "--bare-mode", "topic"]
     out: dict[str, Any] = {"variant": label, "reference": "a", "load_1m": os.getloadavg()[0]}
-    state = read_state(settings)
-    assert state is not None
     with running(argv, ctx["work"] / f"bare-{tag}.log", env=env) as proc:
-        procs = {"bare": psutil.Process(proc.pid), "reader": psutil.Process()} | {
-            name: psutil.Process(info.pid) for name, info in state.processes.items()
-        }
+        procs = watched("bare", proc.pid, settings)
         alive = lambda: proc.poll() is None  # noqa: E731
         started = time.time()
         reader.drain(1, 240, alive)  # CPU from its first output on: its start-up left out
@@ -156,7 +164,7 @@ def run_variant(
     label: str, extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
 ) -> dict[str, Any]:
     from fraudstream.publish import publish_events
-    from fraudstream.stack import read_state, running
+    from fraudstream.stack import running
 
     settings, new = ctx["settings"], ctx["new"]
     kafka, bootstrap = settings.kafka, ctx["bootstrap"]
@@ -190,11 +198,7 @@ def run_variant(
         alive = lambda: proc.poll() is None  # noqa: E731
         bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
         before = bench.scrape_worker()
-        state = read_state(settings)
-        assert state is not None
-        procs = {"worker": psutil.Process(proc.pid), "reader": psutil.Process()} | {
-            name: psutil.Process(info.pid) for name, info in state.processes.items()
-        }
+        procs = watched("worker", proc.pid, settings)
         cpu_before = cpu_s(procs)
         reader.drain(2 * sat, 300, alive)
         cpu_after = cpu_s(procs)
