@@ -1,0 +1,104 @@
+"""Where one transaction's scoring goes: the REST API's call, stage by stage, in process.
+
+    .venv/bin/python benchmarks/single_event.py [--customers 300] [--calls 1000]
+
+Builds a small world (``benchmarks/small_world.py``: simulated customers, backfill, ``feast
+apply``, a model trained through Feast, materialised terminals, histories in Redis) on a
+private local stack, then scores held-out transactions one per call with
+:meth:`~fraudstream.scoring.Scorer.score_records` (``update=False``, as ``POST /v1/score``
+does by default) after 200 warm-up calls. Each stage is timed by wrapping the function the
+scorer calls (the wrappers add well under a microsecond each); stages nest: ``read`` holds
+``redis_round_trip``, ``model`` holds ``explain`` and ``actions``. Prints the median µs per
+call of each, and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+
+
+def timed(owner: Any, name: str, key: str, into: dict[str, list[float]]) -> None:
+    """Replace ``owner.name`` with a wrapper that appends each call's seconds to ``into[key]``."""
+    inner: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            into.setdefault(key, []).append(time.perf_counter() - started)
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    from workspace import private_workspace
+
+    import fraudstream.scoring as scoring
+    from benchmarks.small_world import build_small_world
+    from fraudstream.schema import TransactionEvent
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=1000)
+    args = parser.parse_args()
+    warmup = 200
+    with private_workspace() as ws:
+        world = build_small_world(
+            ws.work / "world",
+            ws.endpoints.kafka_bootstrap,
+            ws.endpoints.redis_url,
+            seed=3,
+            customers=args.customers,
+            held_out=warmup + args.calls,
+        )
+        scorer = world.scorer
+        events = [
+            TransactionEvent(
+                transaction_id=str(row.transaction_id),
+                customer_id=str(row.customer_id),
+                terminal_id=str(row.terminal_id),
+                timestamp=row.timestamp.isoformat(),
+                amount=float(row.amount),
+            )
+            for row in world.held_out.itertuples()
+        ]
+        for event in events[:warmup]:
+            scorer.score_records([event], update=False)
+        stages: dict[str, list[float]] = {}
+        timed(scoring.Batch, "from_events", "batch", stages)
+        timed(scorer, "_read", "read", stages)
+        timed(scorer, "_execute", "redis_round_trip", stages)
+        timed(scoring, "transaction_digests", "digests", stages)
+        timed(scoring, "advance_customers", "customer_kernel", stages)
+        timed(scoring, "request_feature_arrays", "request_features", stages)
+        timed(scorer, "_model", "model", stages)
+        timed(scoring, "choose_actions", "actions", stages)
+        timed(scoring, "explain", "explain", stages)
+        timed(scorer, "_records", "records", stages)
+        totals = []
+        for event in events[warmup : warmup + args.calls]:
+            started = time.perf_counter()
+            scorer.score_records([event], update=False)
+            totals.append(time.perf_counter() - started)
+    medians = {"call": statistics.median(totals) * 1e6}
+    medians.update({k: statistics.median(v) * 1e6 for k, v in stages.items()})
+    print("\n| stage | median µs per call |\n|---|---|")
+    for key, us in medians.items():
+        print(f"| {key} | {us:.1f} |")
+    print(json.dumps({"calls": len(totals), "median_us": medians}))
+
+
+if __name__ == "__main__":
+    main()
