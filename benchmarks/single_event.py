@@ -47,7 +47,7 @@ def main() -> None:
 
     import fraudstream.scoring as scoring
     from benchmarks.small_world import build_small_world
-    from fraudstream.schema import TransactionEvent
+    from fraudstream.publish import event_payloads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=300)
@@ -64,16 +64,7 @@ def main() -> None:
             held_out=warmup + args.calls,
         )
         scorer = world.scorer
-        events = [
-            TransactionEvent(
-                transaction_id=str(row.transaction_id),
-                customer_id=str(row.customer_id),
-                terminal_id=str(row.terminal_id),
-                timestamp=row.timestamp.isoformat(),
-                amount=float(row.amount),
-            )
-            for row in world.held_out.itertuples()
-        ]
+        events = list(event_payloads(world.held_out))
         for event in events[:warmup]:
             scorer.score_records([event], update=False)
         stages: dict[str, list[float]] = {}
