@@ -96,7 +96,10 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     ``mode`` "topic": Faust's ``Topic.send`` (the idiomatic agent, the issue's reference);
     "producer": the worker's own output producer (``streaming.delivery``), as the worker
     sends its decisions (a'); "stock": as "topic", with Faust's own consumer drain loop
-    (a race per message) instead of ``streaming.app``'s (a race per fetch), for context (a0).
+    (a race per message) instead of ``streaming.app``'s (a race per fetch), for context (a0);
+    "each": the per-event agent of Faust's documentation, ``async for`` over the stream's
+    events and ``await Topic.send`` for each, without micro-batches or waiting for delivery
+    (Faust's producer sends in the background), for context (a1).
     """
     import asyncio
 
@@ -133,6 +136,10 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
         delivering = DeliveringProducer(settings.kafka, endpoints.kafka_bootstrap)
     from streaming.worker import Outgoing
 
+    async def forward_each(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await out.send(key=event.message.key, value=event.message.value, force=True)
+
     async def forward(stream: faust.StreamT[bytes]) -> Any:
         assert isinstance(stream, faust.Stream)
         async for events in stream.take_events(size, within=within):
@@ -147,7 +154,8 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
                 await asyncio.gather(*(send(e) for e in events))
             yield None
 
-    app.agent(source, name="bare-forward", concurrency=1)(forward)
+    agent = forward_each if mode == "each" else forward
+    app.agent(source, name="bare-forward", concurrency=1)(agent)
     faust.Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     ).execute_from_commandline()
