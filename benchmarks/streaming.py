@@ -22,8 +22,9 @@ original event times, 4,990 customers, 10,000 terminals) are the stream. Then, i
    ``take_events``), forwarding each message's bytes unchanged to an output topic and
    awaiting each delivery like the worker, as a subprocess of this script; saturation:
    ``--saturation`` events are in its input topic before it starts; then, for context, the
-   same with the worker's output producer (a') and with Faust's own consumer drain loop
-   instead of ``streaming.app``'s (a0);
+   same with the worker's output producer (a'), with Faust's own consumer drain loop
+   instead of ``streaming.app``'s (a0), and the per-event agent of Faust's documentation
+   (a1: ``async for`` over the events, ``await Topic.send`` each, no micro-batches);
 3. the worker (``python -m fraudstream worker``, one process): twice ``--saturation`` events
    pre-loaded the same way; "cold" saturation over the first half of its decisions (it reads
    every customer's state from Redis once), "warm" over the second half (the figure compared
@@ -741,8 +742,14 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     bare_topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
     prod_topics = {"in": f"barep-in-{tag}", "out": f"barep-out-{tag}", "dlq": f"barep-dlq-{tag}"}
     stock_topics = {"in": f"bares-in-{tag}", "out": f"bares-out-{tag}", "dlq": f"bares-dlq-{tag}"}
+    each_topics = {"in": f"baree-in-{tag}", "out": f"baree-out-{tag}", "dlq": f"baree-dlq-{tag}"}
     work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
-    bare_modes = (("topic", bare_topics), ("producer", prod_topics), ("stock", stock_topics))
+    bare_modes = (
+        ("topic", bare_topics),
+        ("producer", prod_topics),
+        ("stock", stock_topics),
+        ("each", each_topics),
+    )
     everything = [t for _, topics in bare_modes for t in topics.values()]
     everything += work_topics.values()
     ensure_topics(kafka, bootstrap, everything)
@@ -756,7 +763,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     log(f"pre-loaded {n_sat:,} events for each bare agent, {2 * n_sat:,} for the worker")
 
     # (a) bare agent, saturation: Faust's Topic.send, then (a') the worker's producer path,
-    # then (a0) Faust's own drain loop
+    # then (a0) Faust's own drain loop, then (a1) the per-event agent
     script = [sys.executable, str(Path(__file__).resolve())]
     bares: dict[str, dict[str, Any]] = {}
     for mode, topics in bare_modes:
@@ -769,6 +776,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         reader.close()
         log(f"bare ({mode}): {bares[mode]}")
     bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
+    bare_each = bares["each"]
 
     # the paced phases, (rate, events, warm-up events), for the floor and then the worker
     offset, phases = 2 * n_sat, []
@@ -849,7 +857,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         world, new.iloc[offset : offset + args.profile_events], settings.scoring.batch_size
     )
     w, b, nv, nx = warm_sat["ev_s"], bare["ev_s"], naive["ev_s"], naive_xgb["ev_s"]
-    bp, bs = bare_producer["ev_s"], bare_stock["ev_s"]
+    bp, bs, be = bare_producer["ev_s"], bare_stock["ev_s"], bare_each["ev_s"]
     p99_1k = latency.get("1000", {}).get("p99_ms")
     met = {
         "worker_vs_bare_>=0.70": bool(w / b >= TARGETS["vs_bare"]),
@@ -879,6 +887,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "worker_over_bare_producer": w / bp,
         "bare_stock_ev_s": bs,
         "worker_over_bare_stock": w / bs,
+        "bare_each_ev_s": be,
+        "worker_over_bare_each": w / be,
         "naive_ev_s": nv,
         "worker_over_bare": w / b,
         "worker_over_naive": w / nv,
@@ -919,6 +929,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"| (a) bare Faust agent saturation (ev/s) | {f(r['bare_ev_s'])} | | |")
     print(f"| (a') bare agent, worker's producer path (ev/s) | {f(r['bare_producer_ev_s'])} | | |")
     print(f"| (a0) bare agent, Faust's own drain loop (ev/s) | {f(r['bare_stock_ev_s'])} | | |")
+    print(f"| (a1) per-event Faust agent (ev/s) | {f(r['bare_each_ev_s'])} | | |")
     print(f"| (b) naive Feast + predict per event (ev/s) | {f(r['naive_ev_s'])} | | |")
     print(
         f"| (b') the same with XGBoost's DMatrix + predict (ev/s) "
@@ -929,6 +940,7 @@ def print_table(r: dict[str, Any]) -> None:
     )
     print(f"| worker / (a') | {r['worker_over_bare_producer']:.2f} | | |")
     print(f"| worker / (a0) | {r['worker_over_bare_stock']:.2f} | | |")
+    print(f"| worker / (a1) | {r['worker_over_bare_each']:.2f} | | |")
     print(
         f"| worker / naive | {r['worker_over_naive']:.1f}× | >= 10× | {m['worker_vs_naive_>=10']} |"
     )

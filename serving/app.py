@@ -232,8 +232,9 @@ class RawRoute(APIRoute):
     response is serialised, and no per-request exit stacks are opened, since the scoring
     routes parse their own body (:func:`_inputs`) and encode their own answer. Exceptions
     reach the app's exception middleware as from any route (422, 413, and the Guard's 500).
-    In process this cut one ``POST /v1/score`` from 940 to 880 µs of median in-app time
-    (the scorer's call about 750 µs of it; ``benchmarks/RESULTS.md``, REST API).
+    In process (``benchmarks/api_overhead.py``, beside the routes FastAPI handles) this cut
+    what the API adds around the scorer's call by 84–94 µs per request, about a quarter
+    (``benchmarks/RESULTS.md``, REST API).
     """
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
