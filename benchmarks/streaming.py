@@ -94,7 +94,9 @@ def log(msg: str) -> None:
 def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     """Reference (a): forward every message unchanged (run as a subprocess).
 
-    ``mode`` "topic": Faust's ``Topic.send`` (the idiomatic agent, the issue's reference);
+    ``mode`` "topic": micro-batches (``take_events``), each message forwarded with Faust's
+    ``Topic.send`` and every delivery awaited, as the worker awaits its own (reference (a),
+    against which the issue's target is read);
     "producer": the worker's own output producer (``streaming.delivery``), as the worker
     sends its decisions (a'); "stock": as "topic", with Faust's own consumer drain loop
     (a race per message) instead of ``streaming.app``'s (a race per fetch), for context (a0);
