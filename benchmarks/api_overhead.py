@@ -115,9 +115,8 @@ async def measure(
 
 
 def main() -> None:
-    from workspace import private_workspace
+    from workspace import private_small_world
 
-    from benchmarks.small_world import build_small_world
     from fraudstream.publish import event_payloads
     from fraudstream.schema import TransactionEvent
     from serving.app import create_app
@@ -129,17 +128,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=300)
     args = parser.parse_args()
     other = load_app_module(args.compare) if args.compare else None
-    with private_workspace() as ws:
-        world = build_small_world(
-            ws.work / "world",
-            ws.endpoints.kafka_bootstrap,
-            ws.endpoints.redis_url,
-            seed=3,
-            customers=args.customers,
-            held_out=200 + args.requests,
-        )
+    held_out = 200 + args.requests
+    with private_small_world(seed=3, customers=args.customers, held_out=held_out) as world:
         bodies = [e.model_dump_json().encode() for e in event_payloads(world.held_out)]
-        redis_url = ws.endpoints.redis_url
+        redis_url = world.settings.redis.url
+        assert redis_url is not None
         apps = {"api": create_app(world.settings, world.scorer, redis_url=redis_url)}
         if other is not None:
             apps["compared"] = other.create_app(world.settings, world.scorer, redis_url=redis_url)

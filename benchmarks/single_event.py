@@ -43,10 +43,9 @@ def timed(owner: Any, name: str, key: str, into: dict[str, list[float]]) -> None
 
 
 def main() -> None:
-    from workspace import private_workspace
+    from workspace import private_small_world
 
     import fraudstream.scoring as scoring
-    from benchmarks.small_world import build_small_world
     from fraudstream.publish import event_payloads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,15 +53,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     warmup = 200
-    with private_workspace() as ws:
-        world = build_small_world(
-            ws.work / "world",
-            ws.endpoints.kafka_bootstrap,
-            ws.endpoints.redis_url,
-            seed=3,
-            customers=args.customers,
-            held_out=warmup + args.calls,
-        )
+    with private_small_world(
+        seed=3, customers=args.customers, held_out=warmup + args.calls
+    ) as world:
         scorer = world.scorer
         events = list(event_payloads(world.held_out))
         for event in events[:warmup]:

@@ -15,9 +15,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudstream import stack
 from fraudstream.config import Settings
+
+if TYPE_CHECKING:
+    from benchmarks.small_world import SmallWorld
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +68,20 @@ def private_workspace(
     finally:
         stack.down(base)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_small_world(*, seed: int, customers: int, held_out: int) -> Iterator[SmallWorld]:
+    """A small world (``benchmarks/small_world.py``) on a private workspace's stack, with
+    ``held_out`` simulated transactions kept out of it; everything is torn down afterwards."""
+    from benchmarks.small_world import build_small_world
+
+    with private_workspace() as ws:
+        yield build_small_world(
+            ws.work / "world",
+            ws.endpoints.kafka_bootstrap,
+            ws.endpoints.redis_url,
+            seed=seed,
+            customers=customers,
+            held_out=held_out,
+        )
