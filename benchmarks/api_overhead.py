@@ -6,8 +6,9 @@ Builds a small world (``benchmarks/small_world.py``) on a private local stack an
 (``serving.app.create_app``) around its scorer, then sends ``POST /v1/score`` with one
 held-out transaction straight to the app's ASGI interface (no socket, no HTTP parsing:
 what uvicorn hands over and takes back) and times each request from the call to the last
-byte sent. Beside it, per request, the scorer's own call (``Scorer.score_records``, the
-same transaction, ``update=False``): the API's cost is the difference.
+byte sent. Beside it, per request, the same transaction parsed as the API parses it
+(``TransactionEvent.model_validate_json``) and scored by the scorer's own call
+(``Scorer.score_records``, ``update=False``): what the API adds is the difference.
 
 ``--compare PATH`` also builds the app of another ``serving/app.py`` (for example
 ``git show <commit>:serving/app.py > /tmp/app_old.py``) around the same scorer, and each
