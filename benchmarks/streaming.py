@@ -741,17 +741,13 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     log(f"naive with XGBoost's predict (b'): {naive_xgb['ev_s']:.0f} ev/s")
 
     tag = uuid.uuid4().hex[:6]
-    bare_topics = {"in": f"bare-in-{tag}", "out": f"bare-out-{tag}", "dlq": f"bare-dlq-{tag}"}
-    prod_topics = {"in": f"barep-in-{tag}", "out": f"barep-out-{tag}", "dlq": f"barep-dlq-{tag}"}
-    stock_topics = {"in": f"bares-in-{tag}", "out": f"bares-out-{tag}", "dlq": f"bares-dlq-{tag}"}
-    each_topics = {"in": f"baree-in-{tag}", "out": f"baree-out-{tag}", "dlq": f"baree-dlq-{tag}"}
     work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
-    bare_modes = (
-        ("topic", bare_topics),
-        ("producer", prod_topics),
-        ("stock", stock_topics),
-        ("each", each_topics),
-    )
+    # each bare agent's topics: (a) "topic", (a') "producer", (a0) "stock", (a1) "each"
+    prefixes = {"topic": "bare", "producer": "barep", "stock": "bares", "each": "baree"}
+    bare_modes = [
+        (mode, {role: f"{prefix}-{role}-{tag}" for role in ("in", "out", "dlq")})
+        for mode, prefix in prefixes.items()
+    ]
     everything = [t for _, topics in bare_modes for t in topics.values()]
     everything += work_topics.values()
     ensure_topics(kafka, bootstrap, everything)

@@ -102,9 +102,9 @@ def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[st
     return topics, tag
 
 
-#: The bare agents a label runs (``benchmarks/streaming.py``'s ``--bare-mode``), and the key
-#: of their throughput in a result.
-BARE_MODES = {"bare": ("topic", "saturation_ev_s"), "bare1": ("each", "each_ev_s")}
+#: The bare agents a label runs: ``benchmarks/streaming.py``'s ``--bare-mode``, the
+#: reference's name, and the key of its throughput in a result.
+BARE_MODES = {"bare": ("topic", "a", "saturation_ev_s"), "bare1": ("each", "a1", "each_ev_s")}
 
 
 def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +123,8 @@ def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[
     reader = bench.Reader(settings, bootstrap, topics["out"])
     env = bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}")
     argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py")]
-    mode, key = BARE_MODES[label]
+    mode, reference, key = BARE_MODES[label]
     argv += ["--bare-agent", f"bare-{tag}", "--bare-mode", mode]
-    reference = "a" if mode == "topic" else "a1"
     out: dict[str, Any] = {"variant": label, "reference": reference, "load_1m": os.getloadavg()[0]}
     with running(argv, ctx["work"] / f"bare-{tag}.log", env=env) as proc:
         procs = watched("bare", proc.pid, settings)
@@ -144,7 +143,7 @@ def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[
 
 
 #: The references a variant label names, and the key of their throughput in a result.
-REFERENCES = {"bare": "saturation_ev_s", "bare1": "each_ev_s", "naive": "naive_ev_s"}
+REFERENCES = {label: key for label, (_, _, key) in BARE_MODES.items()} | {"naive": "naive_ev_s"}
 
 
 def run_naive(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
