@@ -4,7 +4,8 @@ Builds the streaming benchmark's world once (handbook replay, local stack), then
 ``--variant`` starts a fresh worker with that variant's extra environment on fresh topics and
 measures: warm saturation throughput with the worker's own stage histograms and the CPU time
 each process spent per event meanwhile (worker, broker, Redis, this script's reader, which
-also publishes the paced events), and for each
+also publishes the paced events) with Redis's own time per command (``INFO commandstats``),
+and for each
 paced rate p50/p90/p99/max latency (one producer per rate; the first ``--warmup`` seconds are
 not measured) with the micro-batches' sizes, ages and stage times from the worker's /metrics.
 Variants run one after the other in the order given; repeat one (``--variant a --variant b
@@ -90,6 +91,29 @@ def watched(name: str, pid: int, settings: Any) -> dict[str, psutil.Process]:
     return {name: psutil.Process(pid), "reader": psutil.Process()} | {
         stack_name: psutil.Process(info.pid) for stack_name, info in state.processes.items()
     }
+
+
+def redis_commands(client: Any) -> dict[str, tuple[int, int]]:
+    """Redis's ``INFO commandstats``: each command's calls and µs so far. A command a
+    script runs counts both for itself and within the script's ``evalsha``."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): (s["calls"], s["usec"]) for name, s in stats.items()}
+
+
+def redis_per_event(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int
+) -> dict[str, dict[str, float]]:
+    """Per command between two :func:`redis_commands`: calls and µs of Redis's time per
+    event, the costliest first."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        calls0, usec0 = before.get(name, (0, 0))
+        if calls > calls0:
+            out[name] = {
+                "calls": round((calls - calls0) / events, 2),
+                "us": round((usec - usec0) / events, 2),
+            }
+    return dict(sorted(out.items(), key=lambda item: -item[1]["us"]))
 
 
 def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -208,9 +232,11 @@ def run_variant(
         bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
         before = bench.scrape_worker()
         procs = watched("worker", proc.pid, settings)
+        commands_before = redis_commands(ctx["redis"])
         cpu_before = cpu_s(procs)
         reader.drain(2 * sat, 300, alive)
         cpu_after = cpu_s(procs)
+        commands_after = redis_commands(ctx["redis"])
         stamps = np.sort(np.asarray(reader.stamps[sat : 2 * sat], dtype=np.int64))
         out["warm_ev_s"] = round((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0))
         after = bench.scrape_worker()
@@ -220,6 +246,7 @@ def run_variant(
         out["warm_cpu_us_per_event"] = {
             name: round(1e6 * (cpu_after[name] - cpu_before[name]) / sat, 1) for name in procs
         }
+        out["warm_redis_per_event"] = redis_per_event(commands_before, commands_after, sat)
         for rate in args.rates:
             count = int(rate * (args.warmup + args.measure))
             events = new.iloc[ctx["offset"] : ctx["offset"] + count]
@@ -258,6 +285,8 @@ def run_variant(
 def main() -> None:
     from workspace import add_kafka_argument, private_workspace
 
+    from fraudstream.stack import redis_client
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", required=True, help="label[:NAME=V,...]")
     parser.add_argument("--data", type=Path, default=bench.HANDBOOK)
@@ -292,6 +321,7 @@ def main() -> None:
             "world": world,
             "work": ws.work,
             "offset": 0,
+            "redis": redis_client(ws.endpoints.redis_url, ws.settings),
         }
         results = []
         for label, extra in variants:
