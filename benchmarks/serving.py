@@ -27,7 +27,8 @@ each target ``--duration`` seconds in all, so that a change in the machine's loa
 (``--feast-first``: B A A B). The generator's heap is frozen before the measured phases, so
 that its own garbage collector cannot stall it (its pauses are reported per phase, as is the
 CPU the idle server used meanwhile). Any answer other than 200 with the expected body is an error. Last, where our time goes:
-the API's own ``/metrics`` (server-side latency, transactions per scorer call) and the
+the API's own ``/metrics`` (server-side latency, transactions per scorer call, its garbage-collector
+pauses over the measured phases) and the
 scorer timed and profiled in this process on single transactions.
 
 Prints a Markdown table and, last, one JSON line. Everything it starts is stopped.
@@ -336,11 +337,12 @@ def scrape(port: int) -> str:
         return text
 
 
-def histogram(text: str, name: str, route: str | None = None) -> dict[str, Any]:
-    """Buckets, count and sum of one Prometheus histogram in ``text``."""
+def histogram(text: str, name: str, route: str | None = None, label: str = "") -> dict[str, Any]:
+    """Buckets, count and sum of one Prometheus histogram in ``text`` (of one ``route``, or
+    of the series with ``label``, such as ``generation="2"``)."""
     buckets: list[tuple[float, float]] = []
     count = total = 0.0
-    label = f'route="{route}"' if route else ""
+    label = f'route="{route}"' if route else label
     for line in text.splitlines():
         if line.startswith("#") or label not in line:
             continue
@@ -633,7 +635,19 @@ async def drive(
         "p99_bucket_ms": bucket_quantile(server, 0.99),
         "scorer_calls": calls["count"],
         "transactions_per_call": calls["sum"] / max(1.0, calls["count"]),
+        "gc_pauses": gc_pauses(metrics_before, metrics_after),
     }
+    return out
+
+
+def gc_pauses(before: str, after: str) -> dict[str, dict[str, float]]:
+    """The API's garbage-collector pauses between two scrapes, per generation: how many and
+    their total in ms (``fraudstream_api_gc_pause_ms``)."""
+    out = {}
+    for generation in ("0", "1", "2"):
+        label = f'generation="{generation}"'
+        b, a = (histogram(t, "fraudstream_api_gc_pause_ms", label=label) for t in (before, after))
+        out[generation] = {"count": a["count"] - b["count"], "total_ms": a["sum"] - b["sum"]}
     return out
 
 
@@ -680,7 +694,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"API server side (/metrics): {s['requests']:.0f} requests, mean {s['mean_ms']:.2f} ms, "
         f"p50 <= {s['p50_bucket_ms']:g} ms, p99 <= {s['p99_bucket_ms']:g} ms (bucket bounds); "
-        f"{s['scorer_calls']:.0f} scorer calls, {s['transactions_per_call']:.2f} transactions per call"
+        f"{s['scorer_calls']:.0f} scorer calls, {s['transactions_per_call']:.2f} transactions per call; "
+        "garbage-collector pauses "
+        + ", ".join(
+            f"gen {g}: {p['count']:.0f} ({p['total_ms']:.1f} ms)" for g, p in s["gc_pauses"].items()
+        )
     )
     print(
         f"scorer in process, one transaction per call: p50 {sc['single_p50_ms']:.2f} ms, "

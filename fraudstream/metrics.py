@@ -163,8 +163,31 @@ class ModelMetrics:
             self.serving.set(1.0, "shadow", shadow)
 
 
+class GcMetrics:
+    """Garbage-collector pauses of one process, by generation, fed by
+    :func:`track_gc_pauses` and moved into the histogram when the metrics are read."""
+
+    def __init__(self, prefix: str, process: str) -> None:
+        #: Pauses reported by :func:`track_gc_pauses`, not yet in :attr:`pause_ms`.
+        self.pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self.pause_ms = Histogram(
+            f"{prefix}_gc_pause_ms",
+            f"Garbage-collector pauses of the {process} process, by generation",
+            LATENCY_BUCKETS_MS,
+            ["generation"],
+        )
+        self.families = (self.pause_ms,)
+
+    def drain(self) -> None:
+        """Move the recorded pauses into the histogram (hold the owner's lock)."""
+        while self.pauses:
+            generation, ms = self.pauses.popleft()
+            self.pause_ms.observe(ms, str(generation))
+
+
 class ApiMetrics(_Families):
-    """Requests, latency, decisions, degraded decisions, scorer calls and errors of one app."""
+    """Requests, latency, decisions, degraded decisions, scorer calls, errors and garbage-
+    collector pauses of one app."""
 
     def __init__(self) -> None:
         self.requests = Counter(
@@ -197,6 +220,7 @@ class ApiMetrics(_Families):
         )
         self.models = ModelMetrics("fraudstream_api")
         self.drift = DriftMetrics("fraudstream_api")
+        self.gc = GcMetrics("fraudstream_api", "API")
         self.families = (
             *self.models.families,
             *self.drift.families,
@@ -206,11 +230,13 @@ class ApiMetrics(_Families):
             self.degraded,
             self.scoring_calls,
             self.errors,
+            *self.gc.families,
         )
         super().__init__()
 
     def refresh(self) -> None:
         self.drift.refresh()
+        self.gc.drain()
 
 
 @dataclass
@@ -265,14 +291,7 @@ class WorkerMetrics(_Families):
         self.batch_events = Histogram(
             "fraudstream_worker_batch_messages", "Messages per micro-batch", BATCH_BUCKETS
         )
-        #: Pauses reported by :func:`track_gc_pauses`, not yet in :attr:`gc_pause_ms`.
-        self.gc_pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
-        self.gc_pause_ms = Histogram(
-            "fraudstream_worker_gc_pause_ms",
-            "Garbage-collector pauses of the worker process, by generation",
-            LATENCY_BUCKETS_MS,
-            ["generation"],
-        )
+        self.gc = GcMetrics("fraudstream_worker", "worker")
         self.batch_age_ms = Histogram(
             "fraudstream_worker_batch_age_ms",
             "Age of a micro-batch's oldest message (from its Kafka timestamp) when the worker "
@@ -308,7 +327,7 @@ class WorkerMetrics(_Families):
             self.stage_ms,
             self.batch_events,
             self.batch_age_ms,
-            self.gc_pause_ms,
+            *self.gc.families,
             self.lag,
             self.commit_age,
             self.live,
@@ -319,14 +338,7 @@ class WorkerMetrics(_Families):
 
     def refresh(self) -> None:
         self.drift.refresh()
-        self.drain_gc_pauses()
-
-    def drain_gc_pauses(self) -> None:
-        """Move the pauses :func:`track_gc_pauses` recorded into the histogram (hold
-        :attr:`lock`)."""
-        while self.gc_pauses:
-            generation, ms = self.gc_pauses.popleft()
-            self.gc_pause_ms.observe(ms, str(generation))
+        self.gc.drain()
 
     def check_partitions(
         self,
@@ -370,7 +382,7 @@ def track_gc_pauses(
 ) -> Callable[[str, dict[str, int]], None]:
     """Append every garbage-collector pause (generation, ms) to ``pauses``; log pauses over
     ``warn_ms``. No lock: a collection can start while this thread holds the metrics' lock
-    (``deque.append`` is atomic); :meth:`WorkerMetrics.drain_gc_pauses` moves them into the
+    (``deque.append`` is atomic); :meth:`GcMetrics.drain` moves them into the
     histogram. Returns the ``gc.callbacks`` entry it installed."""
     import gc
 

@@ -39,7 +39,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import orjson
@@ -56,7 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudstream.config import Settings
 from fraudstream.decision import Decision, encode_record
-from fraudstream.metrics import CONTENT_TYPE, ApiMetrics
+from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
@@ -380,6 +380,8 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         # Frozen, later full collections only walk what requests leave behind.
         gc.collect()
         gc.freeze()
+        # what remains is on /metrics (fraudstream_api_gc_pause_ms), beside the latency
+        pauses = track_gc_pauses(metrics.gc.pauses)
         service.queue.start()
         log.info("scoring API started: model %s", scorer.model.version)
         try:
@@ -387,6 +389,8 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         finally:
             await service.queue.stop()
             service.probe.close()
+            with suppress(ValueError):
+                gc.callbacks.remove(pauses)
             gc.unfreeze()  # let the interpreter's exit clean up as usual
 
     app = FastAPI(

@@ -555,7 +555,7 @@ def build_worker_app(
     # spike on whatever batch it lands in.
     gc.collect()
     gc.freeze()
-    track_gc_pauses(metrics.gc_pauses)
+    track_gc_pauses(metrics.gc.pauses)
     if settings.worker.metrics_port is not None:
         from fraudstream.metrics import serve
 

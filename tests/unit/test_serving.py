@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -310,6 +311,19 @@ def test_metrics_count_requests_latency_decisions_and_degraded(client: TestClien
     assert 'fraudstream_api_decisions_total{action="approve"} 1.0' in text
     assert "fraudstream_api_degraded_decisions_total 1.0" in text
     assert "fraudstream_api_scoring_call_transactions_count 2.0" in text
+
+
+def test_metrics_show_garbage_collector_pauses_while_the_app_runs(stub: StubScorer) -> None:
+    import gc
+
+    callbacks = list(gc.callbacks)
+    with client_for(stub, settings()) as c:
+        assert len(gc.callbacks) == len(callbacks) + 1  # installed after the start-up freeze
+        gc.collect(2)
+        text = c.get("/metrics").text
+        count = re.search(r'fraudstream_api_gc_pause_ms_count\{generation="2"\} (\S+)', text)
+        assert count is not None and float(count.group(1)) >= 1
+    assert gc.callbacks == callbacks  # and taken out at shutdown
 
 
 def test_each_app_has_its_own_metrics(stub: StubScorer) -> None:
