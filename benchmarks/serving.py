@@ -26,9 +26,9 @@ measured time is split into ``--phases`` halves run A B B A (ours, Feast, Feast,
 each target ``--duration`` seconds in all, so that a change in the machine's load hits both
 (``--feast-first``: B A A B). The generator's heap is frozen before the measured phases, so
 that its own garbage collector cannot stall it (its pauses are reported per phase, as is the
-CPU the idle server used meanwhile). Any answer other than 200 with the expected body is an error. Last, where our time goes:
-the API's own ``/metrics`` (server-side latency, transactions per scorer call, its garbage-collector
-pauses over the measured phases) and the
+CPU the idle server used meanwhile). Any answer other than 200 with the expected body is an
+error. Last, where our time goes: the API's own ``/metrics`` (server-side latency,
+transactions per scorer call, its garbage-collector pauses over the measured phases) and the
 scorer timed and profiled in this process on single transactions.
 
 Prints a Markdown table and, last, one JSON line. Everything it starts is stopped.
