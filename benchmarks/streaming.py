@@ -10,7 +10,10 @@ every timestamp is shifted by a whole number of days so that 2018-08-17 falls on
 the transactions up to 12 hours ago are the past (backfill, ``feast apply``, the handbook-protocol
 model trained through Feast, terminal snapshot refreshed now and materialised, the
 customers' 120-day history in Redis), the later ones (about two weeks of the handbook,
-original event times, 4,990 customers, 10,000 terminals) are the stream. Then, in order:
+original event times, 4,990 customers, 10,000 terminals) are the stream. Once the model is
+trained, the terminal view's TTL in the world's registry is widened to the replay's span
+(:func:`widen_terminal_ttl`; ``--terminal-ttl repo`` keeps 2 days, and with it most decisions
+are degraded). Then, in order:
 
 1. reference (b), in this process, no Kafka: the naive tutorial loop, per event one Feast
    ``get_online_features`` (customer + terminal features) and ``predict`` on one row, for
@@ -167,9 +170,21 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
 # ------------------------------------------------------------------ the world
 
 
+def add_world_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`build_world` besides ``--data``."""
+    parser.add_argument(
+        "--terminal-ttl",
+        choices=("replay", "repo"),
+        default="replay",
+        help="replay: widen the terminal view's TTL to the replay's span once the model is "
+        "trained (the worker runs the normal path); repo: keep the repository's 2 days (most "
+        "decisions degraded: terminal features stale)",
+    )
+
+
 def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict[str, Any]:
     from fraudstream.feast_env import open_store, run_feast
-    from fraudstream.features import CUSTOMER_HISTORY_MS, to_ms
+    from fraudstream.features import CUSTOMER_HISTORY_MS, TERMINAL_VIEW, to_ms
     from fraudstream.model import load_artifact
     from fraudstream.schema import read_transactions
     from fraudstream.scoring import build_scorer
@@ -193,6 +208,10 @@ def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict
     train_start = (pd.Timestamp("2018-07-25", tz="UTC") + shift).date()
     train(past, Split(train_start), settings.model.dir, store, backfill_first=False)
     refreshed_at = pd.Timestamp.now(tz="UTC").floor("s")
+    if args.terminal_ttl == "replay":
+        widen_terminal_ttl(store, new["timestamp"].max() - refreshed_at)
+    terminal_ttl = str(store.get_feature_view(TERMINAL_VIEW).ttl)
+    log(f"terminal view's TTL in this world's registry: {terminal_ttl} ({args.terminal_ttl})")
     refresh_terminal_snapshot(past, repo, refreshed_at)
     end = (refreshed_at + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
     assert run_feast(settings, endpoints, ["materialize-incremental", end]) == 0
@@ -210,9 +229,34 @@ def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict
         "model": load_artifact(settings.model.dir),
         "scorer": scorer,
         "setup_s": setup_s,
+        "terminal_ttl": terminal_ttl,
         "customers": int(events["customer_id"].nunique()),
         "terminals": int(events["terminal_id"].nunique()),
     }
+
+
+def widen_terminal_ttl(store: Any, span: pd.Timedelta) -> pd.Timedelta:
+    """Widen the terminal view's TTL in the world's registry to at least ``span`` plus a day.
+
+    The replay streams about two weeks of event times in minutes from one terminal snapshot,
+    taken when the world is built. With the repository's TTL (2 days) every decision past
+    two days of event time would be degraded (terminal features stale): all of them from the
+    second 10,000-event slice of the handbook replay on, 13 % of them sent to review by the
+    degraded policy and so explained with exact SHAP values (measured on 2026-12-03). A
+    deployment refreshes the snapshot as time passes and runs the normal path; so does the
+    worker here with the wider TTL. The model is trained before, with the repository's TTL,
+    and reference (b) reads the same values (Feast's online read does not check the TTL).
+    ``--terminal-ttl repo`` keeps the repository's TTL. Returns the TTL now registered.
+    """
+    from fraudstream.features import TERMINAL_VIEW
+
+    view = store.get_feature_view(TERMINAL_VIEW)
+    wanted = pd.Timedelta(span).ceil("D") + pd.Timedelta(days=1)
+    if view.ttl is not None and pd.Timedelta(view.ttl) >= wanted:
+        return pd.Timedelta(view.ttl)
+    view.ttl = wanted.to_pytimedelta()
+    store.apply([view])
+    return wanted
 
 
 # ------------------------------------------------------------------ reference (b)
@@ -420,12 +464,14 @@ def env_for(settings: Any, topics: dict[str, str], stack_dir: Path) -> dict[str,
 _WORKER_HISTOGRAM = re.compile(
     r'fraudstream_worker_(?:stage_duration_ms_(sum|count)\{stage="(\w+)"\}|batch_age_ms_(sum|count)) (\S+)'
 )
+_WORKER_DECISIONS = re.compile(r'fraudstream_worker_decisions_total\{action="(\w+)"\} (\S+)')
 
 
 def parse_worker_metrics(text: str) -> dict[str, float]:
     """The worker's ``/metrics`` as flat numbers: ``sum:<stage>`` and ``count:<stage>`` of
     the stage histograms (ms), ``sum:age`` and ``count:age`` of the batch-age one, and
-    ``consumed`` (messages)."""
+    ``consumed`` (messages), ``action:<action>`` (decisions by action) and ``degraded``
+    (degraded decisions)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if m := _WORKER_HISTOGRAM.match(line):
@@ -433,6 +479,10 @@ def parse_worker_metrics(text: str) -> dict[str, float]:
             out[f"{kind}:{stage}"] = float(m.group(4))
         elif line.startswith("fraudstream_worker_consumed_total "):
             out["consumed"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("fraudstream_worker_degraded_decisions_total "):
+            out["degraded"] = float(line.rsplit(" ", 1)[1])
+        elif m := _WORKER_DECISIONS.match(line):
+            out[f"action:{m.group(1)}"] = float(m.group(2))
     return out
 
 
@@ -459,6 +509,21 @@ def stage_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     if n <= 0:
         return {}
     return {s: _delta(before, after, f"sum:{s}") * 1000 / n for s in _stage_sums(after)}
+
+
+def action_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Share of each action among the decisions between two :func:`scrape_worker` scrapes,
+    and of the degraded ones (review and decline rows get exact SHAP reasons: the model
+    stage's costliest rows; a degraded one above the policy's amount is never approved)."""
+    counts = {
+        k.split(":", 1)[1]: _delta(before, after, k) for k in after if k.startswith("action:")
+    }
+    total = sum(counts.values())
+    if total <= 0:
+        return {}
+    shares = {a: c / total for a, c in sorted(counts.items())}
+    shares["degraded"] = _delta(before, after, "degraded") / total
+    return {k: round(v, 4) for k, v in shares.items()}
 
 
 def events_per_batch(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -690,6 +755,7 @@ def main() -> None:
     parser.add_argument("--saturation", type=int, default=30_000)
     parser.add_argument("--naive", type=int, default=2_000)
     parser.add_argument("--rates", default="200,1000,3000")
+    add_world_arguments(parser)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--measure", type=float, default=10.0)
     parser.add_argument("--profile-events", type=int, default=5_000)
@@ -812,6 +878,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             "ev_s": (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000.0),
             "stages_us_per_event": stage_delta(scrape_before, scrape_after),
             "events_per_batch": events_per_batch(scrape_before, scrape_after),
+            "action_shares": action_shares(scrape_before, scrape_after),
         }
         log(f"worker saturation (warm): {warm_sat}")
         # As in benchmarks/serving.py, whose generator's full collections of a like heap (the
@@ -874,6 +941,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             "customers": world["customers"],
             "terminals": world["terminals"],
             "setup_s": world["setup_s"],
+            "terminal_ttl": world["terminal_ttl"],
         },
         "batch_size": settings.scoring.batch_size,
         "partitions": settings.kafka.partitions,

@@ -242,6 +242,7 @@ def run_variant(
         after = bench.scrape_worker()
         stages = bench.stage_delta(before, after)
         out["warm_events_per_batch"] = bench.events_per_batch(before, after)
+        out["warm_action_shares"] = bench.action_shares(before, after)
         out["warm_stages_us_per_event"] = {k: round(v, 1) for k, v in stages.items()}
         out["warm_cpu_us_per_event"] = {
             name: round(1e6 * (cpu_after[name] - cpu_before[name]) / sat, 1) for name in procs
@@ -297,6 +298,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="s not measured per rate")
     parser.add_argument("--measure", type=float, default=10.0, help="s measured per rate")
     parser.add_argument("--naive", type=int, default=2_000, help="events per naive run")
+    bench.add_world_arguments(parser)
     add_kafka_argument(parser)
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.streaming import (
+    action_shares,
     events_per_batch,
     parse_worker_metrics,
     per_batch,
@@ -49,9 +50,17 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
         metrics.stage_ms.observe(ms, stage)
     metrics.batch_age_ms.observe(40.0)
     metrics.consumed.inc(amount=37)
+    for action in ["approve"] * 33 + ["review"] * 3 + ["decline"]:
+        metrics.decisions.inc(action)
+    for _ in range(4):
+        metrics.degraded.inc()
     flat = parse_worker_metrics(metrics.render().decode())
     assert flat == {
         "consumed": 37.0,
+        "action:approve": 33.0,
+        "action:review": 3.0,
+        "action:decline": 1.0,
+        "degraded": 4.0,
         "count:batch": 2.0,
         "sum:batch": 20.0,
         "count:model": 1.0,
@@ -60,6 +69,13 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
         "sum:age": 40.0,
     }
     assert events_per_batch({"consumed": 7.0, "count:batch": 1.0}, flat) == 30.0
+    assert action_shares({"action:approve": 13.0, "degraded": 1.0}, flat) == {
+        "approve": 0.8333,  # 20 of the 24 decisions since the first scrape
+        "decline": 0.0417,
+        "review": 0.125,
+        "degraded": 0.125,
+    }
+    assert action_shares(flat, flat) == {}
     assert stage_delta({"consumed": 7.0, "sum:batch": 5.0}, flat) == {
         "batch": 500.0,  # (20 - 5) ms over 30 messages
         "model": 100.0,
