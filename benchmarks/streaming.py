@@ -240,9 +240,10 @@ def widen_terminal_ttl(store: Any, span: pd.Timedelta) -> pd.Timedelta:
 
     The replay streams about two weeks of event times in minutes from one terminal snapshot,
     taken when the world is built. With the repository's TTL (2 days) every decision past
-    two days of event time would be degraded (terminal features stale): all of them from the
-    second 10,000-event slice of the handbook replay on, 13 % of them sent to review by the
-    degraded policy and so explained with exact SHAP values (measured on 2026-12-03). A
+    two days of event time would be degraded (terminal features stale). Measured on
+    2026-12-03: none of the replay's events 10,000-20,000, all of its events 30,000-40,000
+    and of the later slices, 13 % of those sent to review by the degraded policy and so
+    explained with exact SHAP values. A
     deployment refreshes the snapshot as time passes and runs the normal path; so does the
     worker here with the wider TTL. The model is trained before, with the repository's TTL,
     and reference (b) reads the same values (Feast's online read does not check the TTL).
