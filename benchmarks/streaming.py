@@ -210,7 +210,7 @@ def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict
     refreshed_at = pd.Timestamp.now(tz="UTC").floor("s")
     if args.terminal_ttl == "replay":
         widen_terminal_ttl(store, new["timestamp"].max() - refreshed_at)
-    terminal_ttl = str(store.get_feature_view(TERMINAL_VIEW).ttl)
+    terminal_ttl = str(store.get_feature_view(TERMINAL_VIEW).ttl)  # as the worker will read it
     log(f"terminal view's TTL in this world's registry: {terminal_ttl} ({args.terminal_ttl})")
     refresh_terminal_snapshot(past, repo, refreshed_at)
     end = (refreshed_at + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -235,7 +235,7 @@ def build_world(args: argparse.Namespace, settings: Any, endpoints: Any) -> dict
     }
 
 
-def widen_terminal_ttl(store: Any, span: pd.Timedelta) -> pd.Timedelta:
+def widen_terminal_ttl(store: Any, span: pd.Timedelta) -> None:
     """Widen the terminal view's TTL in the world's registry to at least ``span`` plus a day.
 
     The replay streams about two weeks of event times in minutes from one terminal snapshot,
@@ -243,21 +243,18 @@ def widen_terminal_ttl(store: Any, span: pd.Timedelta) -> pd.Timedelta:
     two days of event time would be degraded (terminal features stale). Measured on
     2026-12-03: none of the replay's events 10,000-20,000, all of its events 30,000-40,000
     and of the later slices, 13 % of those sent to review by the degraded policy and so
-    explained with exact SHAP values. A
-    deployment refreshes the snapshot as time passes and runs the normal path; so does the
-    worker here with the wider TTL. The model is trained before, with the repository's TTL,
-    and reference (b) reads the same values (Feast's online read does not check the TTL).
-    ``--terminal-ttl repo`` keeps the repository's TTL. Returns the TTL now registered.
+    explained with exact SHAP values. A deployment refreshes the snapshot as time passes and
+    runs the normal path; so does the worker here with the wider TTL. The model is trained
+    before, with the repository's TTL, and reference (b) reads the same values (Feast's
+    online read does not check the TTL). ``--terminal-ttl repo`` keeps the repository's TTL.
     """
     from fraudstream.features import TERMINAL_VIEW
 
     view = store.get_feature_view(TERMINAL_VIEW)
     wanted = pd.Timedelta(span).ceil("D") + pd.Timedelta(days=1)
-    if view.ttl is not None and pd.Timedelta(view.ttl) >= wanted:
-        return pd.Timedelta(view.ttl)
-    view.ttl = wanted.to_pytimedelta()
-    store.apply([view])
-    return wanted
+    if view.ttl is None or pd.Timedelta(view.ttl) < wanted:
+        view.ttl = wanted.to_pytimedelta()
+        store.apply([view])
 
 
 # ------------------------------------------------------------------ reference (b)
@@ -466,6 +463,11 @@ _WORKER_HISTOGRAM = re.compile(
     r'fraudstream_worker_(?:stage_duration_ms_(sum|count)\{stage="(\w+)"\}|batch_age_ms_(sum|count)) (\S+)'
 )
 _WORKER_DECISIONS = re.compile(r'fraudstream_worker_decisions_total\{action="(\w+)"\} (\S+)')
+#: The worker's unlabelled counters read, and their keys in :func:`parse_worker_metrics`.
+_WORKER_COUNTERS = {
+    "fraudstream_worker_consumed_total": "consumed",
+    "fraudstream_worker_degraded_decisions_total": "degraded",
+}
 
 
 def parse_worker_metrics(text: str) -> dict[str, float]:
@@ -478,10 +480,8 @@ def parse_worker_metrics(text: str) -> dict[str, float]:
         if m := _WORKER_HISTOGRAM.match(line):
             kind, stage = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), "age")
             out[f"{kind}:{stage}"] = float(m.group(4))
-        elif line.startswith("fraudstream_worker_consumed_total "):
-            out["consumed"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("fraudstream_worker_degraded_decisions_total "):
-            out["degraded"] = float(line.rsplit(" ", 1)[1])
+        elif (name := line.partition(" ")[0]) in _WORKER_COUNTERS:
+            out[_WORKER_COUNTERS[name]] = float(line.rsplit(" ", 1)[1])
         elif m := _WORKER_DECISIONS.match(line):
             out[f"action:{m.group(1)}"] = float(m.group(2))
     return out
