@@ -9,7 +9,9 @@ days ending today; backfill, ``feast apply``, a model trained through Feast, ter
 refreshed now and materialised (both views), every customer's history in Redis. The last
 ``--held-out`` transactions are the requests, re-stamped just after the refresh as live ones.
 
-Then two servers, each a subprocess on loopback, both warmed up:
+Then two servers, each a subprocess on loopback, both warmed up (ours also fills its caches
+from Redis before it listens, for at most ``FRAUDSTREAM_API__WARM_CACHE_S``; ``--warm-cache-s
+0`` starts it with empty caches):
 
 * ours: ``python -m fraudstream serve`` (one uvicorn process), ``POST /v1/score`` with one
   transaction (features + model + reasons; ``update=false``, so every request sees the same
@@ -470,6 +472,9 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
 
     api_port, feast_port = stack.free_port(), stack.free_port()
     env = env_for(settings, work / "api-stack")
+    api_env = dict(env)
+    if args.warm_cache_s is not None:
+        api_env["FRAUDSTREAM_API__WARM_CACHE_S"] = str(args.warm_cache_s)
     api_argv = [sys.executable, "-m", "fraudstream", "serve", "--port", str(api_port)]
     feast_argv = [
         sys.executable, "-m", "fraudstream", "feast", "serve",
@@ -477,7 +482,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "--no-access-log", "--max-requests", "0",
     ]  # fmt: skip
     with (
-        stack.running(api_argv, work / "api.log", env=env) as api,
+        stack.running(api_argv, work / "api.log", env=api_env) as api,
         stack.running(feast_argv, work / "feast.log", env=env) as feast,
     ):
         wait_http(api_port, "/ready", api, work / "api.log")
@@ -498,6 +503,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
             / 2**20,
         }
     results["rss"] = rss
+    results["api_warm_cache_s"] = args.warm_cache_s
     log("profiling the scorer in this process")
     results["scorer"] = scorer_profile(world["scorer"], new.iloc[need - 500 : need], 500)
     results["world"] = {
@@ -729,6 +735,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--held-out", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--warm-cache-s",
+        type=float,
+        default=None,
+        help="our API's FRAUDSTREAM_API__WARM_CACHE_S (default: the API's own; 0: it starts "
+        "with empty caches)",
+    )
     args = parser.parse_args()
 
     from workspace import private_workspace

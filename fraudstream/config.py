@@ -277,6 +277,13 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(
         default=262_144, ge=1024, le=64 * 1024 * 1024, description="larger bodies get 413"
     )
+    warm_cache_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="at start, before it listens, fill the terminal and customer-state caches "
+        "from Redis for at most this long (0: off; they then fill as requests come)",
+    )
 
 
 class ScoringSettings(_Section):

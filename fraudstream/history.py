@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from fraudstream.features import (
     transaction_digests,
     with_flags,
 )
-from fraudstream.redis_batch import Script, execute
+from fraudstream.redis_batch import Script, execute, scan_keys
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ ENTRY = np.dtype([("ms", "<i8"), ("id", "<u8"), ("amount", "<f8")])
 _PACK = struct.Struct("<qQd")
 #: Entries per write script when loading a large table (keeps each call short).
 BULK_ENTRIES = 20_000
+#: Customers read per round trip when warming the cache (:meth:`CustomerHistory.warm`).
+WARM_CHUNK = 500
 
 # KEYS: per customer its sorted set then its version counter.
 # ARGV: expire seconds, then per customer: n, prune bound (ms), then n x (ms, member).
@@ -186,6 +188,35 @@ class CustomerHistory:
                 pipe.zrange(self._key(cid), 0, -1)
             replies = pipe.execute()
         return [(replies[2 * i + 1], int(replies[2 * i] or 0)) for i in range(len(customer_ids))]
+
+    def warm(self, stop: Callable[[], bool], chunk: int = WARM_CHUNK) -> int:
+        """Read stored customers' states into the cache, ``chunk`` per round trip, until the
+        cache is full, every stored customer is in it, or ``stop()`` is true (asked after each
+        chunk); returns how many were read. A process that has just started then scores a
+        known customer as fast as one it has seen. Redis's ``SCAN`` order, not recency,
+        decides which customers come in when they do not all fit."""
+        if self.cache_rows <= 0:
+            return 0
+        read = 0
+        todo: dict[str, None] = {}
+        for key in scan_keys(self.client, self.prefix):
+            customer = key[len(self.prefix) :].decode()
+            if customer not in self._cache:
+                todo[customer] = None
+            if len(todo) >= chunk:
+                read += self._warm(list(todo))
+                todo.clear()
+                if self._cached_rows >= self.cache_rows or stop():
+                    return read
+        return read + (self._warm(list(todo)) if todo else 0)
+
+    def _warm(self, customer_ids: list[str]) -> int:
+        loaded = self._load(customer_ids)
+        states = with_flags([unpack_entries(members) for members, _ in loaded])
+        for cid, state, (_, version) in zip(customer_ids, states, loaded, strict=True):
+            self._remember(cid, state, version)
+        self.reads += len(customer_ids)
+        return len(customer_ids)
 
     # ------------------------------------------------------------ write
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import redis
+from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -51,7 +52,7 @@ from fraudstream.features import (
     TERMINAL_VIEW,
     Feature,
 )
-from fraudstream.redis_batch import Script, execute
+from fraudstream.redis_batch import Script, execute, scan_keys
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -143,6 +144,8 @@ _STAMPS = Script(_STAMPS_LUA)
 #: The scripts the commands of :meth:`OnlineStore.write_commands` and
 #: :meth:`CachedViewReader.read_commands` call (for ``execute``).
 SCRIPTS = (_WRITE, _STAMPS)
+#: Entities read per round trip when warming a reader's cache (:meth:`CachedViewReader.warm`).
+WARM_CHUNK = 1000
 
 
 class OnlineStoreMismatch(FraudstreamError, ValueError):
@@ -699,6 +702,49 @@ class CachedViewReader:
             del cache[next(iter(cache))]
         values = np.array(rows, dtype=np.float64).reshape(len(entities), len(self.features))
         return values[codes], ts[codes]
+
+    def warm(self, stop: Callable[[], bool], chunk: int = WARM_CHUNK) -> int:
+        """Read the stored rows of the view's entities into the cache, ``chunk`` per round
+        trip, until it holds ``max_entities``, every stored entity is in it, or ``stop()`` is
+        true (asked after each chunk); returns how many rows were read. The entities are
+        found by ``SCAN`` over the project's keys (Feast's key: the serialized entity key,
+        then the project name), so only with Feast's entity key serialization 3 and later."""
+        store = self.store
+        if store.version < 3:
+            return 0
+        project = store.project.encode()
+        join_key = store.views[self.view].join_key
+        before = self.reads
+        todo: dict[Any, None] = {}
+        for key in scan_keys(store.client, suffix=project):
+            entity = _entity_of(key[: -len(project)], join_key, store.version)
+            if entity is not None and entity not in self._cache:
+                todo[entity] = None
+            if len(todo) >= chunk:
+                self._fill(list(todo))
+                todo.clear()
+                if len(self._cache) >= self.max_entities or stop():
+                    return self.reads - before
+        if todo:
+            self._fill(list(todo))
+        return self.reads - before
+
+    def _fill(self, entities: list[Any]) -> None:
+        commands, plan = self.read_commands(entities)
+        self.read_from(plan, execute(self.store.client, commands, SCRIPTS))
+
+
+def _entity_of(raw: bytes, join_key: str, version: int) -> Any | None:
+    """The entity of a serialized Feast entity key of ``join_key`` alone, else ``None``."""
+    try:
+        proto = deserialize_entity_key(raw, entity_key_serialization_version=version)
+    except (ValueError, struct.error, UnicodeDecodeError):
+        return None
+    if list(proto.join_keys) != [join_key]:
+        return None
+    value = proto.entity_values[0]
+    field = value.WhichOneof("val")
+    return None if field is None else getattr(value, field)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ step; see ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,3 +136,16 @@ def send(
     """Send ``commands`` in one pipeline (no transaction) without waiting for the replies:
     read them with :meth:`Sent.replies` (same rules as :func:`execute`)."""
     return Sent(client, commands, scripts)
+
+
+def scan_keys(client: redis.Redis, prefix: bytes = b"", suffix: bytes = b"") -> Iterator[bytes]:
+    """Keys that start with ``prefix`` and end with ``suffix``, by ``SCAN`` (a key may come
+    twice, and one written meanwhile may be missed: Redis's ``SCAN`` guarantees)."""
+    pattern = _glob_escape(prefix) + b"*" + _glob_escape(suffix)
+    for key in client.scan_iter(match=pattern, count=1000):
+        yield bytes(key)
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` matched literally by a Redis glob pattern."""
+    return re.sub(rb"([*?\[\]\\])", rb"\\\1", text)

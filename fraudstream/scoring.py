@@ -349,6 +349,23 @@ class Scorer:
                     "(run `fraudstream feast apply` with this model's feature repo)"
                 )
 
+    def warm(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> tuple[int, int]:
+        """Fill the caches from Redis for at most about ``seconds`` (the round trip under
+        way when they run out finishes): the terminals' rows first, then customers' states
+        (:meth:`CachedViewReader.warm`, :meth:`CustomerHistory.warm`). Returns how many
+        terminals and customers were read; raises ``redis.RedisError``. What is cached is
+        still checked against Redis on every call, so decisions are the same either way."""
+        if seconds <= 0:
+            return 0, 0
+        deadline = clock() + seconds
+
+        def stop() -> bool:
+            return clock() >= deadline
+
+        terminals = self.terminals.warm(stop) if self.terminal_features else 0
+        customers = 0 if stop() else self.history.warm(stop)
+        return terminals, customers
+
     def score_events(
         self, events: Sequence[TransactionEvent], *, update: bool = True
     ) -> list[Decision]:

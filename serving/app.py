@@ -364,6 +364,26 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def warm_caches(scorer: Scorer, seconds: float) -> None:
+    """Fill the scorer's caches before the API listens (``api.warm_cache_s``), so that a
+    process just started answers a known customer as fast as a warm one; on a Redis error,
+    log it and start anyway (``/ready`` reports Redis; the caches fill as requests come)."""
+    if seconds <= 0:
+        return
+    started = time.perf_counter()
+    try:
+        terminals, customers = scorer.warm(seconds)
+    except redis.RedisError as exc:
+        log.warning("caches not warmed, Redis: %s", exc)
+        return
+    log.info(
+        "caches warmed in %.1f s: %d terminals, %d customers",
+        time.perf_counter() - started,
+        terminals,
+        customers,
+    )
+
+
 def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI:
     """The API around an already built ``scorer`` (see :func:`app_from_environment`)."""
     metrics = ApiMetrics()
@@ -375,6 +395,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_caches(scorer, settings.api.warm_cache_s)
         # The model, Feast's registry and the libraries are ~270k long-lived objects; a full
         # collection walks them all (~150 ms here), a pause every request would pay for.
         # Frozen, later full collections only walk what requests leave behind.

@@ -100,3 +100,32 @@ def test_a_state_read_back_advances_like_the_writer_s_own(redis_url: str) -> Non
     want, _ = advance_customers([own], np.zeros(1, np.int64), ms, np.array([99.0]), ids)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_warm_reads_stored_customers_until_full_or_told_to_stop(redis_url: str) -> None:
+    client = redis_client(redis_url, Settings())
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    writer = CustomerHistory(client, namespace)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    customers = [f"c*{i}" for i in range(25)]  # a glob character in the ids, matched literally
+    writer.append(pd.concat([_events(c, 4, start, c) for c in customers], ignore_index=True))
+    CustomerHistory(client, f"{namespace}x").append(_events("other", 3, start, "o"))
+
+    warm = CustomerHistory(client, namespace)
+    assert warm.warm(lambda: False, chunk=10) == 25 and warm.reads == 25
+    assert sorted(warm._cache) == sorted(customers)  # this namespace's customers only
+    states, calls = _read(warm, customers)
+    assert calls == 1 and warm.reads == 25  # every state came from the cache
+    expected, _ = _read(CustomerHistory(client, namespace), customers)
+    for got, want in zip(states, expected, strict=True):
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.amount, want.amount)
+        assert got.big is not None and want.big is not None
+        np.testing.assert_array_equal(got.big, want.big)
+
+    stopped = CustomerHistory(client, namespace)
+    assert stopped.warm(lambda: True, chunk=10) == 10  # asked after the first round trip
+    full = CustomerHistory(client, namespace, cache_rows=8)  # two customers of 4 rows
+    full.warm(lambda: False, chunk=2)
+    assert full.reads == 2 and len(full._cache) == 2
+    assert CustomerHistory(client, namespace, cache_rows=0).warm(lambda: False) == 0

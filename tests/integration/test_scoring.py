@@ -11,6 +11,7 @@ import pytest
 
 from fraudstream.config import ScoringSettings
 from fraudstream.features import ALL_FEATURES, customer_features, feast_references, request_features
+from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelError
 from fraudstream.publish import event_payloads
 from fraudstream.scoring import Scorer
@@ -171,3 +172,38 @@ def test_a_model_reading_an_undefined_feature_is_refused(world) -> None:  # type
             ScoringSettings(),
             terminal_max_age_s=86400,
         )
+
+
+def test_warmed_caches_read_nothing_more_and_change_no_decision(world) -> None:  # type: ignore[no-untyped-def]
+    scorer, new, store = world["scorer"], world["new"], world["store"]
+
+    def fresh() -> Scorer:
+        history = CustomerHistory(scorer.history.client, store.project)
+        return Scorer(
+            scorer.model,
+            scorer.online,
+            history,
+            scorer.policy,
+            scorer.terminal_max_age_s,
+            clock=scorer.clock,
+        )
+
+    cold, warm = fresh(), fresh()
+    terminals, customers = warm.warm(60.0)
+    assert terminals == warm.terminals.reads > 0 and customers == warm.history.reads > 0
+    assert set(new["terminal_id"]) & set(warm.terminals._cache)
+    read_before = (warm.history.reads, warm.terminals.reads)
+    cold_records = cold.score(new, update=False).records
+    warm_records = warm.score(new, update=False).records
+    # everything the new events need was cached (unknown terminals have no row to read)
+    assert (warm.history.reads, warm.terminals.reads) == read_before
+    assert cold.history.reads > 0 and cold.terminals.reads > 0
+    assert [{k: v for k, v in r.items() if k != "decided_at"} for r in warm_records] == [
+        {k: v for k, v in r.items() if k != "decided_at"} for r in cold_records
+    ]
+    # time is up after the terminals' first round trip: no customer is read
+    ticks = iter([0.0, *[10.0] * 100])
+    stopped = fresh()
+    assert stopped.warm(5.0, clock=lambda: next(ticks))[1] == 0 == stopped.history.reads
+    off = fresh()
+    assert off.warm(0.0) == (0, 0) and off.terminals.reads == 0 == off.history.reads

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, cast
 
 import orjson
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from fraudstream.config import Settings
@@ -71,11 +72,19 @@ class StubModel:
 class StubScorer:
     """Stands in for :class:`Scorer`: records calls; degrades customer "new"; may fail."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, warm_error: Exception | None = None) -> None:
         self.model = StubModel()
         self.shadow = None
         self.calls: list[tuple[list[str], bool]] = []
         self.fail = fail
+        self.warmed: list[tuple[float, int]] = []  # (seconds, scoring calls made before)
+        self.warm_error = warm_error
+
+    def warm(self, seconds: float) -> tuple[int, int]:
+        self.warmed.append((seconds, len(self.calls)))
+        if self.warm_error is not None:
+            raise self.warm_error
+        return 3, 4
 
     def score_records(
         self, events: Sequence[TransactionEvent], *, update: bool
@@ -281,6 +290,28 @@ def test_errors_are_generic_500_and_logged(caplog: pytest.LogCaptureFixture) -> 
         metrics = c.get("/metrics").text
         assert 'fraudstream_api_errors_total{route="/v1/score"} 1.0' in metrics
         assert c.get("/health").status_code == 200  # still alive
+
+
+def test_the_caches_are_warmed_once_before_the_first_request(
+    stub: StubScorer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO), client_for(stub, settings(warm_cache_s=2.5)) as c:
+        assert stub.warmed == [(2.5, 0)]
+        assert c.post("/v1/score", json=EVENT).status_code == 200
+    assert stub.warmed == [(2.5, 0)]
+    assert "caches warmed" in caplog.text and "3 terminals, 4 customers" in caplog.text
+    off = StubScorer()
+    with client_for(off, settings(warm_cache_s=0)) as c:
+        assert c.get("/health").status_code == 200
+    assert off.warmed == []
+
+
+def test_the_api_starts_unwarmed_when_redis_fails(caplog: pytest.LogCaptureFixture) -> None:
+    stub = StubScorer(warm_error=redis.ConnectionError("refused"))
+    with caplog.at_level(logging.WARNING), client_for(stub, settings()) as c:
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/score", json=EVENT).status_code == 200
+    assert len(stub.warmed) == 1 and "caches not warmed, Redis: refused" in caplog.text
 
 
 def test_ready_is_503_with_the_reason_when_redis_refuses(client: TestClient) -> None:
