@@ -47,7 +47,7 @@ from fraudstream.features import (
     transaction_digests,
     with_flags,
 )
-from fraudstream.redis_batch import Script, execute, scan_keys
+from fraudstream.redis_batch import Script, execute, in_chunks, scan_keys
 
 log = logging.getLogger(__name__)
 
@@ -197,26 +197,22 @@ class CustomerHistory:
         decides which customers come in when they do not all fit."""
         if self.cache_rows <= 0:
             return 0
-        read = 0
-        todo: dict[str, None] = {}
-        for key in scan_keys(self.client, self.prefix):
-            customer = key[len(self.prefix) :].decode()
-            if customer not in self._cache:
-                todo[customer] = None
-            if len(todo) >= chunk:
-                read += self._warm(list(todo))
-                todo.clear()
-                if self._cached_rows >= self.cache_rows or stop():
-                    return read
-        return read + (self._warm(list(todo)) if todo else 0)
+        before = self.reads
+        stored = (key[len(self.prefix) :].decode() for key in scan_keys(self.client, self.prefix))
+        in_chunks(
+            (c for c in stored if c not in self._cache),
+            self._warm,
+            lambda: self._cached_rows >= self.cache_rows or stop(),
+            chunk,
+        )
+        return self.reads - before
 
-    def _warm(self, customer_ids: list[str]) -> int:
+    def _warm(self, customer_ids: list[str]) -> None:
         loaded = self._load(customer_ids)
         states = with_flags([unpack_entries(members) for members, _ in loaded])
         for cid, state, (_, version) in zip(customer_ids, states, loaded, strict=True):
             self._remember(cid, state, version)
         self.reads += len(customer_ids)
-        return len(customer_ids)
 
     # ------------------------------------------------------------ write
 

@@ -52,7 +52,7 @@ from fraudstream.features import (
     TERMINAL_VIEW,
     Feature,
 )
-from fraudstream.redis_batch import Script, execute, scan_keys
+from fraudstream.redis_batch import Script, execute, in_chunks, scan_keys
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -715,18 +715,16 @@ class CachedViewReader:
         project = store.project.encode()
         join_key = store.views[self.view].join_key
         before = self.reads
-        todo: dict[Any, None] = {}
-        for key in scan_keys(store.client, suffix=project):
-            entity = _entity_of(key[: -len(project)], join_key, store.version)
-            if entity is not None and entity not in self._cache:
-                todo[entity] = None
-            if len(todo) >= chunk:
-                self._fill(list(todo))
-                todo.clear()
-                if len(self._cache) >= self.max_entities or stop():
-                    return self.reads - before
-        if todo:
-            self._fill(list(todo))
+        stored = (
+            _entity_of(key[: -len(project)], join_key, store.version)
+            for key in scan_keys(store.client, suffix=project)
+        )
+        in_chunks(
+            (e for e in stored if e is not None and e not in self._cache),
+            self._fill,
+            lambda: len(self._cache) >= self.max_entities or stop(),
+            chunk,
+        )
         return self.reads - before
 
     def _fill(self, entities: list[Any]) -> None:

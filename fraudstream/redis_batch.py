@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -144,6 +144,27 @@ def scan_keys(client: redis.Redis, prefix: bytes = b"", suffix: bytes = b"") -> 
     pattern = _glob_escape(prefix) + b"*" + _glob_escape(suffix)
     for key in client.scan_iter(match=pattern, count=1000):
         yield bytes(key)
+
+
+T = TypeVar("T")
+
+
+def in_chunks(
+    items: Iterable[T], handle: Callable[[list[T]], object], done: Callable[[], bool], size: int
+) -> None:
+    """Hand ``items`` (repeats dropped) to ``handle``, ``size`` at a time (one round trip
+    each), until they run out or ``done()`` is true after a chunk: how a cache is warmed
+    from :func:`scan_keys`."""
+    todo: dict[T, None] = {}
+    for item in items:
+        todo[item] = None
+        if len(todo) >= size:
+            handle(list(todo))
+            todo.clear()
+            if done():
+                return
+    if todo:
+        handle(list(todo))
 
 
 def _glob_escape(text: bytes) -> bytes:
