@@ -14,7 +14,7 @@ import pandas as pd
 from fraudstream.config import Settings
 from fraudstream.errors import FraudstreamError
 from fraudstream.feast_env import open_store, run_feast
-from fraudstream.features import MODEL_FEATURES, feast_references
+from fraudstream.features import MODEL_FEATURES, feast_references, served_features
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate, write_parquet
 from fraudstream.stack import ProcessInfo, resolve_endpoints
@@ -108,9 +108,9 @@ def run_demo(
         f"card precision@100 {m['card_precision_at_100']:.3f}"
     )
     echo(f"  report: {result.out_dir}/pr_curve.png, {result.out_dir}/cp_at_k.png")
-    echo("online features read back from Redis through Feast:")
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        echo(online.to_string(index=False, max_colwidth=12))
+    echo("online features read back from Redis through Feast, for the latest three transactions:")
+    for line in feature_table(online, [f.name for f in served_features(MODEL_FEATURES)]):
+        echo(f"  {line}")
     echo(json.dumps(summary))
     if stream_count > 0:
         summary["stream"] = run_stream_demo(
@@ -220,6 +220,36 @@ def wait_until_ready(
             raise FraudstreamError(f"the worker exited during start-up; {log_path}:\n{tail}")
         time.sleep(0.2)
     raise FraudstreamError(f"the worker was not ready after {timeout_s:g}s; see {log_path}")
+
+
+#: Entity columns of the demo's online-feature sample, which head its table's columns.
+ENTITY_COLUMNS = ("customer_id", "terminal_id")
+
+
+def feature_table(online: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """``online`` (one row per entity pair, as Feast's ``to_df``) turned on its side: a header
+    naming each pair, then one row per feature, in ``order`` (features not in it last), so
+    that twenty-odd features fit a terminal and come in the same order every run. Absent
+    values print as ``-``."""
+    features = [c for c in order if c in online.columns]
+    features += [c for c in online.columns if c not in features and c not in ENTITY_COLUMNS]
+    keys = [online[c].tolist() for c in ENTITY_COLUMNS if c in online.columns]
+    heads = [" / ".join(str(k[i]) for k in keys) or f"row {i + 1}" for i in range(len(online))]
+    width = max([len(f) for f in features] + [len("customer / terminal")])
+    cells = max([len(h) for h in heads] + [12])
+
+    def shown(value: object) -> str:
+        if value is None or (isinstance(value, float) and value != value):  # NaN
+            return "-"
+        if isinstance(value, float):  # 4 decimals at most: 0.0476, 25.9, 3
+            return f"{value:.4f}".rstrip("0").rstrip(".")
+        return str(value)
+
+    lines = [f"{'customer / terminal':<{width}}  " + "  ".join(f"{h:>{cells}}" for h in heads)]
+    for name in features:
+        values = "  ".join(f"{shown(v):>{cells}}" for v in online[name].tolist())
+        lines.append(f"{name:<{width}}  {values}")
+    return lines
 
 
 #: Score bands of the demo's chart (the last edge above 1 so that a score of 1 is counted).

@@ -1,5 +1,5 @@
-"""The demo's summary: its figures from the decisions and labels, and a chart a terminal shows
-without wrapping."""
+"""The demo's summary: its figures from the decisions and labels, and a chart and a feature
+table a terminal shows without wrapping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream.demo import BAR_WIDTH, SCORE_BANDS, score_chart, summarise
+from fraudstream.demo import BAR_WIDTH, SCORE_BANDS, feature_table, score_chart, summarise
+from fraudstream.features import MODEL_FEATURES, served_features
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +108,41 @@ def test_summary_counts_against_the_labels() -> None:
     assert out["throughput_per_s"] == round(5 / 4, 1)  # 5 decisions over 4 s, to 0.1/s
     chart = printed[printed.index(next(p for p in printed if "score distribution" in p)) + 1 :]
     assert "genuine (n=2)" in chart[0] and "fraud (n=3)" in chart[0]
+
+
+def test_feature_table_is_one_row_per_feature_in_the_models_order() -> None:
+    names = [f.name for f in served_features(MODEL_FEATURES)]
+    rng = np.random.default_rng(3)
+    online = pd.DataFrame(
+        {
+            "customer_id": [2402, 2175, 2496],
+            "terminal_id": [9701, 3256, 4524],
+            # Feast's column order is not the model's, and may change from run to run
+            **{n: rng.uniform(0, 100, 3) for n in reversed(names)},
+        }
+    )
+    online["customer_nb_tx_7d"] = [31, 14, 9]
+    online["terminal_fraud_run_age_d"] = [None, float("nan"), 1.5]
+    online["not_in_the_model"] = [1, 2, 3]
+    lines = feature_table(online, names)
+    assert lines[0].split() == [
+        "customer",
+        "/",
+        "terminal",
+        "2402",
+        "/",
+        "9701",
+        "2175",
+        "/",
+        "3256",
+        "2496",
+        "/",
+        "4524",
+    ]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert [line.split()[0] for line in lines[1:]] == [*names, "not_in_the_model"]
+    assert rows["customer_nb_tx_7d"] == ["31", "14", "9"]
+    assert rows["terminal_fraud_run_age_d"] == ["-", "-", "1.5"]
+    first = names[0]
+    assert [float(v) for v in rows[first]] == pytest.approx(online[first].tolist(), abs=5e-5)
+    assert max(len("  " + line) for line in lines) < 100  # as the demo prints it
