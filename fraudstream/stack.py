@@ -364,6 +364,14 @@ def _start_kafka(settings: Settings, state: StackState) -> None:
     log.info("kafka answers on %s after %.2fs", bootstrap, took)
 
 
+#: Said when ``up`` finds the local broker running in memory: its topics hold earlier runs'
+#: events, which a restart drops.
+LOCAL_BROKER_HISTORY_HINT = (
+    "  its topics keep earlier runs' events, and it answers more slowly as they fill",
+    '  (README, "Latency on the local broker"): `fraudstream stack down` first for an empty one',
+)
+
+
 def _alive(state: StackState | None, name: str) -> bool:
     return state is not None and name in state.processes and process_running(state.processes[name])
 
@@ -385,6 +393,8 @@ def up(settings: Settings) -> list[str]:
             )
         elif _alive(state, "kafka"):
             messages.append(f"kafka: already running on {state.kafka_bootstrap}")
+            if settings.stack.kafka_storage_engine.startswith("memory://"):
+                messages.extend(LOCAL_BROKER_HISTORY_HINT)
         else:
             _start_kafka(settings, state)
             messages.append(f"kafka: started on {state.kafka_bootstrap}")

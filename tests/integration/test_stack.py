@@ -13,7 +13,7 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from fraudstream.stack import ProcessInfo, free_port, process_running
+from fraudstream.stack import LOCAL_BROKER_HISTORY_HINT, ProcessInfo, free_port, process_running
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,8 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         second = run(["stack", "up"], tmp_path)
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
+        for line in LOCAL_BROKER_HISTORY_HINT:  # its latency depends on the topics' history
+            assert line in second.stdout
         again = status(tmp_path)
         assert {n: p["pid"] for n, p in again["processes"].items()} == {
             n: p["pid"] for n, p in info["processes"].items()
