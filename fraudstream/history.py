@@ -171,14 +171,25 @@ class CustomerHistory:
                 (i, members, version) for i, (members, version) in zip(stale, loaded, strict=True)
             ]
         if read:
-            # big-amount flags computed once, on read, for all at once: a cached state never
-            # needs them again (the API scores without updating, so it keeps what it read)
-            self.reads += len(read)
-            states = with_flags([unpack_entries(members) for _, members, _ in read])
-            for (i, _, version), state in zip(read, states, strict=True):
+            states = self._admit(
+                [customer_ids[i] for i, _, _ in read], [(m, v) for _, m, v in read]
+            )
+            for (i, _, _), state in zip(read, states, strict=True):
                 out[i] = state
-                self._remember(customer_ids[i], state, version)
         return [s if s is not None else CustomerState.empty() for s in out]
+
+    def _admit(
+        self, customer_ids: Sequence[str], loaded: Sequence[tuple[Sequence[bytes], int]]
+    ) -> list[CustomerState]:
+        """The states of ``customer_ids`` from their stored entries and versions (``loaded``),
+        now cached and counted as reads. Big-amount flags are computed here, once, for all
+        at once: a cached state never needs them again (the API scores without updating, so
+        it keeps what it read)."""
+        self.reads += len(customer_ids)
+        states = with_flags([unpack_entries(members) for members, _ in loaded])
+        for cid, state, (_, version) in zip(customer_ids, states, loaded, strict=True):
+            self._remember(cid, state, version)
+        return states
 
     def _load(self, customer_ids: Sequence[str]) -> list[tuple[Sequence[bytes], int]]:
         """Each customer's entries and version, read together (``MULTI``), so they match."""
@@ -201,18 +212,11 @@ class CustomerHistory:
         stored = (key[len(self.prefix) :].decode() for key in scan_keys(self.client, self.prefix))
         in_chunks(
             (c for c in stored if c not in self._cache),
-            self._warm,
+            lambda ids: self._admit(ids, self._load(ids)),
             lambda: self._cached_rows >= self.cache_rows or stop(),
             chunk,
         )
         return self.reads - before
-
-    def _warm(self, customer_ids: list[str]) -> None:
-        loaded = self._load(customer_ids)
-        states = with_flags([unpack_entries(members) for members, _ in loaded])
-        for cid, state, (_, version) in zip(customer_ids, states, loaded, strict=True):
-            self._remember(cid, state, version)
-        self.reads += len(customer_ids)
 
     # ------------------------------------------------------------ write
 
