@@ -29,8 +29,10 @@ are degraded). Then, in order:
    instead of ``streaming.app``'s (a0), and the per-event agent of Faust's documentation
    (a1: ``async for`` over the events, ``await Topic.send`` each, no micro-batches);
 3. the worker (``python -m fraudstream worker``, one process): twice ``--saturation`` events
-   pre-loaded the same way; "cold" saturation over the first half of its decisions (it reads
-   every customer's state from Redis once), "warm" over the second half (the figure compared
+   pre-loaded the same way; "cold" saturation over the first half of its decisions (a worker
+   just started: since its warm start, the states it cached while joining the group; before
+   it, every customer's state read from Redis once; the customer states its batches read are
+   reported), "warm" over the second half (the figure compared
    with the references; per-stage µs per event from the worker's own /metrics), then paced
    publishing at 1,000 and 3,000 events/s
    and, first, 200/s, below its capacity (``--warmup`` s, then ``--measure`` s each;
@@ -467,14 +469,15 @@ _WORKER_DECISIONS = re.compile(r'fraudstream_worker_decisions_total\{action="(\w
 _WORKER_COUNTERS = {
     "fraudstream_worker_consumed_total": "consumed",
     "fraudstream_worker_degraded_decisions_total": "degraded",
+    "fraudstream_worker_history_reads_total": "history_reads",
 }
 
 
 def parse_worker_metrics(text: str) -> dict[str, float]:
     """The worker's ``/metrics`` as flat numbers: ``sum:<stage>`` and ``count:<stage>`` of
     the stage histograms (ms), ``sum:age`` and ``count:age`` of the batch-age one, and
-    ``consumed`` (messages), ``action:<action>`` (decisions by action) and ``degraded``
-    (degraded decisions)."""
+    ``consumed`` (messages), ``action:<action>`` (decisions by action), ``degraded``
+    (degraded decisions) and ``history_reads`` (customer states read from Redis in batches)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if m := _WORKER_HISTOGRAM.match(line):
@@ -865,7 +868,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         alive = lambda: proc.poll() is None  # noqa: E731
         worker = saturation(reader, n_sat, started, alive, 300)
         worker["rss_after_saturation_mb"] = (sampler.samples[-1] / 2**20) if sampler.samples else 0
-        log(f"worker saturation (cold: every customer's state read from Redis): {worker}")
+        worker["history_reads"] = scrape_worker().get("history_reads")
+        log(f"worker saturation (just started: caches as its warm start left them): {worker}")
         # warm: the next n_sat events published at once while it runs (the publisher is
         # several times faster than the worker, so the worker is saturated again)
         # warm: the next n_sat pre-loaded events, every customer's state already in memory
@@ -948,6 +952,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "partitions": settings.kafka.partitions,
         "worker_saturation_ev_s": w,
         "worker_cold_saturation_ev_s": worker["ev_s"],
+        "worker_cold_history_reads": worker["history_reads"],
+        "worker_first_output_after_start_s": worker["first_output_after_start_s"],
         "worker_cold_over_bare": worker["ev_s"] / b,
         "bare_ev_s": b,
         "bare_producer_ev_s": bp,

@@ -227,9 +227,15 @@ def run_variant(
     argv = [sys.executable, "-m", "fraudstream", "worker", "--app-id", f"variant-{tag}"]
     out: dict[str, Any] = {"variant": label, "env": extra, **out_source}
     out["load_1m"] = os.getloadavg()[0]
+    started = time.time()
     with running(argv, ctx["work"] / f"worker-{tag}.log", env=env) as proc:
         alive = lambda: proc.poll() is None  # noqa: E731
-        bench.saturation(reader, sat, time.time(), alive, 300)  # cold: states read from Redis
+        # the first half: a worker just started (every state read from Redis, unless its
+        # warm start cached them while it joined the group)
+        cold = bench.saturation(reader, sat, started, alive, 300)
+        out["cold_ev_s"] = round(cold["ev_s"])
+        out["first_output_after_start_s"] = round(cold["first_output_after_start_s"], 2)
+        out["cold_history_reads"] = bench.scrape_worker().get("history_reads")
         before = bench.scrape_worker()
         procs = watched("worker", proc.pid, settings)
         commands_before = redis_commands(ctx["redis"])

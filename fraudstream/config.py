@@ -251,7 +251,7 @@ class ModelSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """The scoring worker's metrics and liveness endpoint."""
+    """The scoring worker's metrics and liveness endpoint, and its start."""
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(
@@ -263,6 +263,14 @@ class WorkerSettings(_Section):
         description="not live when a partition with lag has not committed for this long",
     )
     check_interval_s: float = Field(default=5.0, gt=0, le=600, description="liveness check period")
+    warm_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="at start, while the worker joins its consumer group, fill the terminal "
+        "and customer-state caches from Redis for at most this long (0: off; they then fill "
+        "as batches come); its first batch waits for the warm-up to end",
+    )
 
 
 class ApiSettings(_Section):

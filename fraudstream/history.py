@@ -205,18 +205,39 @@ class CustomerHistory:
         cache is full, every stored customer is in it, or ``stop()`` is true (asked after each
         chunk); returns how many were read. A process that has just started then scores a
         known customer as fast as one it has seen. Redis's ``SCAN`` order, not recency,
-        decides which customers come in when they do not all fit."""
+        decides which customers come in when they do not all fit. A customer whose stored
+        entries are not whole entries (a corrupt state) is left out and logged: scoring it
+        reads it, and fails for it alone, as without the warm-up."""
         if self.cache_rows <= 0:
             return 0
         before = self.reads
         stored = (key[len(self.prefix) :].decode() for key in scan_keys(self.client, self.prefix))
         in_chunks(
             (c for c in stored if c not in self._cache),
-            lambda ids: self._admit(ids, self._load(ids)),
+            self._admit_intact,
             lambda: self._cached_rows >= self.cache_rows or stop(),
             chunk,
         )
         return self.reads - before
+
+    def _admit_intact(self, customer_ids: Sequence[str]) -> None:
+        """Read and admit ``customer_ids``, but those whose entries are not whole entries."""
+        loaded = self._load(customer_ids)
+        size = ENTRY.itemsize
+        intact = [
+            k
+            for k, (members, _) in enumerate(loaded)
+            if sum(map(len, members)) == size * len(members)
+        ]
+        if len(intact) < len(loaded):
+            corrupt = sorted(set(range(len(loaded))) - set(intact))
+            log.warning(
+                "%d customer state(s) not warmed, their stored entries are not %d-byte entries: %s",
+                len(corrupt),
+                size,
+                ", ".join(customer_ids[k] for k in corrupt[:5]),
+            )
+        self._admit([customer_ids[k] for k in intact], [loaded[k] for k in intact])
 
     # ------------------------------------------------------------ write
 

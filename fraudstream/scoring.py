@@ -349,18 +349,23 @@ class Scorer:
                     "(run `fraudstream feast apply` with this model's feature repo)"
                 )
 
-    def warm(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> tuple[int, int]:
-        """Fill the caches from Redis for at most about ``seconds`` (the round trip under
-        way when they run out finishes): the terminals' rows first, then customers' states
-        (:meth:`CachedViewReader.warm`, :meth:`CustomerHistory.warm`). Returns how many
-        terminals and customers were read; raises ``redis.RedisError``. What is cached is
-        still checked against Redis on every call, so decisions are the same either way."""
+    def warm(
+        self,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> tuple[int, int]:
+        """Fill the caches from Redis for at most about ``seconds``, or until ``cancelled()``
+        (the round trip under way then finishes): the terminals' rows first, then customers'
+        states (:meth:`CachedViewReader.warm`, :meth:`CustomerHistory.warm`). Returns how
+        many terminals and customers were read; raises ``redis.RedisError``. What is cached
+        is still checked against Redis on every call, so decisions are the same either way."""
         if seconds <= 0:
             return 0, 0
         deadline = clock() + seconds
 
         def stop() -> bool:
-            return clock() >= deadline
+            return clock() >= deadline or cancelled()
 
         terminals = self.terminals.warm(stop) if self.terminal_features else 0
         customers = 0 if stop() else self.history.warm(stop)
@@ -625,6 +630,32 @@ class Scorer:
         )
         append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
         return PendingUpdate(self.history, customers, next_states, [append, *write], len(batch))
+
+
+def warm_caches(
+    scorer: Scorer, seconds: float, cancelled: Callable[[], bool] = lambda: False
+) -> None:
+    """Fill ``scorer``'s caches at a process's start (:meth:`Scorer.warm`) and log what it
+    read, so that a process just started scores a known customer as fast as a warm one.
+    Never raises: on a Redis error (or any other) it logs why and returns; the caches then
+    fill as the process scores, with the same decisions."""
+    if seconds <= 0:
+        return
+    started = time.perf_counter()
+    try:
+        terminals, customers = scorer.warm(seconds, cancelled=cancelled)
+    except redis.RedisError as exc:
+        log.warning("caches not warmed, Redis: %s", exc)
+        return
+    except Exception as exc:  # a start must not fail for want of a warm cache
+        log.warning("caches not warmed: %s: %s", type(exc).__name__, exc)
+        return
+    log.info(
+        "caches warmed in %.1f s: %d terminals, %d customers",
+        time.perf_counter() - started,
+        terminals,
+        customers,
+    )
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:

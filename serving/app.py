@@ -59,7 +59,7 @@ from fraudstream.decision import Decision, encode_record
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
-from fraudstream.scoring import Scorer
+from fraudstream.scoring import Scorer, warm_caches
 from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.batching import ScoringQueue
 
@@ -362,26 +362,6 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def warm_caches(scorer: Scorer, seconds: float) -> None:
-    """Fill the scorer's caches before the API listens (``api.warm_cache_s``), so that a
-    process just started answers a known customer as fast as a warm one; on a Redis error,
-    log it and start anyway (``/ready`` reports Redis; the caches fill as requests come)."""
-    if seconds <= 0:
-        return
-    started = time.perf_counter()
-    try:
-        terminals, customers = scorer.warm(seconds)
-    except redis.RedisError as exc:
-        log.warning("caches not warmed, Redis: %s", exc)
-        return
-    log.info(
-        "caches warmed in %.1f s: %d terminals, %d customers",
-        time.perf_counter() - started,
-        terminals,
-        customers,
-    )
 
 
 def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI:

@@ -20,6 +20,16 @@ load, one after the other): p50/p99 latency 167/880 ms in a thread, 105/285 ms o
 A batch blocks the loop for its duration (tens of ms); heartbeats are unaffected (the
 consumer thread sends them).
 
+Warm start. Faust starts its agents before the consumer joins the group, which takes
+seconds (``benchmarks/RESULTS.md``, "Faust worker start-to-ready"). The agent spends that
+time filling the scorer's caches from Redis, terminal rows first, then customer states
+(:func:`warm_up`, for at most ``worker.warm_cache_s``, default 5 s; 0: off), in a helper
+thread so that the join goes on; its first batch waits only for what is left of the
+warm-up. A restarted or added worker then does not read every customer's history on its
+first batches. Decisions are the same either way: the caches are checked against Redis on
+every batch. A warm-up that fails (Redis down, a corrupt state) is logged, and the worker
+starts with what it has.
+
 Commit after produce. Every decision and dead letter goes through an idempotent
 confluent-kafka producer (``acks=all``, :mod:`streaming.delivery`) and the agent awaits
 every message's delivery report before it finishes the batch; a failed send is retried,
@@ -78,6 +88,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -92,7 +103,7 @@ from fraudstream.decision import encode_record
 from fraudstream.metrics import WorkerMetrics, track_gc_pauses
 from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
-from fraudstream.scoring import PendingUpdate, Scorer
+from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
 from streaming.delivery import DeliveringProducer
 
@@ -381,6 +392,21 @@ class BatchProcessor:
             pending = [out for out, _ in failed]
 
 
+async def warm_up(scorer: Scorer, seconds: float) -> None:
+    """Fill ``scorer``'s caches from Redis for at most ``seconds``
+    (:func:`~fraudstream.scoring.warm_caches`) in a helper thread, so the event loop goes on
+    with Faust's start (the consumer group's join takes seconds) meanwhile. Never raises but
+    ``CancelledError``, which also tells the thread to stop after its round trip under way."""
+    if seconds <= 0:
+        return
+    cancelled = threading.Event()
+    try:
+        await asyncio.to_thread(warm_caches, scorer, seconds, cancelled.is_set)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 async def confirm_writes(pending: PendingUpdate, first_pause_s: float = RETRY_PAUSE_S) -> bool:
     """Wait for ``pending``'s replies; after a failure re-send the writes (idempotent), up
     to :data:`SETTLE_ATTEMPTS` tries in all with a growing pause. True once Redis confirmed
@@ -477,10 +503,14 @@ def register(
             log.error("worker not live: %s", "; ".join(state.stalled))
 
     size, within = settings.scoring.batch_size, settings.scoring.batch_timeout_s
+    warm_s = settings.worker.warm_cache_s
 
     async def score_transactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         # take_events is on faust.Stream, not (yet) on the StreamT interface
         assert isinstance(stream, faust.Stream)
+        # Faust starts its agents before the consumer joins the group: the caches fill
+        # while it joins, and the first batch waits only for what is left of the warm-up
+        await warm_up(scorer, warm_s)
         async for events in stream.take_events(size, within=within):
             batch = [incoming(event) for event in events]
             # Finish the batch even if the agent is cancelled meanwhile (a stop that skips

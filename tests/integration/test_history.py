@@ -7,6 +7,7 @@ histories another writer changed (and only then, in a second one).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,3 +130,23 @@ def test_warm_reads_stored_customers_until_full_or_told_to_stop(redis_url: str) 
     full.warm(lambda: False, chunk=2)
     assert full.reads == 2 and len(full._cache) == 2
     assert CustomerHistory(client, namespace, cache_rows=0).warm(lambda: False) == 0
+
+
+def test_warm_leaves_out_a_corrupt_state_and_reads_the_rest(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis_client(redis_url, Settings())
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    writer = CustomerHistory(client, namespace)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    customers = [f"c{i}" for i in range(6)]
+    writer.append(pd.concat([_events(c, 3, start, c) for c in customers], ignore_index=True))
+    client.zadd(writer.prefix + b"broken", {b"short": 1})  # not a 24-byte entry
+
+    warm = CustomerHistory(client, namespace)
+    with caplog.at_level(logging.WARNING):
+        assert warm.warm(lambda: False, chunk=4) == 6
+    assert sorted(warm._cache) == customers
+    assert "1 customer state(s) not warmed" in caplog.text and "broken" in caplog.text
+    with pytest.raises(ValueError):  # scoring it still reads it, and fails for it alone
+        _read(warm, ["broken"])

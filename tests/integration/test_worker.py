@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -174,6 +175,11 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
     scorer.history.client.zadd(scorer.history.prefix + b"poison-customer", {b"short": 1})
     # transactions delivered twice (a producer retry): each copy decided, with one score
     duplicated = list(new["transaction_id"].astype(str).iloc[[5, 6, 250]])
+    # customers with a stored state: the warm start caches them, so no batch reads them
+    customers = sorted(set(new["customer_id"].astype(str)))
+    client = scorer.history.client
+    unstored = [c for c in customers if not client.exists(scorer.history.prefix + c.encode())]
+    assert 2 * len(unstored) + 2 < len(customers)  # so the read count below tells
 
     with socket.socket() as probe:  # a free port for the worker's metrics
         probe.bind(("127.0.0.1", 0))
@@ -302,6 +308,17 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         assert samples['fraudstream_worker_dead_letters_total{error_type="scoring_failed"}'] == 1
         for stage in ("decode", "features", "model", "update", "produce", "batch"):
             assert samples[f'fraudstream_worker_stage_duration_ms_count{{stage="{stage}"}}'] > 0
+        # warm start: every intact stored state was read before the first batch; the batches
+        # read only the customers with none, and the corrupt one (left out, logged), which its
+        # batch read and its one-by-one retry read again (with any stateless customer of
+        # that batch: its failed read is counted too)
+        text_log = log.read_text()
+        warmed = re.search(r"caches warmed in [\d.]+ s: (\d+) terminals, (\d+) customers", text_log)
+        assert warmed is not None, worker_log()
+        assert int(warmed[2]) >= len(customers) - len(unstored)
+        assert "not warmed" in text_log and "poison-customer" in text_log
+        reads = samples["fraudstream_worker_history_reads_total"]
+        assert len(unstored) + 2 <= reads <= 2 * len(unstored) + 2, (reads, len(unstored))
         live = json.loads(urllib.request.urlopen(f"{base}/live", timeout=5).read())
         assert live["live"] is True
 

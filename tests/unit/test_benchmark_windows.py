@@ -54,9 +54,11 @@ def test_the_worker_metrics_are_read_as_the_worker_renders_them() -> None:
         metrics.decisions.inc(action)
     for _ in range(4):
         metrics.degraded.inc()
+    metrics.history_reads.inc(amount=9)
     flat = parse_worker_metrics(metrics.render().decode())
     assert flat == {
         "consumed": 37.0,
+        "history_reads": 9.0,
         "action:approve": 33.0,
         "action:review": 3.0,
         "action:decline": 1.0,

@@ -80,7 +80,7 @@ class StubScorer:
         self.warmed: list[tuple[float, int]] = []  # (seconds, scoring calls made before)
         self.warm_error = warm_error
 
-    def warm(self, seconds: float) -> tuple[int, int]:
+    def warm(self, seconds: float, cancelled: Any = None) -> tuple[int, int]:
         self.warmed.append((seconds, len(self.calls)))
         if self.warm_error is not None:
             raise self.warm_error
@@ -306,12 +306,21 @@ def test_the_caches_are_warmed_once_before_the_first_request(
     assert off.warmed == []
 
 
-def test_the_api_starts_unwarmed_when_redis_fails(caplog: pytest.LogCaptureFixture) -> None:
-    stub = StubScorer(warm_error=redis.ConnectionError("refused"))
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (redis.ConnectionError("refused"), "caches not warmed, Redis: refused"),
+        (ValueError("bad entry"), "caches not warmed: ValueError: bad entry"),
+    ],
+)
+def test_the_api_starts_unwarmed_when_the_warm_up_fails(
+    caplog: pytest.LogCaptureFixture, error: Exception, logged: str
+) -> None:
+    stub = StubScorer(warm_error=error)
     with caplog.at_level(logging.WARNING), client_for(stub, settings()) as c:
         assert c.get("/health").status_code == 200
         assert c.post("/v1/score", json=EVENT).status_code == 200
-    assert len(stub.warmed) == 1 and "caches not warmed, Redis: refused" in caplog.text
+    assert len(stub.warmed) == 1 and logged in caplog.text
 
 
 def test_ready_is_503_with_the_reason_when_redis_refuses(client: TestClient) -> None:
