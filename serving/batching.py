@@ -18,7 +18,11 @@ change their result:
   earlier batch request or of a request with the other ``update`` flag.
 
 Customers do not interact in the feature kernel, so each coalesced transaction gets exactly
-the decision it would get alone.
+the decision it would get alone. If a coalesced call fails (one customer's stored state is
+corrupt, say), each of its requests is scored again in a call of its own, so only the
+request at fault fails. With ``update``, a retried transaction is a replay of the failed
+call's, should that call have written its state: the same features and score
+(:mod:`fraudstream.scoring`).
 """
 
 from __future__ import annotations
@@ -91,6 +95,20 @@ class ScoringQueue(Generic[R]):
         self._wakeup.set()
         return await future
 
+    def _call(self, events: Sequence[TransactionEvent], update: bool) -> list[R]:
+        if self._on_call is not None:
+            self._on_call(len(events))
+        return self._score(events, update)
+
+    def _alone(self, job: _Job[R]) -> None:
+        """Score ``job`` in a call of its own and settle its future either way."""
+        if job.future.done():  # its client went away meanwhile
+            return
+        try:
+            job.future.set_result(self._call(job.events, job.update))
+        except Exception as exc:
+            job.future.set_exception(exc)
+
     def _next_group(self) -> list[_Job[R]]:
         head = self._pending.popleft()
         if not head.single:
@@ -122,14 +140,21 @@ class ScoringQueue(Generic[R]):
                     continue
                 events = [event for job in group for event in job.events]
                 update = group[0].update
-                if self._on_call is not None:
-                    self._on_call(len(events))
                 try:
-                    decisions = self._score(events, update)
+                    decisions = self._call(events, update)
                 except Exception as exc:
-                    for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                    if len(group) == 1:
+                        if not group[0].future.done():
+                            group[0].future.set_exception(exc)
+                    else:  # one request must not fail the others it was coalesced with
+                        log.warning(
+                            "a call of %d coalesced requests failed (%s: %s); scoring each alone",
+                            len(group),
+                            type(exc).__name__,
+                            exc,
+                        )
+                        for job in group:
+                            self._alone(job)
                     continue
                 start = 0
                 for job in group:

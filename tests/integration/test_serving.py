@@ -12,6 +12,7 @@ test stops and starts again on the same port (the session's shared Redis is neve
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -325,3 +326,27 @@ def test_serve_refuses_a_tampered_model(world: World, tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "refusing to start" in done.stderr and "SHA-256" in done.stderr
+
+
+def test_a_corrupt_customer_state_fails_only_its_own_requests(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = world.settings
+    endpoints = resolve_endpoints(settings)
+    scorer = build_scorer(settings, endpoints)
+    corrupt = f"corrupt-{uuid.uuid4().hex[:8]}"
+    key = scorer.history.prefix + corrupt.encode()
+    scorer.history.client.zadd(key, {b"short": 1})  # not a 24-byte entry
+    try:
+        app = create_app(settings, scorer, redis_url=endpoints.redis_url)
+        # the warm-up meets the corrupt state: the API starts all the same (it once did not)
+        with caplog.at_level(logging.WARNING), TestClient(app) as client:
+            body = payloads(world.new.iloc[[0]])[0]
+            bad = client.post("/v1/score", json={**body, "customer_id": corrupt})
+            assert bad.status_code == 500 and bad.json() == {"detail": "internal error"}
+            good = client.post("/v1/score", json=body)
+            assert good.status_code == 200, good.text
+            assert client.get("/ready").status_code == 200
+        assert "customer state(s) not warmed" in caplog.text and corrupt in caplog.text
+    finally:
+        scorer.history.client.delete(key)

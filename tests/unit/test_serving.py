@@ -481,7 +481,7 @@ def test_queue_never_coalesces_one_customer() -> None:
     assert [ids for ids, _ in calls] == [["x0"], ["x1"], ["x2"], ["x3"]]
 
 
-def test_queue_failure_reaches_every_request_of_the_call() -> None:
+def test_every_request_that_fails_gets_the_error_and_the_queue_goes_on() -> None:
     def score(events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
         raise ValueError("boom")
 
@@ -502,6 +502,44 @@ def test_queue_failure_reaches_every_request_of_the_call() -> None:
 
     results = asyncio.run(main())
     assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_a_request_that_fails_a_coalesced_call_fails_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[list[str]] = []
+    first = threading.Event()
+
+    def score(events: Sequence[TransactionEvent], update: bool) -> list[Decision]:
+        calls.append([e.transaction_id for e in events])
+        first.wait(5)  # hold the first call until everything is queued
+        if any(e.customer_id == "corrupt" for e in events):
+            raise ValueError("buffer size must be a multiple of element size")
+        return [decision_for(e) for e in events]
+
+    async def main() -> list[Any]:
+        queue = ScoringQueue(score, max_coalesce=10)
+        queue.start()
+        tasks = [
+            asyncio.create_task(queue.score([event(tx, customer)], False, single=True))
+            for tx, customer in [("t0", "A"), ("t1", "B"), ("t2", "corrupt"), ("t3", "C")]
+        ]
+        await asyncio.sleep(0.05)
+        first.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await queue.stop()
+        return results
+
+    with caplog.at_level(logging.WARNING):
+        results = asyncio.run(main())
+    assert calls == [["t0", "t1", "t2", "t3"], ["t0"], ["t1"], ["t2"], ["t3"]]
+    assert [r[0].transaction_id for r in results if not isinstance(r, BaseException)] == [
+        "t0",
+        "t1",
+        "t3",
+    ]
+    assert isinstance(results[2], ValueError)
+    assert "a call of 4 coalesced requests failed (ValueError" in caplog.text
 
 
 def test_queue_refuses_work_when_not_started() -> None:
