@@ -868,12 +868,10 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         alive = lambda: proc.poll() is None  # noqa: E731
         worker = saturation(reader, n_sat, started, alive, 300)
         worker["rss_after_saturation_mb"] = (sampler.samples[-1] / 2**20) if sampler.samples else 0
-        worker["history_reads"] = scrape_worker().get("history_reads")
+        scrape_before = scrape_worker()  # the first half's end, the second half's start
+        worker["history_reads"] = scrape_before.get("history_reads")
         log(f"worker saturation (just started: caches as its warm start left them): {worker}")
-        # warm: the next n_sat events published at once while it runs (the publisher is
-        # several times faster than the worker, so the worker is saturated again)
         # warm: the next n_sat pre-loaded events, every customer's state already in memory
-        scrape_before = scrape_worker()
         reader.drain(2 * n_sat, 300, alive)
         scrape_after = scrape_worker()
         stamps = np.sort(np.asarray(reader.stamps[n_sat : 2 * n_sat], dtype=np.int64))

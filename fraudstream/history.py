@@ -224,20 +224,19 @@ class CustomerHistory:
         """Read and admit ``customer_ids``, but those whose entries are not whole entries."""
         loaded = self._load(customer_ids)
         size = ENTRY.itemsize
-        intact = [
-            k
-            for k, (members, _) in enumerate(loaded)
-            if sum(map(len, members)) == size * len(members)
-        ]
-        if len(intact) < len(loaded):
-            corrupt = sorted(set(range(len(loaded))) - set(intact))
+        whole = [sum(map(len, members)) == size * len(members) for members, _ in loaded]
+        corrupt = [cid for cid, ok in zip(customer_ids, whole, strict=True) if not ok]
+        if corrupt:
             log.warning(
                 "%d customer state(s) not warmed, their stored entries are not %d-byte entries: %s",
                 len(corrupt),
                 size,
-                ", ".join(customer_ids[k] for k in corrupt[:5]),
+                ", ".join(corrupt[:5]),
             )
-        self._admit([customer_ids[k] for k in intact], [loaded[k] for k in intact])
+        self._admit(
+            [cid for cid, ok in zip(customer_ids, whole, strict=True) if ok],
+            [entry for entry, ok in zip(loaded, whole, strict=True) if ok],
+        )
 
     # ------------------------------------------------------------ write
 
