@@ -26,8 +26,9 @@ are degraded). Then, in order:
    awaiting each delivery like the worker, as a subprocess of this script; saturation:
    ``--saturation`` events are in its input topic before it starts; then, for context, the
    same with the worker's output producer (a'), with Faust's own consumer drain loop
-   instead of ``streaming.app``'s (a0), and the per-event agent of Faust's documentation
-   (a1: ``async for`` over the events, ``await Topic.send`` each, no micro-batches);
+   instead of ``streaming.app``'s (a0), the per-event agent of Faust's documentation
+   (a1: ``async for`` over the events, ``await Topic.send`` each, no micro-batches), and (a)
+   with the worker's own intake (a2: ``streaming.intake`` instead of ``take_events``);
 3. the worker (``python -m fraudstream worker``, one process): twice ``--saturation`` events
    pre-loaded the same way; "cold" saturation over the first half of its decisions (a worker
    just started: since its warm start, the states it cached while joining the group; before
@@ -107,7 +108,9 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
     (a race per message) instead of ``streaming.app``'s (a race per fetch), for context (a0);
     "each": the per-event agent of Faust's documentation, ``async for`` over the stream's
     events and ``await Topic.send`` for each, without micro-batches or waiting for delivery
-    (Faust's producer sends in the background), for context (a1).
+    (Faust's producer sends in the background), for context (a1); "bulk": as "topic", with
+    the worker's intake (:func:`streaming.intake.intake`) instead of ``take_events``, for
+    context (a2).
     """
     import asyncio
 
@@ -162,7 +165,22 @@ def bare_agent_main(app_id: str, mode: str = "topic") -> None:
                 await asyncio.gather(*(send(e) for e in events))
             yield None
 
-    agent = forward_each if mode == "each" else forward
+    async def forward_bulk(stream: faust.StreamT[bytes]) -> Any:
+        from streaming.intake import intake
+
+        assert isinstance(stream, faust.Stream)
+        batches = intake(stream, size, within)
+        try:
+            while not batches.ended:
+                events = await batches.take()
+                if events:
+                    await asyncio.gather(*(send(e) for e in events))
+                    batches.ack(events)
+                    yield None
+        finally:
+            await batches.close()
+
+    agent = {"each": forward_each, "bulk": forward_bulk}.get(mode, forward)
     app.agent(source, name="bare-forward", concurrency=1)(agent)
     faust.Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
@@ -812,8 +830,15 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
 
     tag = uuid.uuid4().hex[:6]
     work_topics = {"in": f"tx-{tag}", "out": f"decisions-{tag}", "dlq": f"tx-{tag}.dlq"}
-    # each bare agent's topics: (a) "topic", (a') "producer", (a0) "stock", (a1) "each"
-    prefixes = {"topic": "bare", "producer": "barep", "stock": "bares", "each": "baree"}
+    # each bare agent's topics: (a) "topic", (a') "producer", (a0) "stock", (a1) "each",
+    # (a2) "bulk"
+    prefixes = {
+        "topic": "bare",
+        "producer": "barep",
+        "stock": "bares",
+        "each": "baree",
+        "bulk": "bareb",
+    }
     bare_modes = [
         (mode, {role: f"{prefix}-{role}-{tag}" for role in ("in", "out", "dlq")})
         for mode, prefix in prefixes.items()
@@ -831,7 +856,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     log(f"pre-loaded {n_sat:,} events for each bare agent, {2 * n_sat:,} for the worker")
 
     # (a) bare agent, saturation: Faust's Topic.send, then (a') the worker's producer path,
-    # then (a0) Faust's own drain loop, then (a1) the per-event agent
+    # then (a0) Faust's own drain loop, then (a1) the per-event agent, then (a2) the
+    # worker's intake
     script = [sys.executable, str(Path(__file__).resolve())]
     bares: dict[str, dict[str, Any]] = {}
     for mode, topics in bare_modes:
@@ -844,7 +870,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         reader.close()
         log(f"bare ({mode}): {bares[mode]}")
     bare, bare_producer, bare_stock = bares["topic"], bares["producer"], bares["stock"]
-    bare_each = bares["each"]
+    bare_each, bare_bulk = bares["each"], bares["bulk"]
 
     # the paced phases, (rate, events, warm-up events), for the floor and then the worker
     offset, phases = 2 * n_sat, []
@@ -926,6 +952,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     )
     w, b, nv, nx = warm_sat["ev_s"], bare["ev_s"], naive["ev_s"], naive_xgb["ev_s"]
     bp, bs, be = bare_producer["ev_s"], bare_stock["ev_s"], bare_each["ev_s"]
+    bb = bare_bulk["ev_s"]
     p99_1k = latency.get("1000", {}).get("p99_ms")
     met = {
         "worker_vs_bare_>=0.70": bool(w / b >= TARGETS["vs_bare"]),
@@ -960,6 +987,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         "worker_over_bare_stock": w / bs,
         "bare_each_ev_s": be,
         "worker_over_bare_each": w / be,
+        "bare_bulk_ev_s": bb,
+        "worker_over_bare_bulk": w / bb,
         "naive_ev_s": nv,
         "worker_over_bare": w / b,
         "worker_over_naive": w / nv,
@@ -1001,6 +1030,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"| (a') bare agent, worker's producer path (ev/s) | {f(r['bare_producer_ev_s'])} | | |")
     print(f"| (a0) bare agent, Faust's own drain loop (ev/s) | {f(r['bare_stock_ev_s'])} | | |")
     print(f"| (a1) per-event Faust agent (ev/s) | {f(r['bare_each_ev_s'])} | | |")
+    print(f"| (a2) bare agent, worker's intake (ev/s) | {f(r['bare_bulk_ev_s'])} | | |")
     print(f"| (b) naive Feast + predict per event (ev/s) | {f(r['naive_ev_s'])} | | |")
     print(
         f"| (b') the same with XGBoost's DMatrix + predict (ev/s) "
@@ -1012,6 +1042,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"| worker / (a') | {r['worker_over_bare_producer']:.2f} | | |")
     print(f"| worker / (a0) | {r['worker_over_bare_stock']:.2f} | | |")
     print(f"| worker / (a1) | {r['worker_over_bare_each']:.2f} | | |")
+    print(f"| worker / (a2) | {r['worker_over_bare_bulk']:.2f} | | |")
     print(
         f"| worker / naive | {r['worker_over_naive']:.1f}× | >= 10× | {m['worker_vs_naive_>=10']} |"
     )

@@ -32,9 +32,10 @@ worker, they give the issue's ratios worker / (a) and worker / (b) as several pa
 minutes apart, not one pair, since the host's speed moves by 25 % or more within minutes
 (``RESULTS.md``). Each worker's warm throughput is divided by the mean of the nearest run of
 the reference before it and after it in the order given, and the summary line gives every
-such ratio and their median. ``bare1`` runs the per-event agent (a1) instead, for context
+such ratio and their median. For context, ``bare1`` runs the per-event agent (a1) instead
 (Faust's documented form: ``async for`` over the events, ``await Topic.send`` each, no
-micro-batches); the issue's target reads against ``bare``:
+micro-batches), and ``bare2`` reference (a) with the worker's own intake (a2:
+``streaming.intake`` instead of ``take_events``); the issue's target reads against ``bare``:
 
     .venv/bin/python benchmarks/streaming_variants.py --saturation 10000 --rates \
         --variant bare --variant naive --variant cur --variant bare --variant naive \
@@ -128,12 +129,17 @@ def fresh_topics(ctx: dict[str, Any], template: dict[str, str]) -> tuple[dict[st
 
 #: The bare agents a label runs: ``benchmarks/streaming.py``'s ``--bare-mode``, the
 #: reference's name, and the key of its throughput in a result.
-BARE_MODES = {"bare": ("topic", "a", "saturation_ev_s"), "bare1": ("each", "a1", "each_ev_s")}
+BARE_MODES = {
+    "bare": ("topic", "a", "saturation_ev_s"),
+    "bare1": ("each", "a1", "each_ev_s"),
+    "bare2": ("bulk", "a2", "bulk_ev_s"),
+}
 
 
 def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
-    """Reference (a) (label ``bare``), or the per-event agent (a1) (label ``bare1``),
-    saturated on a fresh topic of ``--saturation`` pre-loaded events."""
+    """Reference (a) (label ``bare``), the per-event agent (a1) (label ``bare1``) or (a) with
+    the worker's intake (a2) (label ``bare2``), saturated on a fresh topic of
+    ``--saturation`` pre-loaded events."""
     from fraudstream.publish import publish_events
     from fraudstream.stack import running
 
@@ -342,8 +348,9 @@ def main() -> None:
             bench.log(json.dumps(result))
             results.append(result)
     summary: dict[str, Any] = {}
-    # bare1 (a1) is context: the issue's target reads against bare (a)
-    for label, target in (("bare", "vs_bare"), ("bare1", "vs_bare"), ("naive", "vs_naive")):
+    # bare1 (a1) and bare2 (a2) are context: the issue's target reads against bare (a)
+    pairs = (("bare", "vs_bare"), ("bare1", "vs_bare"), ("bare2", "vs_bare"), ("naive", "vs_naive"))
+    for label, target in pairs:
         ratios = ratios_to(results, REFERENCES[label])
         if ratios:
             summary[f"worker_vs_{label}"] = {

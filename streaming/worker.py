@@ -4,12 +4,12 @@ Thin wiring around the scoring core. :func:`register` defines one agent (concurr
 scale with partitions and workers) on the transactions topic, read as raw bytes, in
 micro-batches of ``settings.scoring.batch_size`` events or ``batch_timeout_s`` seconds.
 
-Micro-batches and offsets. ``Stream.take`` yields only the values; the agent uses
-``Stream.take_events`` (faust-streaming 0.15), which yields the buffered
-:class:`faust.Event` objects, so each message's original bytes, key, partition, offset
-and Kafka timestamp are at hand (``event.message``). ``take_events`` acks the batch's
-events only when the agent asks for the next batch, that is after the loop body below
-has returned; Faust commits acked offsets only.
+Micro-batches and offsets. The agent takes :class:`faust.Event` objects from its stream's
+channel in bulk (:mod:`streaming.intake`: the batches of ``Stream.take_events``, without
+its cost per message), so each message's original bytes, key, partition, offset and Kafka
+timestamp are at hand (``event.message``). It acks a batch's events only once the batch is
+handled and its outputs delivered; Faust commits acked offsets only. A batch that could
+not even be dead-lettered stays unacked.
 
 Scoring runs on the event loop, not in a thread. Faust's consumer already runs aiokafka
 in a thread of its own; a scoring thread beside it and the event loop made three threads
@@ -106,6 +106,7 @@ from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
 from streaming.delivery import DeliveringProducer
+from streaming.intake import intake
 
 log = logging.getLogger(__name__)
 
@@ -506,28 +507,34 @@ def register(
     warm_s = settings.worker.warm_cache_s
 
     async def score_transactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        # take_events is on faust.Stream, not (yet) on the StreamT interface
-        assert isinstance(stream, faust.Stream)
+        assert isinstance(stream, faust.Stream)  # the intake reads faust.Stream's books
         # Faust starts its agents before the consumer joins the group: the caches fill
         # while it joins, and the first batch waits only for what is left of the warm-up
         await warm_up(scorer, warm_s)
-        async for events in stream.take_events(size, within=within):
-            batch = [incoming(event) for event in events]
-            # Finish the batch even if the agent is cancelled meanwhile (a stop that skips
-            # Faust's wait for streams): take_events acks the batch on the way out, so it
-            # must not be acked with its outputs unsent.
-            work = asyncio.ensure_future(handle(batch))
-            cancelled = False
-            while not work.done():
-                try:
-                    await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    cancelled = True
-            if cancelled:
-                raise asyncio.CancelledError
-            work.result()  # a failure to even dead-letter the batch stops here, unacked
-            log.debug("batch of %d message(s) done", len(batch))
-            yield None
+        batches = intake(stream, size, within)
+        try:
+            while not (stream.should_stop or batches.ended):
+                events = await batches.take()
+                if not events:  # the stream ended
+                    break
+                batch = [incoming(event) for event in events]
+                # Finish the batch even if the agent is cancelled meanwhile (a stop that
+                # skips Faust's wait for streams), then ack it: never acked unsent
+                work = asyncio.ensure_future(handle(batch))
+                cancelled = False
+                while not work.done():
+                    try:
+                        await asyncio.shield(work)
+                    except asyncio.CancelledError:
+                        cancelled = True
+                work.result()  # a failure to even dead-letter the batch stops here, unacked
+                batches.ack(events)
+                if cancelled:
+                    raise asyncio.CancelledError
+                log.debug("batch of %d message(s) done", len(batch))
+                yield None
+        finally:
+            await batches.close()
 
     async def handle(batch: list[Incoming]) -> None:
         try:
