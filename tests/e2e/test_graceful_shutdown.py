@@ -11,9 +11,9 @@ Why no change to the worker is needed (faust-streaming 0.15): on SIGTERM ``Worke
 the app, and ``App.on_stop`` first stops the consumer's flow (messages not yet handed to the
 stream are skipped, never acked), then ``Consumer.wait_empty`` (``stream_wait_empty``, True by
 default and not overridden by ``create_app``) waits until every message handed to a stream is
-acked, committing as it goes. ``take_events`` acks a batch only when the agent asks for the next
-one, after the loop body returned with every output delivered. Only then are the agents stopped
-(their task cancelled while idle in ``take_events``) and the consumer commits once more.
+acked, committing as it goes. The agent acks a batch (``streaming.intake``) only once it is
+handled, every output delivered. Only then are the agents stopped (their task cancelled while
+idle, waiting for the next batch) and the consumer commits once more.
 """
 
 from __future__ import annotations
