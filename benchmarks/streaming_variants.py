@@ -15,7 +15,8 @@ Variants run one after the other in the order given; repeat one (``--variant a -
         --variant "timeout 50 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.05" \
         --variant "timeout 10 ms:FRAUDSTREAM_SCORING__BATCH_TIMEOUT_S=0.01"
 
-A variant is ``label`` or ``label:NAME=VALUE,NAME=VALUE``. ``label@DIR`` runs that variant's
+A variant is ``label`` or ``label:NAME=VALUE,NAME=VALUE`` (the environment also reaches a
+reference's agent: ``bare:FRAUDSTREAM_SCORING__BATCH_SIZE=1000``). ``label@DIR`` runs that variant's
 worker from another source tree (a ``git worktree`` of another commit: its ``fraudstream``
 and ``streaming`` packages come first on the worker's ``PYTHONPATH``), so two commits are
 compared side by side on one world:
@@ -136,7 +137,9 @@ BARE_MODES = {
 }
 
 
-def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+def run_bare(
+    label: str, extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
+) -> dict[str, Any]:
     """Reference (a) (label ``bare``), the per-event agent (a1) (label ``bare1``) or (a) with
     the worker's intake (a2) (label ``bare2``), saturated on a fresh topic of
     ``--saturation`` pre-loaded events."""
@@ -151,11 +154,12 @@ def run_bare(label: str, args: argparse.Namespace, ctx: dict[str, Any]) -> dict[
     res = publish_events(new.iloc[:sat], kafka=kafka, bootstrap=bootstrap, topic=topics["in"])
     assert res.delivered == sat, res.summary()
     reader = bench.Reader(settings, bootstrap, topics["out"])
-    env = bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}")
+    env = {**bench.env_for(settings, topics, ctx["work"] / f"stack-{tag}"), **extra}
     argv = [sys.executable, str(ROOT / "benchmarks" / "streaming.py")]
     mode, reference, key = BARE_MODES[label]
     argv += ["--bare-agent", f"bare-{tag}", "--bare-mode", mode]
-    out: dict[str, Any] = {"variant": label, "reference": reference, "load_1m": os.getloadavg()[0]}
+    out: dict[str, Any] = {"variant": label, "reference": reference, "env": extra}
+    out["load_1m"] = os.getloadavg()[0]
     with running(argv, ctx["work"] / f"bare-{tag}.log", env=env) as proc:
         procs = watched("bare", proc.pid, settings)
         alive = lambda: proc.poll() is None  # noqa: E731
@@ -340,7 +344,7 @@ def main() -> None:
         results = []
         for label, extra in variants:
             if label in BARE_MODES:
-                result = run_bare(label, args, ctx)
+                result = run_bare(label, extra, args, ctx)
             elif label == "naive":
                 result = run_naive(label, args, ctx)
             else:
