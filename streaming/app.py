@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import faust
+from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -62,10 +63,30 @@ def group_timeouts(session_timeout_ms: int) -> dict[str, float]:
     }
 
 
+#: How long the drain loop waits for fetched records while a partition is held back because
+#: its stream buffer is full (Faust: 1 s). A held-back partition is fetched again once its
+#: buffer is down to 40 % of ``stream_buffer_maxsize`` (1,638 events by default, about 0.15 s
+#: of the worker's work at saturation), so this wait ends before the buffer runs dry.
+HELD_BACK_FETCH_WAIT_S = 0.05
 #: Faust's drain loop yields to the event loop after this many messages of one fetch.
 YIELD_EVERY = 100
 #: SHA-256 of the source of the Faust drain loop :class:`_Consumer` mirrors (0.15.3's).
 FAUST_DRAIN_LOOP_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+#: SHA-256 of the source of Faust's ``Consumer._wait_next_records`` (0.15.3's), whose wait
+#: while every partition's stream buffer is full :class:`_Consumer` replaces.
+FAUST_WAIT_NEXT_RECORDS_SHA256 = "6218e1969a636b3ff504ad1b8e7ad58a113572e43d746cc96d684ed5153032c6"
+
+
+@functools.cache
+def mirrors_faust_wait_next_records() -> bool:
+    """Whether the installed Faust's ``Consumer._wait_next_records`` is the one replaced here."""
+    try:
+        source = inspect.getsource(faust_consumer.Consumer._wait_next_records)
+    except (OSError, TypeError):  # no source to compare: assume it changed
+        return False
+    return hashlib.sha256(source.encode()).hexdigest() == FAUST_WAIT_NEXT_RECORDS_SHA256
 
 
 @functools.cache
@@ -105,7 +126,45 @@ class _Consumer(aiokafka_driver.Consumer):
 
     The loop mirrors faust-streaming 0.15.3's. Should the installed Faust's loop differ from
     that one (:data:`FAUST_DRAIN_LOOP_SHA256`), Faust's own runs instead, with a warning.
+
+    Held-back partitions. Faust stops fetching a partition whose stream buffer is under
+    pressure (``on_buffer_full``, at 80 % of ``stream_buffer_maxsize``) and fetches it again
+    once the stream has taken the buffer down to 40 % (``on_buffer_drop``). Faust then waits
+    for records in two ways that do not end when that buffer drains, so a worker on a backlog
+    ran out of events and idled: ``getmany`` waits up to 1 s for records of the other
+    partitions (19 % of the worker's time over 30,000 events; ``benchmarks/RESULTS.md``,
+    "the worker's intake"), and with no partition left to fetch it sleeps 1 s. Here the first
+    wait is :data:`HELD_BACK_FETCH_WAIT_S` while a partition is held back, and the second ends
+    as soon as a buffer drains (:meth:`_wait_next_records`).
     """
+
+    _buffer_drained: asyncio.Event | None = None
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """Faust's (the partition is fetched again), and wake a drain loop waiting for it."""
+        super().on_buffer_drop(tp)
+        if self._buffer_drained is not None:
+            self._buffer_drained.set()
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:
+        """Faust's, but with every partition held back (a worker with one partition, say),
+        wait for a stream buffer to drain, up to the second Faust sleeps whatever happens.
+        With another Faust (:data:`FAUST_WAIT_NEXT_RECORDS_SHA256`), Faust's own."""
+        if (
+            self.flow_active
+            and not self.app.client_only
+            and not self._get_active_partitions()
+            and mirrors_faust_wait_next_records()
+        ):
+            if self._buffer_drained is None:
+                self._buffer_drained = asyncio.Event()
+            drained = self._buffer_drained
+            drained.clear()
+            self.not_waiting_next_records.set()
+            if not self._get_active_partitions():  # none drained meanwhile
+                await self.wait_first(drained.wait(), timeout=1.0)  # or the consumer stops
+            return {}, self._get_active_partitions()
+        return await super()._wait_next_records(timeout)
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -122,7 +181,13 @@ class _Consumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                fetched = self.getmany(timeout=1.0)
+                # Faust waits up to 1 s here. While a partition is held back (its stream
+                # buffer full), a wait that finds nothing for the other partitions does not end
+                # when that buffer drains: on a backlog the worker ran out of events and idled
+                # for most of that second. So wait less while one is held back.
+                fetched = self.getmany(
+                    timeout=HELD_BACK_FETCH_WAIT_S if self._buffered_partitions else 1.0
+                )
                 # Faust's own pause: getmany can return at once, again and again
                 await self.sleep(0)
                 if not self.should_stop:

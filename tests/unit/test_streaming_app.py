@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
 import streaming.app as streaming_app
 from fraudstream.config import Settings
-from streaming.app import YIELD_EVERY, _Consumer, create_app, mirrors_faust_drain_loop
+from streaming.app import (
+    HELD_BACK_FETCH_WAIT_S,
+    YIELD_EVERY,
+    _Consumer,
+    create_app,
+    mirrors_faust_drain_loop,
+    mirrors_faust_wait_next_records,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +98,95 @@ def test_drain_hands_every_message_of_every_fetch_over_in_order() -> None:
     offsets = asyncio.run(scenario())
     assert seen == [(tp.partition, m.offset) for tp, m in first] + [(0, n)]
     assert offsets == {a: n, b: n - 1}
+
+
+def test_the_drain_loop_waits_less_for_records_while_a_partition_is_held_back() -> None:
+    """Faust waits 1 s for records; with a partition held back (its stream buffer full), the
+    wait does not end when that buffer drains, so the loop asks again after a short wait."""
+    held = TP("tx", 1)
+    waits: list[float] = []
+
+    async def scenario() -> None:
+        consumer = create_app(Settings(), "127.0.0.1:9", app_id="held-back").consumer
+        assert isinstance(consumer, _Consumer)
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+        async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+            waits.append(timeout)
+            if len(waits) == 2:
+                consumer._buffered_partitions.add(held)  # type: ignore[attr-defined]
+            if len(waits) == 4:
+                consumer._buffered_partitions.discard(held)  # type: ignore[attr-defined]
+            if len(waits) == 5:
+                fetcher._stopped.set()
+            await asyncio.sleep(0)
+            return
+            yield
+
+        consumer.getmany = getmany  # type: ignore[method-assign]
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 5)  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+    assert waits == [1.0, 1.0, HELD_BACK_FETCH_WAIT_S, HELD_BACK_FETCH_WAIT_S, 1.0]
+
+
+def test_with_every_partition_held_back_the_next_fetch_waits_for_one_to_drain() -> None:
+    """Faust sleeps a whole second when no partition may be fetched; here the wait ends as
+    soon as a stream buffer drains (``on_buffer_drop``), and after a second at most."""
+    tp = TP("tx", 0)
+
+    async def scenario() -> tuple[float, Any, float]:
+        consumer = create_app(Settings(), "127.0.0.1:9", app_id="all-held").consumer
+        assert isinstance(consumer, _Consumer)
+        consumer._active_partitions = set()  # type: ignore[attr-defined]
+        consumer.on_buffer_full(tp)  # the only partition, held back
+        started = time.perf_counter()
+        waiting = asyncio.ensure_future(consumer._wait_next_records(1.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        consumer.on_buffer_drop(tp)
+        records, active = await asyncio.wait_for(waiting, 5)
+        woke = time.perf_counter() - started
+        result = records, set(active)  # Faust's own set, changed by the next call
+        consumer.on_buffer_full(tp)
+        started = time.perf_counter()
+        await consumer._wait_next_records(1.0)  # nothing drains: the second passes
+        return woke, result, time.perf_counter() - started
+
+    woke, (records, active), idle = asyncio.run(scenario())
+    assert woke < 0.5 and records == {} and active == {tp}
+    assert 0.9 <= idle < 2.0
+
+
+def test_the_installed_faust_waits_for_records_as_mirrored_here() -> None:
+    """Fails when Faust's ``Consumer._wait_next_records`` changes (an upgrade): review
+    ``_Consumer._wait_next_records`` against it."""
+    assert mirrors_faust_wait_next_records()
+
+
+def test_a_faust_with_another_wait_for_records_runs_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streaming_app, "FAUST_WAIT_NEXT_RECORDS_SHA256", "0" * 64)
+    mirrors_faust_wait_next_records.cache_clear()
+    ran: list[float] = []
+
+    async def faust_wait(self: Any, timeout: float) -> tuple[Any, Any]:
+        ran.append(timeout)
+        return {}, set()
+
+    monkeypatch.setattr(faust_consumer.Consumer, "_wait_next_records", faust_wait)
+    try:
+
+        async def scenario() -> None:
+            consumer = create_app(Settings(), "127.0.0.1:9", app_id="wait-other").consumer
+            consumer._active_partitions = set()  # type: ignore[attr-defined]
+            await consumer._wait_next_records(0.5)  # type: ignore[attr-defined]
+
+        asyncio.run(scenario())
+    finally:
+        mirrors_faust_wait_next_records.cache_clear()
+    assert ran == [0.5]
 
 
 def test_a_rebalance_cancels_the_callback_in_progress_as_faust_does() -> None:
