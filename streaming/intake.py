@@ -6,9 +6,9 @@ processor that appends it to the buffer, and futures that hold the intake while 
 handled. :class:`BulkIntake` gives the same batches from the same channel queue (the one
 Faust's conductor fills), taking whatever is queued at once, with the books Faust's stream
 iterator keeps for each event (the Cython ``StreamIterator`` the installed Faust runs;
-``Stream._py_aiter`` is its pure-Python twin). Measured in the worker at saturation: 67-73
-instead of 93-96 µs of CPU per event, 18-28 % more events per second
-(``benchmarks/RESULTS.md``, "the worker's intake").
+``Stream._py_aiter`` is its pure-Python twin). Side by side at saturation, the worker spent
+77-83 instead of 94-96 µs of CPU per event and scored 9,033-10,559 instead of 7,751-7,830
+events/s (``benchmarks/RESULTS.md``, "the worker's intake").
 
 * An event from before a rebalance (its consumer generation is not the current one, or flow
   control is suspended) is skipped and not acked: the new owner of its partition, or this
