@@ -79,24 +79,28 @@ FAUST_DRAIN_LOOP_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735
 FAUST_WAIT_NEXT_RECORDS_SHA256 = "6218e1969a636b3ff504ad1b8e7ad58a113572e43d746cc96d684ed5153032c6"
 
 
+def source_sha256_is(expected: str, *functions: Any) -> bool:
+    """Whether the sources of ``functions``, joined, hash to ``expected`` (SHA-256): how this
+    package checks that the Faust it mirrors is the one installed. False when a source cannot
+    be read (assume it changed)."""
+    try:
+        source = "".join(inspect.getsource(f) for f in functions)
+    except (OSError, TypeError):
+        return False
+    return hashlib.sha256(source.encode()).hexdigest() == expected
+
+
 @functools.cache
 def mirrors_faust_wait_next_records() -> bool:
     """Whether the installed Faust's ``Consumer._wait_next_records`` is the one replaced here."""
-    try:
-        source = inspect.getsource(faust_consumer.Consumer._wait_next_records)
-    except (OSError, TypeError):  # no source to compare: assume it changed
-        return False
-    return hashlib.sha256(source.encode()).hexdigest() == FAUST_WAIT_NEXT_RECORDS_SHA256
+    wait = faust_consumer.Consumer._wait_next_records
+    return source_sha256_is(FAUST_WAIT_NEXT_RECORDS_SHA256, wait)
 
 
 @functools.cache
 def mirrors_faust_drain_loop() -> bool:
     """Whether the installed Faust's ``Consumer._drain_messages`` is the one mirrored here."""
-    try:
-        source = inspect.getsource(aiokafka_driver.Consumer._drain_messages)
-    except (OSError, TypeError):  # no source to compare: assume it changed
-        return False
-    return hashlib.sha256(source.encode()).hexdigest() == FAUST_DRAIN_LOOP_SHA256
+    return source_sha256_is(FAUST_DRAIN_LOOP_SHA256, aiokafka_driver.Consumer._drain_messages)
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):

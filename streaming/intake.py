@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import inspect
 import logging
 from typing import Any, Protocol, cast
 
 import faust
+
+from streaming.app import source_sha256_is
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,11 @@ log = logging.getLogger(__name__)
 FAUST_STREAM_SHA256 = "d75451224200f5bec7aefa25f0c26829c9439b35629c587a62dfc42033355bae"
 
 
-def _stream_source() -> str:
-    stream = faust.Stream
-    return "".join(inspect.getsource(f) for f in (stream.take_events, stream._py_aiter, stream.ack))
-
-
 @functools.cache
 def mirrors_faust_stream() -> bool:
-    """Whether the installed Faust's stream is the one :func:`intake` mirrors."""
-    try:
-        source = _stream_source()
-    except (OSError, TypeError):  # no source to compare: assume it changed
-        return False
-    return hashlib.sha256(source.encode()).hexdigest() == FAUST_STREAM_SHA256
+    """Whether the installed Faust's stream is the one :class:`BulkIntake` mirrors."""
+    stream = faust.Stream
+    return source_sha256_is(FAUST_STREAM_SHA256, stream.take_events, stream._py_aiter, stream.ack)
 
 
 class Intake(Protocol):
