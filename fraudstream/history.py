@@ -222,10 +222,17 @@ class CustomerHistory:
 
     def _admit_intact(self, customer_ids: Sequence[str]) -> None:
         """Read and admit ``customer_ids``, but those whose entries are not whole entries."""
-        loaded = self._load(customer_ids)
         size = ENTRY.itemsize
-        whole = [sum(map(len, members)) == size * len(members) for members, _ in loaded]
-        corrupt = [cid for cid, ok in zip(customer_ids, whole, strict=True) if not ok]
+        intact: list[str] = []
+        intact_loaded: list[tuple[Sequence[bytes], int]] = []
+        corrupt: list[str] = []
+        for cid, entry in zip(customer_ids, self._load(customer_ids), strict=True):
+            members = entry[0]
+            if sum(map(len, members)) == size * len(members):
+                intact.append(cid)
+                intact_loaded.append(entry)
+            else:
+                corrupt.append(cid)
         if corrupt:
             log.warning(
                 "%d customer state(s) not warmed, their stored entries are not %d-byte entries: %s",
@@ -233,10 +240,7 @@ class CustomerHistory:
                 size,
                 ", ".join(corrupt[:5]),
             )
-        self._admit(
-            [cid for cid, ok in zip(customer_ids, whole, strict=True) if ok],
-            [entry for entry, ok in zip(loaded, whole, strict=True) if ok],
-        )
+        self._admit(intact, intact_loaded)
 
     # ------------------------------------------------------------ write
 
