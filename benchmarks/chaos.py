@@ -209,13 +209,24 @@ def worker_env(
     return process_env(settings, stack_dir, extra)
 
 
-class WorkerProcess:
-    """``python -m fraudstream worker`` in its own process group, one log per start."""
+READY_LINE = "[^Worker]: Ready"  # Faust logs it once the worker has started (faust.worker)
 
-    def __init__(self, env: dict[str, str], app_id: str, log_dir: Path) -> None:
+
+class WorkerProcess:
+    """``python -m fraudstream worker`` (or ``command``) in its own process group, one log per
+    start."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        app_id: str,
+        log_dir: Path,
+        command: list[str] | None = None,
+    ) -> None:
         self.env = env
         self.app_id = app_id
         self.log_dir = log_dir
+        self.command = command or ["worker", "--app-id", app_id]
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log_path: Path | None = None
@@ -229,7 +240,7 @@ class WorkerProcess:
         started = time.time()
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fraudstream", "worker", "--app-id", self.app_id],
+                [sys.executable, "-m", "fraudstream", *self.command],
                 cwd=self.log_dir,
                 env=self.env,
                 stdout=out,
@@ -265,6 +276,28 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             return None
+
+    def handles(self, sig: signal.Signals) -> bool:
+        """Whether the worker process has a handler for ``sig`` (Linux: ``SigCgt`` in /proc)."""
+        assert self.proc is not None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> float:
+        """Wait for Faust's ``Ready`` (partitions assigned, the agent consuming); the seconds
+        since :meth:`start`. Raises when the worker exits or ``timeout_s`` passes first."""
+        t0 = time.monotonic()
+        while READY_LINE not in self.tail(1_000_000):
+            if not self.alive():
+                raise RuntimeError(f"worker exited before it was ready:\n{self.tail()}")
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"worker not ready after {timeout_s:g} s:\n{self.tail()}")
+            time.sleep(0.05)
+        return time.monotonic() - t0
 
     def tail(self, n: int = 4000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -554,6 +587,9 @@ def run_chaos(
             time.sleep(0.1)
         else:
             result.complete = True
+        if result.complete:
+            # the last worker may still be starting (its predecessor drained the stream)
+            worker.wait_ready()
         time.sleep(3.0)  # late duplicates
         result.final_exit_code = worker.terminate()
         time.sleep(1.0)

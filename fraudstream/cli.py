@@ -14,13 +14,16 @@ from fraudstream import stack as local_stack
 from fraudstream.config import Settings, load_settings, masked
 from fraudstream.errors import FraudstreamError
 from fraudstream.feast_env import feast_environment, run_feast
+from fraudstream.startup import StartupSignals, StoppedBeforeStart
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import pandas as pd
+    from fastapi import FastAPI
 
     from fraudstream.publish import PublishResult
+    from streaming.worker import Worker
 
 app = typer.Typer(
     help="fraudstream: real-time card-fraud scoring on Kafka, Feast/Redis and XGBoost.",
@@ -602,15 +605,25 @@ def worker_cmd(
     the Faust worker in this process until SIGTERM or Ctrl-C. With the local stack, the
     worker's pid is recorded so that `fraudstream stack down` stops it.
     """
+    startup = StartupSignals()
+    startup.install()
+    try:
+        worker = _prepare_worker(_settings(ctx), app_id, startup)
+    except StoppedBeforeStart:
+        typer.echo("worker: SIGTERM during start-up; stopped before consuming anything", err=True)
+        raise typer.Exit(0) from None
+    worker.execute_from_commandline()
+
+
+def _prepare_worker(settings: Settings, app_id: str, startup: StartupSignals) -> Worker:
+    """Everything ``worker`` does before Faust runs; a SIGTERM in here raises
+    :class:`~fraudstream.startup.StoppedBeforeStart`."""
     import os
     import sys
 
-    import faust
-
     from fraudstream.model import ModelError
-    from streaming.worker import build_worker_app
+    from streaming.worker import Worker, build_worker_app
 
-    settings = _settings(ctx)
     try:
         endpoints = local_stack.resolve_endpoints(settings)
         local_stack.check_endpoints(settings, endpoints)
@@ -634,10 +647,14 @@ def worker_cmd(
                 "note: not a process-group leader; `stack down` will not stop this worker",
                 err=True,
             )
-    worker = faust.Worker(
-        faust_app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    startup.defer()  # from here Faust's handler takes over: a SIGTERM now is sent again then
+    return Worker(
+        faust_app,
+        startup=startup,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
     )
-    worker.execute_from_commandline()
 
 
 @app.command("serve")
@@ -660,28 +677,18 @@ def serve_cmd(
     online store does not define, exit code 2) before it listens. With --workers N, each
     worker process reads the same settings and builds its own scorer.
     """
-    import uvicorn
-    from fastapi import FastAPI
-
-    from fraudstream.model import ModelError
-    from fraudstream.scoring import build_scorer
-    from serving.app import api_endpoints, create_app
-
     settings = _settings(ctx)
+    startup = StartupSignals()
+    startup.install()
     try:
-        endpoints = api_endpoints(settings)  # Redis only: the API needs no Kafka
-        local_stack.check_redis(endpoints.redis_url, settings)
-        scorer = build_scorer(settings, endpoints)
-    except ModelError as exc:
-        raise fail(f"refusing to start: {exc}") from None
-    except FraudstreamError as exc:
-        raise fail(str(exc)) from None
-    # with several workers, each worker process imports and builds the app itself
-    target: FastAPI | str = (
-        create_app(settings, scorer, redis_url=endpoints.redis_url)
-        if workers == 1
-        else "serving.app:app_from_environment"
-    )
+        import uvicorn
+
+        target = _prepare_api(settings, workers)
+    except StoppedBeforeStart:
+        typer.echo("serve: SIGTERM during start-up; stopped before listening", err=True)
+        raise typer.Exit(0) from None
+    finally:
+        startup.uninstall()  # uvicorn installs its own handlers as it starts
     uvicorn.run(
         target,
         factory=workers > 1,
@@ -693,6 +700,27 @@ def serve_cmd(
         log_level=settings.log_level.lower(),
         proxy_headers=False,  # nothing reads the client address; saves a layer per request
     )
+
+
+def _prepare_api(settings: Settings, workers: int) -> FastAPI | str:
+    """Everything ``serve`` does before uvicorn runs; the app, or with several workers the
+    factory each worker process calls. A SIGTERM in here raises
+    :class:`~fraudstream.startup.StoppedBeforeStart`."""
+    from fraudstream.model import ModelError
+    from fraudstream.scoring import build_scorer
+    from serving.app import api_endpoints, create_app
+
+    try:
+        endpoints = api_endpoints(settings)  # Redis only: the API needs no Kafka
+        local_stack.check_redis(endpoints.redis_url, settings)
+        scorer = build_scorer(settings, endpoints)
+    except ModelError as exc:
+        raise fail(f"refusing to start: {exc}") from None
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+    if workers > 1:  # each worker process imports and builds the app itself
+        return "serving.app:app_from_environment"
+    return create_app(settings, scorer, redis_url=endpoints.redis_url)
 
 
 # Commands of other modules register themselves last: they import this module's helpers.

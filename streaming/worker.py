@@ -105,6 +105,7 @@ from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
+from fraudstream.startup import StartupSignals
 from streaming.delivery import DeliveringProducer
 from streaming.intake import intake
 
@@ -608,3 +609,16 @@ def build_worker_app(
         settings.scoring.batch_timeout_s,
     )
     return app
+
+
+class Worker(faust.Worker):
+    """Faust's worker; a SIGTERM recorded during start-up is sent again once its handlers
+    are in, so it stops the worker as any later SIGTERM does (``fraudstream.startup``)."""
+
+    def __init__(self, app: faust.App, *, startup: StartupSignals, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._startup = startup
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        self._startup.replay()

@@ -19,12 +19,14 @@ idle, waiting for the next batch) and the consumer commits once more.
 from __future__ import annotations
 
 import random
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.chaos import World, prepare_run, publish
+from benchmarks.chaos import WorkerProcess, World, prepare_run, publish, worker_env
+from fraudstream.stack import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +79,9 @@ def test_sigterm_mid_stream_then_restart_decides_each_event_exactly_once(
             assert worker.alive(), f"worker exited by itself:\n{worker.tail()}"
             assert time.monotonic() < deadline, f"{reader.decided()} decided:\n{worker.tail()}"
             time.sleep(0.1)
+        # the last worker may still be starting: its predecessor can drain the stream as it
+        # stops (every event already handed to the agent is finished first)
+        worker.wait_ready()
         time.sleep(3.0)  # a duplicate would come now, if at all
         assert worker.terminate(timeout_s=60.0) == 0, worker.tail()
     finally:
@@ -101,3 +106,86 @@ def test_sigterm_mid_stream_then_restart_decides_each_event_exactly_once(
     ]
     print(f"SIGTERM at {stopped_at} decided; decisions produced after the signal: {finished}")
     assert any(finished), finished
+
+
+def test_sigterm_while_the_worker_starts_stops_it_cleanly_and_loses_nothing(
+    chaos_world: World, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A SIGTERM during the worker's first seconds (imports, checks, the model) stops it with
+    exit code 0, not by the signal (exit status -15); a worker started after it decides
+    every event once."""
+    settings = chaos_world.settings
+    run = prepare_run(
+        chaos_world,
+        kafka_bootstrap,
+        redis_url,
+        prefix="early",
+        n_events=200,
+        n_malformed=2,
+        seed=17,
+        stack_dir=tmp_path / "stack",
+        log_dir=tmp_path / "logs",
+    )
+    worker, reader = run.worker, run.reader
+    publish(
+        settings, kafka_bootstrap, run.topics["transactions"], run.events, run.malformed, seed=18
+    )
+    reader.start()
+    try:
+        worker.start()
+        deadline = time.monotonic() + 30.0
+        while not worker.handles(signal.SIGTERM):  # past the command line's own imports
+            assert worker.alive(), worker.tail()
+            assert time.monotonic() < deadline, "no SIGTERM handler after 30 s"
+            time.sleep(0.01)
+        code = worker.terminate(timeout_s=60.0)
+        log = worker.tail()
+        assert code == 0, f"exit code {code} after SIGTERM during start-up:\n{log}"
+        assert "SIGTERM during start-up; stopped before consuming anything" in log, log
+        assert "Traceback" not in log, log
+        time.sleep(1.0)
+        assert reader.decided() == 0 and reader.n_dead == 0  # it consumed nothing
+
+        worker.start()
+        while not reader.complete(run.valid_ids, run.malformed_keys):
+            assert worker.alive(), worker.tail()
+            assert time.monotonic() < deadline + 120.0, f"{reader.decided()} decided"
+            time.sleep(0.1)
+        assert worker.terminate(timeout_s=60.0) == 0, worker.tail()
+    finally:
+        if worker.alive():
+            worker.kill()
+        reader.stop()
+    assert reader.n_decisions == len(run.valid_ids)
+    assert reader.dead == dict.fromkeys(run.malformed_keys, 1)
+
+
+def test_sigterm_while_the_api_starts_stops_it_cleanly(
+    chaos_world: World, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """``fraudstream serve`` likewise: a SIGTERM before uvicorn runs gives exit code 0."""
+    topics = {"transactions": "unused", "decisions": "unused", "dead_letter": "unused"}
+    env = worker_env(
+        chaos_world.settings,
+        bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        topics=topics,
+        stack_dir=tmp_path / "stack",
+    )
+    command = ["serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    api = WorkerProcess(env, "api", tmp_path / "api-logs", command=command)
+    api.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not api.handles(signal.SIGTERM):  # past the command line's own imports
+            assert api.alive(), api.tail()
+            assert time.monotonic() < deadline, "no SIGTERM handler after 30 s"
+            time.sleep(0.01)
+        code = api.terminate(timeout_s=60.0)
+        log = api.tail()
+        assert code == 0, f"exit code {code} after SIGTERM during start-up:\n{log}"
+        assert "SIGTERM during start-up; stopped before listening" in log, log
+        assert "Traceback" not in log, log
+    finally:
+        if api.alive():
+            api.kill()

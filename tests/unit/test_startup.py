@@ -1,0 +1,97 @@
+"""SIGTERM during start-up: a clean stop before the worker consumes, a replay after."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from fraudstream.config import Settings
+from fraudstream.startup import StartupSignals, StoppedBeforeStart
+from streaming.app import create_app
+from streaming.worker import Worker
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def startup() -> Iterator[StartupSignals]:
+    before = signal.getsignal(signal.SIGTERM)
+    signals = StartupSignals()
+    signals.install()
+    yield signals
+    signals.uninstall()
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_while_starting_raises_stopped_before_start(startup: StartupSignals) -> None:
+    with pytest.raises(StoppedBeforeStart):
+        signal.raise_signal(signal.SIGTERM)
+    assert startup.received is signal.SIGTERM
+    signal.raise_signal(signal.SIGTERM)  # a second one, while the first unwinds: ignored
+
+
+def test_stopped_before_start_is_not_an_exception() -> None:
+    # no `except Exception` between the handler and the command swallows it
+    assert not issubclass(StoppedBeforeStart, Exception)
+
+
+def test_uninstall_restores_the_previous_handler() -> None:
+    def previous(signum: int, frame: FrameType | None) -> None:
+        raise AssertionError("not called")
+
+    before = signal.signal(signal.SIGTERM, previous)
+    try:
+        signals = StartupSignals()
+        signals.install()
+        assert signal.getsignal(signal.SIGTERM) != previous
+        signals.uninstall()
+        assert signal.getsignal(signal.SIGTERM) == previous
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_deferred_sigterm_is_recorded_then_replayed_to_the_new_handler(
+    startup: StartupSignals,
+) -> None:
+    startup.replay()  # nothing recorded yet: nothing sent
+    startup.defer()
+    signal.raise_signal(signal.SIGTERM)  # recorded, not raised
+    assert startup.received is signal.SIGTERM
+    seen: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))  # the framework's
+    startup.replay()
+    assert seen == [signal.SIGTERM]
+
+
+def test_replay_sends_nothing_when_no_sigterm_came(startup: StartupSignals) -> None:
+    startup.defer()
+    seen: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    startup.replay()
+    assert seen == []
+
+
+@pytest.mark.parametrize("came", [True, False])
+def test_worker_stops_on_a_sigterm_from_start_up_once_its_handlers_are_in(
+    startup: StartupSignals, came: bool
+) -> None:
+    app = create_app(Settings(), "127.0.0.1:9", app_id="startup-signal-test")
+    worker = Worker(app, startup=startup, quiet=True, loglevel="WARNING", redirect_stdouts=False)
+    startup.defer()
+    if came:
+        signal.raise_signal(signal.SIGTERM)
+    loop = worker.loop
+    try:
+        worker.install_signal_handlers()  # Faust's (mode's) handlers, then the replay
+        loop.run_until_complete(asyncio.sleep(0.2))  # the signal reaches the loop's handler
+        # mode's SIGTERM handler schedules the worker's stop and records when
+        assert (worker._signal_stop_time is not None) is came
+        if worker._signal_stop_future is not None:
+            loop.run_until_complete(worker._signal_stop_future)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+            loop.remove_signal_handler(sig)
