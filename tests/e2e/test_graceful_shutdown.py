@@ -132,24 +132,15 @@ def test_sigterm_while_the_worker_starts_stops_it_cleanly_and_loses_nothing(
     )
     reader.start()
     try:
-        worker.start()
-        deadline = time.monotonic() + 30.0
-        while not worker.handles(signal.SIGTERM):  # past the command line's own imports
-            assert worker.alive(), worker.tail()
-            assert time.monotonic() < deadline, "no SIGTERM handler after 30 s"
-            time.sleep(0.01)
-        code = worker.terminate(timeout_s=60.0)
-        log = worker.tail()
-        assert code == 0, f"exit code {code} after SIGTERM during start-up:\n{log}"
-        assert "SIGTERM during start-up; stopped before consuming anything" in log, log
-        assert "Traceback" not in log, log
+        sigterm_while_starting(worker, "SIGTERM during start-up; stopped before consuming anything")
         time.sleep(1.0)
         assert reader.decided() == 0 and reader.n_dead == 0  # it consumed nothing
 
         worker.start()
+        deadline = time.monotonic() + 120.0
         while not reader.complete(run.valid_ids, run.malformed_keys):
             assert worker.alive(), worker.tail()
-            assert time.monotonic() < deadline + 120.0, f"{reader.decided()} decided"
+            assert time.monotonic() < deadline, f"{reader.decided()} decided"
             time.sleep(0.1)
         assert worker.terminate(timeout_s=60.0) == 0, worker.tail()
     finally:
@@ -174,18 +165,24 @@ def test_sigterm_while_the_api_starts_stops_it_cleanly(
     )
     command = ["serve", "--host", "127.0.0.1", "--port", str(free_port())]
     api = WorkerProcess(env, "api", tmp_path / "api-logs", command=command)
-    api.start()
     try:
-        deadline = time.monotonic() + 30.0
-        while not api.handles(signal.SIGTERM):  # past the command line's own imports
-            assert api.alive(), api.tail()
-            assert time.monotonic() < deadline, "no SIGTERM handler after 30 s"
-            time.sleep(0.01)
-        code = api.terminate(timeout_s=60.0)
-        log = api.tail()
-        assert code == 0, f"exit code {code} after SIGTERM during start-up:\n{log}"
-        assert "SIGTERM during start-up; stopped before listening" in log, log
-        assert "Traceback" not in log, log
+        sigterm_while_starting(api, "SIGTERM during start-up; stopped before listening")
     finally:
         if api.alive():
             api.kill()
+
+
+def sigterm_while_starting(proc: WorkerProcess, said: str) -> None:
+    """Start ``proc``, SIGTERM it as soon as it handles SIGTERM (past the command line's own
+    imports, long before its framework runs), and check it stopped cleanly, saying ``said``."""
+    proc.start()
+    deadline = time.monotonic() + 30.0
+    while not proc.handles(signal.SIGTERM):
+        assert proc.alive(), proc.tail()
+        assert time.monotonic() < deadline, "no SIGTERM handler after 30 s"
+        time.sleep(0.01)
+    code = proc.terminate(timeout_s=60.0)
+    log = proc.tail()
+    assert code == 0, f"exit code {code} after SIGTERM during start-up:\n{log}"
+    assert said in log, log
+    assert "Traceback" not in log, log
