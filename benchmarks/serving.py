@@ -11,7 +11,8 @@ refreshed now and materialised (both views), every customer's history in Redis. 
 
 Then two servers, each a subprocess on loopback, both warmed up (ours also fills its caches
 from Redis before it listens, for at most ``FRAUDSTREAM_API__WARM_CACHE_S``; ``--warm-cache-s
-0`` starts it with empty caches):
+0`` starts it with empty caches; ``--watch-max-silence-s 0`` turns its key watch off, so that
+every call checks its cached rows against Redis):
 
 * ours: ``python -m fraudstream serve`` (one uvicorn process), ``POST /v1/score`` with one
   transaction (features + model + reasons; ``update=false``, so every request sees the same
@@ -359,6 +360,15 @@ def histogram(text: str, name: str, route: str | None = None, label: str = "") -
     return {"buckets": buckets, "count": count, "sum": total}
 
 
+def counter(text: str, name: str, label: str) -> float:
+    """The value of one Prometheus counter series (``name_total{label}``) in ``text``; 0
+    when absent (the API's key watch off)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}_total{{{label}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def histogram_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     prior = dict(before["buckets"])
     return {
@@ -475,6 +485,8 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
     api_env = dict(env)
     if args.warm_cache_s is not None:
         api_env["FRAUDSTREAM_API__WARM_CACHE_S"] = str(args.warm_cache_s)
+    if args.watch_max_silence_s is not None:
+        api_env["FRAUDSTREAM_API__WATCH_MAX_SILENCE_S"] = str(args.watch_max_silence_s)
     api_argv = [sys.executable, "-m", "fraudstream", "serve", "--port", str(api_port)]
     feast_argv = [
         sys.executable, "-m", "fraudstream", "feast", "serve",
@@ -504,6 +516,7 @@ def run(args: argparse.Namespace, settings: Any, endpoints: Any, work: Path) -> 
         }
     results["rss"] = rss
     results["api_warm_cache_s"] = args.warm_cache_s
+    results["api_watch_max_silence_s"] = args.watch_max_silence_s
     log("profiling the scorer in this process")
     results["scorer"] = scorer_profile(world["scorer"], new.iloc[need - 500 : need], 500)
     results["world"] = {
@@ -642,6 +655,13 @@ async def drive(
         "scorer_calls": calls["count"],
         "transactions_per_call": calls["sum"] / max(1.0, calls["count"]),
         "gc_pauses": gc_pauses(metrics_before, metrics_after),
+        # scorer calls whose cached rows the key watch vouched for (no round trip to Redis)
+        # and calls that checked Redis, over the measured phases
+        "cache_checks": {
+            how: counter(metrics_after, "fraudstream_api_cache_checks", f'how="{how}"')
+            - counter(metrics_before, "fraudstream_api_cache_checks", f'how="{how}"')
+            for how in ("watch", "redis")
+        },
     }
     return out
 
@@ -706,6 +726,16 @@ def print_table(r: dict[str, Any]) -> None:
             f"gen {g}: {p['count']:.0f} ({p['total_ms']:.1f} ms)" for g, p in s["gc_pauses"].items()
         )
     )
+    checks = s["cache_checks"]
+    print(
+        f"scorer calls answered by the key watch (no round trip to Redis): {checks['watch']:.0f}"
+        f", that checked Redis: {checks['redis']:.0f}"
+        + (
+            ""
+            if r["api_watch_max_silence_s"] is None
+            else f" (FRAUDSTREAM_API__WATCH_MAX_SILENCE_S={r['api_watch_max_silence_s']:g})"
+        )
+    )
     print(
         f"scorer in process, one transaction per call: p50 {sc['single_p50_ms']:.2f} ms, "
         f"p99 {sc['single_p99_ms']:.2f} ms; median call by size: "
@@ -741,6 +771,13 @@ def main() -> None:
         default=None,
         help="our API's FRAUDSTREAM_API__WARM_CACHE_S (default: the API's own; 0: it starts "
         "with empty caches)",
+    )
+    parser.add_argument(
+        "--watch-max-silence-s",
+        type=float,
+        default=None,
+        help="our API's FRAUDSTREAM_API__WATCH_MAX_SILENCE_S (default: the API's own; 0: no "
+        "key watch, every call checks its cached rows against Redis)",
     )
     args = parser.parse_args()
 

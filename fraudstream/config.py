@@ -292,6 +292,14 @@ class ApiSettings(_Section):
         description="at start, before it listens, fill the terminal and customer-state caches "
         "from Redis for at most this long (0: off; they then fill as requests come)",
     )
+    watch_max_silence_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description="skip the round trip that checks a call's cached rows when Redis has "
+        "reported none of them changed (CLIENT TRACKING, Redis 6+), while Redis answered "
+        "that watch within this many seconds (0: off, every call checks Redis)",
+    )
 
 
 class ScoringSettings(_Section):

@@ -129,6 +129,19 @@ class CustomerHistory:
     def _version_key(self, customer_id: str) -> bytes:
         return self.version_prefix + customer_id.encode()
 
+    def version_keys(self, customer_ids: Sequence[str]) -> list[bytes]:
+        """The keys of the customers' versions (what a write changes)."""
+        return [self._version_key(c) for c in customer_ids]
+
+    def cached_versions(self, customer_ids: Sequence[str]) -> list[int]:
+        """The cached version of each customer (all cached), as the ``MGET`` of
+        :meth:`read_commands` would reply while none changed."""
+        return [self._cache[c][1] for c in customer_ids]
+
+    def cached_version_keys(self) -> list[bytes]:
+        """The version keys of the customers cached."""
+        return self.version_keys(list(self._cache))
+
     # ------------------------------------------------------------ read
 
     def read_commands(self, customer_ids: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -218,6 +218,19 @@ class ApiMetrics(_Families):
             "Requests that failed inside the API (answered 500)",
             ["route"],
         )
+        self.cache_checks = Counter(
+            "fraudstream_api_cache_checks",
+            "Scorer calls by how their cached rows were checked: watch (Redis had reported "
+            "none changed: no round trip) or redis (one round trip)",
+            ["how"],
+        )
+        self.key_watch_healthy = Gauge(
+            "fraudstream_api_key_watch_healthy",
+            "1 while the key watch is connected and Redis answered it lately, else 0",
+        )
+        #: Reads (calls answered by the watch, calls that went to Redis, watch healthy);
+        #: None: no watch.
+        self.watch_stats: Callable[[], tuple[int, int, bool]] | None = None
         self.models = ModelMetrics("fraudstream_api")
         self.drift = DriftMetrics("fraudstream_api")
         self.gc = GcMetrics("fraudstream_api", "API")
@@ -230,6 +243,8 @@ class ApiMetrics(_Families):
             self.degraded,
             self.scoring_calls,
             self.errors,
+            self.cache_checks,
+            self.key_watch_healthy,
             *self.gc.families,
         )
         super().__init__()
@@ -237,6 +252,11 @@ class ApiMetrics(_Families):
     def refresh(self) -> None:
         self.drift.refresh()
         self.gc.drain()
+        if self.watch_stats is not None:
+            hits, misses, healthy = self.watch_stats()
+            self.cache_checks.values[("watch",)] = float(hits)
+            self.cache_checks.values[("redis",)] = float(misses)
+            self.key_watch_healthy.set(1.0 if healthy else 0.0)
 
 
 @dataclass

@@ -52,6 +52,7 @@ from fraudstream.features import (
     TERMINAL_VIEW,
     Feature,
 )
+from fraudstream.invalidation import common_prefix
 from fraudstream.redis_batch import Script, execute, in_chunks, scan_keys
 
 if TYPE_CHECKING:
@@ -75,6 +76,14 @@ _ENTITY_FIELDS = {
     ValueType.INT64: "int64_val",
     ValueType.INT32: "int32_val",
     ValueType.BYTES: "bytes_val",
+}
+#: Two values per join-key type whose serialized keys differ from the first byte that
+#: depends on the value (length or value): their common prefix is every key's.
+_KEY_SAMPLES: dict[ValueType, tuple[Any, Any]] = {
+    ValueType.STRING: ("a", "bb"),
+    ValueType.INT64: (1, 2),
+    ValueType.INT32: (1, 2),
+    ValueType.BYTES: (b"a", b"bb"),
 }
 _DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1 (64-bit)
 _INT64_TAG = 0x20  # field 4 (int64_val), wire type 0 (varint)
@@ -433,6 +442,17 @@ class OnlineStore:
 
         return key
 
+    def key_prefix(self, view: str) -> bytes:
+        """What the Redis keys of every entity of ``view`` begin with: the serialized entity
+        key up to the value (so also other views' keys of the same join key)."""
+        spec = self.views[view]
+        samples = _KEY_SAMPLES[spec.join_key_type]
+        a, b = (
+            entity_key(self.project, spec.join_key, spec.join_key_type, v, self.version)
+            for v in samples
+        )
+        return common_prefix(a, b)
+
     def key(self, view: str, entity: Any) -> bytes:
         """The Redis key of ``entity`` in ``view`` (cached)."""
         return self._keys[view](entity)
@@ -664,6 +684,16 @@ class CachedViewReader:
             *[("HMGET", keys[j], *self._fields) for j in prefetched],
         ]
         return commands, StampsPlan(entities, keys, codes, prefetched)
+
+    def cached_stamps(self, plan: StampsPlan) -> list[bytes]:
+        """The cached raw ``_ts`` of ``plan``'s entities (all cached), as the first reply
+        of :meth:`read_commands` would be while none changed."""
+        cache = self._cache
+        return [cache[e][0] for e in plan.entities]
+
+    def cached_keys(self) -> list[bytes]:
+        """The Redis keys of the entities cached."""
+        return [self._key_of(e) for e in self._cache]
 
     def read_from(self, plan: StampsPlan, replies: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read`, given :meth:`read_commands`' plan and replies (reads the changed rows)."""

@@ -69,6 +69,7 @@ from fraudstream.features import (
 )
 from fraudstream.history import SCRIPTS as history_scripts
 from fraudstream.history import CustomerHistory
+from fraudstream.invalidation import KeyWatch
 from fraudstream.model import ModelArtifact, ModelError, ModelInput
 from fraudstream.online_store import SCRIPTS as online_scripts
 from fraudstream.online_store import CachedViewReader, OnlineStore
@@ -311,6 +312,9 @@ class Scorer:
         self.timings: dict[str, float] = {"features": 0.0, "model": 0.0, "update": 0.0}
         #: Called with each batch's feature matrix and scores (the drift monitor), or None.
         self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
+        #: Redis's word on which cached rows changed (:func:`watch_keys`); None: every batch
+        #: checks its cached rows against Redis.
+        self.watch: KeyWatch | None = None
         self.use(model, shadow)
 
     def use(self, model: ModelArtifact, shadow: ModelArtifact | None = None) -> None:
@@ -359,7 +363,8 @@ class Scorer:
         (the round trip under way then finishes): the terminals' rows first, then customers'
         states (:meth:`CachedViewReader.warm`, :meth:`CustomerHistory.warm`). Returns how
         many terminals and customers were read; raises ``redis.RedisError``. What is cached
-        is still checked against Redis on every call, so decisions are the same either way."""
+        is still checked against Redis (or its :attr:`watch`) on every call, so decisions are
+        the same either way."""
         if seconds <= 0:
             return 0, 0
         deadline = clock() + seconds
@@ -367,8 +372,20 @@ class Scorer:
         def stop() -> bool:
             return clock() >= deadline or cancelled()
 
-        terminals = self.terminals.warm(stop) if self.terminal_features else 0
-        customers = 0 if stop() else self.history.warm(stop)
+        watch = self.watch
+        window = None
+        if watch is not None:
+            watch.poll()
+            window = watch.open()
+        read: list[bytes] = []
+        try:
+            terminals = self.terminals.warm(stop) if self.terminal_features else 0
+            read += self.terminals.cached_keys()
+            customers = 0 if stop() else self.history.warm(stop)
+            read += self.history.cached_version_keys()
+        finally:
+            if watch is not None and window is not None:
+                watch.confirm(window, read)
         return terminals, customers
 
     def score_events(
@@ -558,7 +575,8 @@ class Scorer:
     ) -> tuple[list[CustomerState] | None, np.ndarray, np.ndarray]:
         """The customers' states (``None`` when unavailable), the terminal features and their
         ages: the versions (with the histories not cached) and the terminals' stamps in one
-        round trip, then only what changed since the last batch."""
+        round trip, then only what changed since the last batch. With a :attr:`watch`, no
+        round trip at all when every row is cached and Redis reported none changed."""
         n = len(batch)
         commands = self.history.read_commands(customers)
         history_replies = len(commands)
@@ -567,30 +585,57 @@ class Scorer:
             terminal_commands, plan = self.terminals.read_commands(batch.terminal_id)
             commands += terminal_commands
         missing = (np.full((n, len(self.terminal_features)), np.nan), np.full(n, np.nan))
+        watch, window = self.watch, None
+        customer_keys: list[bytes] = []
+        terminal_keys: list[bytes] = []
         try:
-            replies = self._execute(commands)
+            if watch is None:
+                replies = self._execute(commands)
+            else:
+                watch.poll()
+                customer_keys = self.history.version_keys(customers)
+                terminal_keys = [] if plan is None else plan.keys
+                cached = history_replies == 1 and (plan is None or not plan.prefetched)
+                if cached and watch.current(customer_keys) and watch.current(terminal_keys):
+                    watch.hits += 1
+                    replies = [self.history.cached_versions(customers)]
+                    if plan is not None:
+                        replies.append(self.terminals.cached_stamps(plan))
+                else:
+                    watch.misses += 1
+                    window = watch.open()
+                    replies = self._execute(commands)
         except redis.RedisError as exc:
+            if watch is not None and window is not None:
+                watch.close(window)
             log.warning("Redis unavailable: %s", exc)
             for marks in degraded:
                 marks += ("customer history unavailable", "online store unavailable")
             return None, *missing
-        states: list[CustomerState] | None
+        read: list[bytes] = []  # keys whose rows are now cached as Redis has them
         try:
-            states = self.history.states_from(customers, replies[:history_replies])
-        except redis.RedisError as exc:
-            log.warning("customer history unavailable: %s", exc)
-            states = None
-            for marks in degraded:
-                marks.append("customer history unavailable")
-        if plan is None:
-            return states, np.empty((n, 0)), np.full(n, np.nan)
-        try:
-            values, stamps = self.terminals.read_from(plan, replies[history_replies:])
-        except redis.RedisError as exc:
-            log.warning("online store unavailable: %s", exc)
-            for marks in degraded:
-                marks.append("online store unavailable")
-            return states, *missing
+            states: list[CustomerState] | None
+            try:
+                states = self.history.states_from(customers, replies[:history_replies])
+                read += customer_keys
+            except redis.RedisError as exc:
+                log.warning("customer history unavailable: %s", exc)
+                states = None
+                for marks in degraded:
+                    marks.append("customer history unavailable")
+            if plan is None:
+                return states, np.empty((n, 0)), np.full(n, np.nan)
+            try:
+                values, stamps = self.terminals.read_from(plan, replies[history_replies:])
+                read += terminal_keys
+            except redis.RedisError as exc:
+                log.warning("online store unavailable: %s", exc)
+                for marks in degraded:
+                    marks.append("online store unavailable")
+                return states, *missing
+        finally:
+            if watch is not None and window is not None:
+                watch.confirm(window, read)
         found = stamps != np.iinfo(np.int64).min
         # age at the transaction's own time, as Feast's point-in-time join measures its TTL
         # (a live event's time is now; a replayed one keeps its own)
@@ -656,6 +701,20 @@ def warm_caches(
         terminals,
         customers,
     )
+
+
+def watch_keys(scorer: Scorer, max_silence_s: float) -> KeyWatch:
+    """Have ``scorer`` skip the round trip to Redis for rows Redis reports unchanged: a
+    :class:`~fraudstream.invalidation.KeyWatch` over the customers' history versions and
+    the terminal view's rows (all of them, whatever the model reads now: a model loaded
+    later may read more), connected now (the API, before it warms its caches)."""
+    prefixes = [scorer.history.version_prefix]
+    if TERMINAL_VIEW in scorer.online.views:
+        prefixes.append(scorer.online.key_prefix(TERMINAL_VIEW))
+    watch = KeyWatch(scorer.history.client, prefixes, max_silence_s)
+    watch.poll()
+    scorer.watch = watch
+    return watch
 
 
 def build_scorer(settings: Settings, endpoints: Endpoints) -> Scorer:

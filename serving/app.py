@@ -59,7 +59,7 @@ from fraudstream.decision import Decision, encode_record
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
-from fraudstream.scoring import Scorer, warm_caches
+from fraudstream.scoring import Scorer, warm_caches, watch_keys
 from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.batching import ScoringQueue
 
@@ -372,6 +372,11 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
     probe = readiness_client(redis_url, settings)
     service = ScoringService(scorer, probe, metrics, max_batch, reload)
     auth = settings.api.api_key is not None
+    silence = settings.api.watch_max_silence_s
+    # before the caches are warmed, so that what they read counts as current
+    watch = watch_keys(scorer, silence) if silence > 0 else None
+    if watch is not None:
+        metrics.watch_stats = lambda: (watch.hits, watch.misses, watch.healthy)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -390,6 +395,9 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         finally:
             await service.queue.stop()
             service.probe.close()
+            if watch is not None:
+                scorer.watch = None
+                watch.stop()
             with suppress(ValueError):
                 gc.callbacks.remove(pauses)
             gc.unfreeze()  # let the interpreter's exit clean up as usual

@@ -4,17 +4,24 @@ features are Feast's, writes are visible to Feast, replays are idempotent, degra
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fraudstream.config import ScoringSettings
-from fraudstream.features import ALL_FEATURES, customer_features, feast_references, request_features
+from fraudstream.features import (
+    ALL_FEATURES,
+    TERMINAL_VIEW,
+    customer_features,
+    feast_references,
+    request_features,
+)
 from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelError
 from fraudstream.publish import event_payloads
-from fraudstream.scoring import Scorer
+from fraudstream.scoring import Scorer, watch_keys
 
 from .world import build_world
 
@@ -207,3 +214,93 @@ def test_warmed_caches_read_nothing_more_and_change_no_decision(world) -> None: 
     assert stopped.warm(5.0, clock=lambda: next(ticks))[1] == 0 == stopped.history.reads
     off = fresh()
     assert off.warm(0.0) == (0, 0) and off.terminals.reads == 0 == off.history.reads
+
+
+def test_a_key_watch_skips_the_round_trip_and_still_sees_every_change(world) -> None:  # type: ignore[no-untyped-def]
+    """The API's watch (issue 5's tail): calls whose cached rows Redis reported unchanged
+    send nothing to Redis, and every decision equals that of a scorer that reads Redis on
+    every call, through the stream's state writes and a new terminal row in between."""
+    scorer, new, store = world["scorer"], world["new"], world["store"]
+
+    def fresh() -> Scorer:
+        history = CustomerHistory(scorer.history.client, store.project)
+        return Scorer(
+            scorer.model,
+            scorer.online,
+            history,
+            scorer.policy,
+            scorer.terminal_max_age_s,
+            clock=scorer.clock,
+        )
+
+    api, plain, stream = fresh(), fresh(), fresh()
+    watch = watch_keys(api, max_silence_s=60.0)
+    trips: list[int] = []
+    execute = api._execute
+    api._execute = lambda commands: trips.append(1) or execute(commands)  # type: ignore[method-assign]
+    api.warm(60.0)
+    events = new.iloc[300:340].reset_index(drop=True)
+
+    def one_by_one(frame: pd.DataFrame) -> list[dict[str, object]]:
+        """Score ``frame`` one transaction per call with both; assert they agree."""
+        out = []
+        for i in range(len(frame)):
+            one = frame.iloc[[i]]
+            got, want = api.score(one, update=False), plain.score(one, update=False)
+            assert [_without_time(r) for r in got.records] == [
+                _without_time(r) for r in want.records
+            ]
+            out += got.records
+        return out
+
+    def until_reported(keys: list[bytes]) -> None:
+        deadline = time.monotonic() + 5
+        while any(watch.current([k]) for k in keys) and time.monotonic() < deadline:
+            watch.poll()
+        assert not any(watch.current([k]) for k in keys)
+
+    # nothing changed since the warm-up: only transactions at an unknown terminal (no row
+    # to cache) go to Redis
+    one_by_one(events)
+    unknown = int((~events["terminal_id"].isin(list(api.terminals._cache))).sum())
+    assert watch.hits == len(events) - unknown > 0.8 * len(events)
+    assert watch.misses == unknown == len(trips)
+
+    # the stream scores and stores these transactions: the customers' states change
+    stream.score(events, update=True)
+    customers = list(dict.fromkeys(events["customer_id"]))
+    until_reported(api.history.version_keys(customers))
+    later = events.assign(
+        timestamp=events["timestamp"] + pd.Timedelta(minutes=5),
+        transaction_id=[f"{t}-later" for t in events["transaction_id"]],
+    )
+    hits = watch.hits
+    records = one_by_one(later)
+    assert watch.hits - hits < len(later)  # each changed customer went to Redis once
+    by_customer = {r["customer_id"]: r for r in records}
+    assert len(by_customer) == len(customers)
+
+    # a new terminal row (a `feast materialize`): the next calls read it
+    spec = api.online.views[TERMINAL_VIEW]
+    terminals = sorted(set(events["terminal_id"]) & set(api.terminals._cache))
+    api.online.write(
+        TERMINAL_VIEW,
+        pd.DataFrame(
+            {
+                "terminal_id": terminals,
+                "event_timestamp": pd.Timestamp.now(tz="UTC"),
+                **{f: 3.0 for f in spec.features},
+            }
+        ),
+    )
+    until_reported([api.online.key(TERMINAL_VIEW, t) for t in terminals])
+    latest = later.assign(transaction_id=[f"{t}-latest" for t in later["transaction_id"]])
+    one_by_one(latest)
+    matrix = api.score(latest, update=False).matrix
+    column = api.names.index(api.terminal_features[0])
+    known = latest["terminal_id"].isin(terminals).to_numpy()
+    assert (matrix[known, column] == 3.0).all()
+
+
+def _without_time(record: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in record.items() if k != "decided_at"}

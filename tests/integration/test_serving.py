@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,11 @@ def test_api_scores_equal_the_worker(world: World, tmp_path: Path) -> None:
         assert 'fraudstream_api_requests_total{method="POST",route="/v1/score",status="200"}' in (
             metrics
         )
+        # the key watch is on by default: calls whose rows Redis reported unchanged (all,
+        # the second time) skipped the round trip
+        assert "fraudstream_api_key_watch_healthy 1.0" in metrics
+        watched = re.search(r'fraudstream_api_cache_checks_total\{how="watch"\} (\S+)', metrics)
+        assert watched is not None and float(watched.group(1)) >= 1
 
     streamed = worker_decisions(settings, endpoints, new, tmp_path)
     for tx, want in streamed.items():

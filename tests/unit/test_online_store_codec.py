@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from fraudstream.features import CUSTOMER_FEATURES, CUSTOMER_VIEW
 from fraudstream.online_store import (
     NULL,
+    OnlineStore,
     OnlineStoreMismatch,
     ViewSpec,
     check_against_definitions,
@@ -171,3 +173,32 @@ def test_hand_written_encoders_are_byte_identical_to_protobuf(
     us = seconds * 1_000_000 + micros
     _, encoded = encode_timestamps(pd.DatetimeIndex([us * 1000], tz="UTC"))
     assert encoded == [Timestamp(seconds=seconds, nanos=micros * 1000).SerializeToString()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        (ValueType.STRING, st.text(max_size=40)),
+        (ValueType.INT64, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        (ValueType.INT32, st.integers(min_value=-(2**31), max_value=2**31 - 1)),
+        (ValueType.BYTES, st.binary(max_size=40)),
+    ],
+)
+def test_key_prefix_begins_every_key_of_the_view_and_stops_before_the_value(
+    kind: ValueType, values: st.SearchStrategy[object]
+) -> None:
+    # the key watch asks Redis for changes under this prefix: a key outside it would be
+    # trusted without Redis ever reporting its changes
+    view = ViewSpec("terminal_features", "terminal_id", kind, ("x",), (ValueType.DOUBLE,))
+    store = OnlineStore(redis.Redis(), "proj", [view])
+    prefix = store.key_prefix("terminal_features")
+    assert b"terminal_id" in prefix
+
+    @settings(max_examples=200, deadline=None)
+    @given(values)
+    def every_key(value: object) -> None:
+        assert store.key("terminal_features", value).startswith(prefix)
+
+    every_key()
+    other = entity_key("proj", "customer_id", ValueType.STRING, "1", 3)
+    assert not other.startswith(prefix)

@@ -99,7 +99,8 @@ def settings(**api: Any) -> Settings:
     # Redis on a free port where nothing listens: /ready must say so (a refused connection)
     return Settings(
         redis={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_s": 0.5},
-        api={"max_batch": 3, "max_body_bytes": 2048, **api},
+        # the stub scorer has no cached rows for a key watch to vouch for
+        api={"max_batch": 3, "max_body_bytes": 2048, "watch_max_silence_s": 0, **api},
     )
 
 
