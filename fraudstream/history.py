@@ -138,9 +138,9 @@ class CustomerHistory:
         :meth:`read_commands` would reply while none changed."""
         return [self._cache[c][1] for c in customer_ids]
 
-    def cached_version_keys(self) -> list[bytes]:
-        """The version keys of the customers cached."""
-        return self.version_keys(list(self._cache))
+    def cached_ids(self) -> list[str]:
+        """The customers cached."""
+        return list(self._cache)
 
     # ------------------------------------------------------------ read
 

@@ -9,16 +9,18 @@ invalidation channel, and keeps the set of keys read since it connected and not 
 since: while it is *healthy*, a call whose keys are all in that set needs no round trip.
 
 The guarantee, compared with a round trip per call: a write another process completed is
-taken into account by the next call that starts after its invalidation message arrived,
-which Redis sends as it runs the write (microseconds on one host, one network hop
-otherwise). ``max_silence_s`` bounds the rest: the watch PINGs Redis every
+taken into account by the next call that starts after its invalidation message arrived;
+Redis queues the message before it answers the writer (microseconds on one host, one
+network hop otherwise). ``max_silence_s`` bounds the rest: the watch PINGs Redis every
 ``max_silence_s / 2`` while calls come, and it is healthy only while its last answered PING
-was sent less than ``max_silence_s`` ago. Replies come in order on one connection, so an
-answered PING means every invalidation sent before it was read; a connection that hangs
-without closing thus costs at most ``max_silence_s`` of staleness, after which every call
-checks Redis again. Any break, or a ``FLUSHALL``/``FLUSHDB``, forgets every key; the watch
-reconnects at most once per ``retry_s``. A server that refuses ``CLIENT TRACKING``
-(before 6.0, or an ACL without it) turns the watch off: every call checks Redis, as before.
+was sent less than ``max_silence_s`` ago. Messages come in order on one connection, so an
+answered PING means the messages of every write completed before it was sent have been read;
+a connection that hangs without closing thus costs at most ``max_silence_s`` of staleness,
+after which every call checks Redis again (so calls further apart than ``max_silence_s``
+always do). Any break, a ``FLUSHALL``/``FLUSHDB``, or more than ``max_backlog`` messages
+waiting at a call forgets every key; the watch reconnects at most once per ``retry_s``. A
+server that refuses ``CLIENT TRACKING`` (before 6.0, or an ACL user without ``CLIENT`` or
+``SUBSCRIBE``) turns the watch off: every call checks Redis, as before.
 
 Not thread-safe: one scorer's calls, one thread (the API's event loop).
 """
@@ -58,6 +60,7 @@ class KeyWatch:
         max_silence_s: float,
         *,
         max_keys: int = 1 << 21,
+        max_backlog: int = 1000,
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -68,6 +71,7 @@ class KeyWatch:
         self._watched = tuple(self.prefixes)  # a key outside them is never trusted
         self.max_silence_s = max_silence_s
         self.max_keys = max_keys
+        self.max_backlog = max_backlog
         self.retry_s = retry_s
         self.clock = clock
         #: Changes on every connect, flush and break: windows of an older epoch trust nothing.
@@ -129,15 +133,21 @@ class KeyWatch:
 
     def poll(self) -> None:
         """Read what Redis sent (never blocks on Redis being idle), PING when due, and
-        (re)connect when disconnected and ``retry_s`` has passed since the last attempt."""
+        (re)connect when disconnected and ``retry_s`` has passed since the last attempt.
+        More than ``max_backlog`` messages waiting (calls rare, writes many) drop the
+        connection instead of stalling this call: nothing is trusted until it is back."""
         if self._conn is None:
             if self.enabled and self.clock() >= self._retry_at:
                 self._connect()
             return
         conn = self._conn
         try:
+            read = 0
             while conn.can_read(timeout=0):
+                if read == self.max_backlog:  # dropping them all is cheaper than reading them
+                    raise redis.ConnectionError(f"over {self.max_backlog} messages behind")
                 self._handle(conn.read_response())
+                read += 1
             now = self.clock()
             if self._ping_sent_at is None:
                 if now - self._confirmed_at >= self.max_silence_s / 2:

@@ -691,9 +691,13 @@ class CachedViewReader:
         cache = self._cache
         return [cache[e][0] for e in plan.entities]
 
-    def cached_keys(self) -> list[bytes]:
-        """The Redis keys of the entities cached."""
-        return [self._key_of(e) for e in self._cache]
+    def cached_entities(self) -> list[Any]:
+        """The entities cached."""
+        return list(self._cache)
+
+    def keys_of(self, entities: Sequence[Any]) -> list[bytes]:
+        """The Redis keys of ``entities``."""
+        return [self._key_of(e) for e in entities]
 
     def read_from(self, plan: StampsPlan, replies: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read`, given :meth:`read_commands`' plan and replies (reads the changed rows)."""

@@ -373,19 +373,25 @@ class Scorer:
             return clock() >= deadline or cancelled()
 
         watch = self.watch
-        window = None
-        if watch is not None:
-            watch.poll()
-            window = watch.open()
-        read: list[bytes] = []
+        if watch is None or not watch.enabled:
+            terminals = self.terminals.warm(stop) if self.terminal_features else 0
+            customers = 0 if stop() else self.history.warm(stop)
+            return terminals, customers
+        # what the warm-up reads (it skips what is cached) is current once it is done
+        watch.poll()
+        window = watch.open()
+        had_terminals = set(self.terminals.cached_entities())
+        had_customers = set(self.history.cached_ids())
         try:
             terminals = self.terminals.warm(stop) if self.terminal_features else 0
-            read += self.terminals.cached_keys()
             customers = 0 if stop() else self.history.warm(stop)
-            read += self.history.cached_version_keys()
         finally:
-            if watch is not None and window is not None:
-                watch.confirm(window, read)
+            read = self.terminals.keys_of(
+                [e for e in self.terminals.cached_entities() if e not in had_terminals]
+            ) + self.history.version_keys(
+                [c for c in self.history.cached_ids() if c not in had_customers]
+            )
+            watch.confirm(window, read)
         return terminals, customers
 
     def score_events(
@@ -589,7 +595,7 @@ class Scorer:
         customer_keys: list[bytes] = []
         terminal_keys: list[bytes] = []
         try:
-            if watch is None:
+            if watch is None or not watch.enabled:
                 replies = self._execute(commands)
             else:
                 watch.poll()

@@ -189,3 +189,20 @@ def test_a_server_that_refuses_tracking_turns_the_watch_off(server: redis.Redis)
     watch.poll()  # never tries again
     assert not watch.connected
     limited.close()
+
+
+def test_a_backlog_over_the_limit_drops_the_connection_instead_of_stalling(
+    server: redis.Redis, watch_of: Callable[..., KeyWatch]
+) -> None:
+    clock = Clock()
+    watch = watch_of(clock=clock, max_backlog=10, retry_s=1.0)
+    read(watch, [b"fs:v:keep"])
+    for i in range(50):  # one message each (a command's keys come in one message)
+        server.set(f"fs:v:{i}", i)
+    time.sleep(0.2)
+    watch.poll()
+    assert not watch.connected and not watch.current([b"fs:v:keep"])
+    assert watch.invalidations == 10  # read no more than the limit
+    clock.now += 1.0
+    watch.poll()
+    assert watch.connected and watch.healthy

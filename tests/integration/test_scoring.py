@@ -182,20 +182,8 @@ def test_a_model_reading_an_undefined_feature_is_refused(world) -> None:  # type
 
 
 def test_warmed_caches_read_nothing_more_and_change_no_decision(world) -> None:  # type: ignore[no-untyped-def]
-    scorer, new, store = world["scorer"], world["new"], world["store"]
-
-    def fresh() -> Scorer:
-        history = CustomerHistory(scorer.history.client, store.project)
-        return Scorer(
-            scorer.model,
-            scorer.online,
-            history,
-            scorer.policy,
-            scorer.terminal_max_age_s,
-            clock=scorer.clock,
-        )
-
-    cold, warm = fresh(), fresh()
+    new = world["new"]
+    cold, warm = _fresh(world), _fresh(world)
     terminals, customers = warm.warm(60.0)
     assert terminals == warm.terminals.reads > 0 and customers == warm.history.reads > 0
     assert set(new["terminal_id"]) & set(warm.terminals._cache)
@@ -210,9 +198,9 @@ def test_warmed_caches_read_nothing_more_and_change_no_decision(world) -> None: 
     ]
     # time is up after the terminals' first round trip: no customer is read
     ticks = iter([0.0, *[10.0] * 100])
-    stopped = fresh()
+    stopped = _fresh(world)
     assert stopped.warm(5.0, clock=lambda: next(ticks))[1] == 0 == stopped.history.reads
-    off = fresh()
+    off = _fresh(world)
     assert off.warm(0.0) == (0, 0) and off.terminals.reads == 0 == off.history.reads
 
 
@@ -220,20 +208,8 @@ def test_a_key_watch_skips_the_round_trip_and_still_sees_every_change(world) -> 
     """The API's watch (issue 5's tail): calls whose cached rows Redis reported unchanged
     send nothing to Redis, and every decision equals that of a scorer that reads Redis on
     every call, through the stream's state writes and a new terminal row in between."""
-    scorer, new, store = world["scorer"], world["new"], world["store"]
-
-    def fresh() -> Scorer:
-        history = CustomerHistory(scorer.history.client, store.project)
-        return Scorer(
-            scorer.model,
-            scorer.online,
-            history,
-            scorer.policy,
-            scorer.terminal_max_age_s,
-            clock=scorer.clock,
-        )
-
-    api, plain, stream = fresh(), fresh(), fresh()
+    new = world["new"]
+    api, plain, stream = _fresh(world), _fresh(world), _fresh(world)
     watch = watch_keys(api, max_silence_s=60.0)
     trips: list[int] = []
     execute = api._execute
@@ -300,7 +276,35 @@ def test_a_key_watch_skips_the_round_trip_and_still_sees_every_change(world) -> 
     column = api.names.index(api.terminal_features[0])
     known = latest["terminal_id"].isin(terminals).to_numpy()
     assert (matrix[known, column] == 3.0).all()
+    watch.stop()
 
 
 def _without_time(record: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in record.items() if k != "decided_at"}
+
+
+def test_a_warm_up_vouches_only_for_what_it_read(world) -> None:  # type: ignore[no-untyped-def]
+    api = _fresh(world)
+    early = world["new"].iloc[340:350]
+    api.score(early, update=False)  # cached before the watch: read at some time before it
+    watch = watch_keys(api, max_silence_s=60.0)
+    api.warm(60.0)
+    early_customers = set(early["customer_id"])
+    assert not any(watch.current([k]) for k in api.history.version_keys(list(early_customers)))
+    warmed = [c for c in api.history.cached_ids() if c not in early_customers]
+    assert len(warmed) > 100 and watch.current(api.history.version_keys(warmed))
+    watch.stop()
+
+
+def _fresh(world) -> Scorer:  # type: ignore[no-untyped-def]
+    """A scorer of the world's model and store with caches of its own."""
+    scorer = world["scorer"]
+    history = CustomerHistory(scorer.history.client, world["store"].project)
+    return Scorer(
+        scorer.model,
+        scorer.online,
+        history,
+        scorer.policy,
+        scorer.terminal_max_age_s,
+        clock=scorer.clock,
+    )
