@@ -28,6 +28,7 @@ def main() -> None:
     import redis
 
     from fraudstream import stack
+    from fraudstream.config import Settings
     from fraudstream.invalidation import KeyWatch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -40,7 +41,8 @@ def main() -> None:
                 "--save", "", "--appendonly", "no", "--dir", work]  # fmt: skip
         info = stack.start_process(argv, Path(work) / "redis.log")
         try:
-            client = redis.Redis(port=port)
+            url = f"redis://127.0.0.1:{port}/0"
+            client = stack.redis_client(url, Settings(redis={"url": url}))
             deadline = time.monotonic() + 10
             while True:
                 try:
