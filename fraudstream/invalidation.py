@@ -223,13 +223,3 @@ class KeyWatch:
     def _forget(self) -> None:
         self._trusted.clear()
         self.epoch += 1
-
-
-def common_prefix(a: bytes, b: bytes) -> bytes:
-    """The longest common prefix of ``a`` and ``b``."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]

@@ -52,7 +52,6 @@ from fraudstream.features import (
     TERMINAL_VIEW,
     Feature,
 )
-from fraudstream.invalidation import common_prefix
 from fraudstream.redis_batch import Script, execute, in_chunks, scan_keys
 
 if TYPE_CHECKING:
@@ -155,6 +154,16 @@ _STAMPS = Script(_STAMPS_LUA)
 SCRIPTS = (_WRITE, _STAMPS)
 #: Entities read per round trip when warming a reader's cache (:meth:`CachedViewReader.warm`).
 WARM_CHUNK = 1000
+
+
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+    """The longest common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 class OnlineStoreMismatch(FraudstreamError, ValueError):
@@ -451,7 +460,7 @@ class OnlineStore:
             entity_key(self.project, spec.join_key, spec.join_key_type, v, self.version)
             for v in samples
         )
-        return common_prefix(a, b)
+        return _common_prefix(a, b)
 
     def key(self, view: str, entity: Any) -> bytes:
         """The Redis key of ``entity`` in ``view`` (cached)."""
