@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from fraudstream.errors import FraudstreamError
 from fraudstream.features import (
     CUSTOMER_HISTORY_MS,
     MS_PER_DAY,
@@ -96,6 +97,25 @@ def pack_entries(ms: np.ndarray, ids: np.ndarray, amount: np.ndarray) -> list[by
     raw = table.tobytes()
     size = ENTRY.itemsize
     return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+class CorruptStateError(FraudstreamError):
+    """Customers whose stored history is not whole entries: they cannot be scored until
+    their key is repaired or deleted (their other transactions' decisions are unaffected)."""
+
+    def __init__(self, customer_ids: Sequence[str], keys: Sequence[bytes]) -> None:
+        self.customer_ids = list(customer_ids)
+        shown = ", ".join(k.decode(errors="replace") for k in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        super().__init__(
+            f"stored customer history is not whole {ENTRY.itemsize}-byte entries: {shown}{more}"
+            " (repair or delete each; their customers' transactions cannot be scored until then)"
+        )
+
+
+def whole_entries(members: Sequence[bytes]) -> bool:
+    """Whether sorted-set ``members`` are whole entries (:data:`ENTRY`), as written."""
+    return sum(map(len, members)) == ENTRY.itemsize * len(members)
 
 
 def unpack_entries(members: Sequence[bytes]) -> CustomerState:
@@ -197,8 +217,14 @@ class CustomerHistory:
         """The states of ``customer_ids`` from their stored entries and versions (``loaded``),
         now cached and counted as reads. Big-amount flags are computed here, once, for all
         at once: a cached state never needs them again (the API scores without updating, so
-        it keeps what it read)."""
+        it keeps what it read). Raises :class:`CorruptStateError` (naming them, caching
+        none) when a customer's entries are not whole entries."""
         self.reads += len(customer_ids)
+        corrupt = [
+            cid for cid, (m, _) in zip(customer_ids, loaded, strict=True) if not whole_entries(m)
+        ]
+        if corrupt:
+            raise CorruptStateError(corrupt, [self._key(cid) for cid in corrupt])
         states = with_flags([unpack_entries(members) for members, _ in loaded])
         for cid, state, (_, version) in zip(customer_ids, states, loaded, strict=True):
             self._remember(cid, state, version)
@@ -235,13 +261,11 @@ class CustomerHistory:
 
     def _admit_intact(self, customer_ids: Sequence[str]) -> None:
         """Read and admit ``customer_ids``, but those whose entries are not whole entries."""
-        size = ENTRY.itemsize
         intact: list[str] = []
         intact_loaded: list[tuple[Sequence[bytes], int]] = []
         corrupt: list[str] = []
         for cid, entry in zip(customer_ids, self._load(customer_ids), strict=True):
-            members = entry[0]
-            if sum(map(len, members)) == size * len(members):
+            if whole_entries(entry[0]):
                 intact.append(cid)
                 intact_loaded.append(entry)
             else:
@@ -250,7 +274,7 @@ class CustomerHistory:
             log.warning(
                 "%d customer state(s) not warmed, their stored entries are not %d-byte entries: %s",
                 len(corrupt),
-                size,
+                ENTRY.itemsize,
                 ", ".join(corrupt[:5]),
             )
         self._admit(intact, intact_loaded)

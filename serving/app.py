@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudstream.config import Settings
 from fraudstream.decision import Decision, encode_record
+from fraudstream.history import CorruptStateError
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
@@ -86,6 +87,18 @@ class ErrorBody(BaseModel):
     """An error answer: never a traceback."""
 
     detail: str
+
+
+class ScoringErrorBody(ErrorBody):
+    """A 500 of a scoring route. When the fault is the stored history of some of the
+    request's customers, ``transaction_ids`` names the request's transactions they hold; then
+    none of the request's transactions was scored or written (resend the others alone)."""
+
+    transaction_ids: list[str] | None = Field(
+        default=None,
+        description="the transactions whose customer's stored history is corrupt (absent: "
+        "another internal error)",
+    )
 
 
 class FieldError(BaseModel):
@@ -420,6 +433,14 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
     }
     if auth:
         errors[401] = {"model": ErrorBody, "description": f"missing or wrong {API_KEY_HEADER}"}
+    scoring_errors = {
+        **errors,
+        500: {
+            "model": ScoringErrorBody,
+            "description": "a customer's stored history is corrupt (names the transactions), "
+            "or another internal error (no details)",
+        },
+    }
 
     class ScoreBatchRequest(BaseModel):
         """Transactions to score together, in order."""
@@ -449,14 +470,39 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
             "parameters": [UPDATE_PARAMETER],
         }
 
+    def unscorable(
+        route: str, events: Sequence[TransactionEvent], exc: CorruptStateError
+    ) -> Response:
+        """The 500 of a request that holds customers whose stored history is corrupt."""
+        log.error("%s: %s", route, exc)  # names the Redis keys
+        metrics.errors.inc(route)
+        bad = set(exc.customer_ids)
+        held = [e.transaction_id for e in events if e.customer_id in bad]
+        who = ", ".join(repr(c) for c in exc.customer_ids)
+        one = len(exc.customer_ids) == 1
+        detail = (
+            f"the stored history of customer{'' if one else 's'} {who} is corrupt: "
+            f"{'its' if one else 'their'} transactions cannot be scored until it is repaired "
+            "(the server log names the Redis key)"
+        )
+        return _json({"detail": detail, "transaction_ids": held}, 500)
+
     async def score(request: Request) -> Response:
         event, update = await _inputs(request, TransactionEvent)
-        (decision,) = encoded(request, await service.score([event], update, single=True))
+        try:
+            records = await service.score([event], update, single=True)
+        except CorruptStateError as exc:
+            return unscorable("/v1/score", [event], exc)
+        (decision,) = encoded(request, records)
         return Response(decision, media_type="application/json")
 
     async def score_batch(request: Request) -> Response:
         body, update = await _inputs(request, ScoreBatchRequest)
-        decisions = encoded(request, await service.score(body.transactions, update))
+        try:
+            records = await service.score(body.transactions, update)
+        except CorruptStateError as exc:
+            return unscorable("/v1/score/batch", body.transactions, exc)
+        decisions = encoded(request, records)
         return Response(
             b'{"decisions":[' + b",".join(decisions) + b"]}", media_type="application/json"
         )
@@ -468,7 +514,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         methods=["POST"],
         route_class_override=RawRoute,
         response_model=Decision,
-        responses=errors,
+        responses=scoring_errors,
         tags=["scoring"],
         dependencies=secured,
         description="Score one transaction (canonical event schema). " + LATENCY_NOTE,
@@ -480,7 +526,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         methods=["POST"],
         route_class_override=RawRoute,
         response_model=ScoreBatchResponse,
-        responses=errors,
+        responses=scoring_errors,
         tags=["scoring"],
         dependencies=secured,
         description=(

@@ -18,7 +18,7 @@ import pytest
 
 from fraudstream.config import Settings
 from fraudstream.features import CustomerState, advance_customers, transaction_digests
-from fraudstream.history import SCRIPTS, CustomerHistory
+from fraudstream.history import SCRIPTS, CorruptStateError, CustomerHistory
 from fraudstream.redis_batch import execute
 from fraudstream.stack import redis_client
 
@@ -148,5 +148,8 @@ def test_warm_leaves_out_a_corrupt_state_and_reads_the_rest(
         assert warm.warm(lambda: False, chunk=4) == 6
     assert sorted(warm._cache) == customers
     assert "1 customer state(s) not warmed" in caplog.text and "broken" in caplog.text
-    with pytest.raises(ValueError):  # scoring it still reads it, and fails for it alone
-        _read(warm, ["broken"])
+    # scoring it still reads it, and fails for it alone, naming its key; nothing is cached
+    with pytest.raises(CorruptStateError, match=f"not whole 24-byte entries: .*{namespace}") as err:
+        _read(warm, ["c0", "broken", "c1"])
+    assert err.value.customer_ids == ["broken"] and "broken" not in warm._cache
+    assert len(_read(warm, ["c0", "c1"])[0]) == 2

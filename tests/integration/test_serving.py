@@ -342,17 +342,39 @@ def test_a_corrupt_customer_state_fails_only_its_own_requests(
     scorer = build_scorer(settings, endpoints)
     corrupt = f"corrupt-{uuid.uuid4().hex[:8]}"
     key = scorer.history.prefix + corrupt.encode()
-    scorer.history.client.zadd(key, {b"short": 1})  # not a 24-byte entry
+    redis_client = scorer.history.client
+    redis_client.zadd(key, {b"short": 1})  # not a 24-byte entry
+    first = world.new.drop_duplicates("customer_id").iloc[:2]
+    good = payloads(first)
+    bad = {**good[0], "transaction_id": f"bad-{uuid.uuid4().hex[:8]}", "customer_id": corrupt}
+    versions = [scorer.history.version_prefix + str(c).encode() for c in first["customer_id"]]
     try:
         app = create_app(settings, scorer, redis_url=endpoints.redis_url)
         # the warm-up meets the corrupt state: the API starts all the same (it once did not)
         with caplog.at_level(logging.WARNING), TestClient(app) as client:
-            body = payloads(world.new.iloc[[0]])[0]
-            bad = client.post("/v1/score", json={**body, "customer_id": corrupt})
-            assert bad.status_code == 500 and bad.json() == {"detail": "internal error"}
-            good = client.post("/v1/score", json=body)
-            assert good.status_code == 200, good.text
+            answer = client.post("/v1/score", json=bad)
+            assert answer.status_code == 500, answer.text
+            assert answer.json()["transaction_ids"] == [bad["transaction_id"]]
+            detail = answer.json()["detail"]
+            assert repr(corrupt) in detail and "corrupt" in detail
+            assert "Traceback" not in answer.text and key.decode() not in answer.text
+            # a batch holding it fails whole, names only its transaction, and writes nothing
+            before = redis_client.mget(versions)
+            batch = {"transactions": [good[0], bad, good[1]]}
+            answer = client.post("/v1/score/batch", json=batch, params={"update": "true"})
+            assert answer.status_code == 500, answer.text
+            assert answer.json()["transaction_ids"] == [bad["transaction_id"]]
+            assert redis_client.mget(versions) == before
+            # the others, resent without it, are scored; as is a single request
+            answer = client.post("/v1/score/batch", json={"transactions": good})
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["decisions"]) == 2
+            assert client.post("/v1/score", json=good[0]).status_code == 200
             assert client.get("/ready").status_code == 200
+            metrics = client.get("/metrics").text
+            assert 'fraudstream_api_errors_total{route="/v1/score"} 1.0' in metrics
+            assert 'fraudstream_api_errors_total{route="/v1/score/batch"} 1.0' in metrics
         assert "customer state(s) not warmed" in caplog.text and corrupt in caplog.text
+        assert key.decode() in caplog.text  # the log names the key to repair
     finally:
-        scorer.history.client.delete(key)
+        redis_client.delete(key)

@@ -274,6 +274,8 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         value, headers = by_key.pop(b"poison")
         assert headers["error_type"] == b"scoring_failed"
         assert orjson.loads(value)["transaction_id"] == "poisoned-1"
+        error = headers["error"].decode()  # says what is wrong and which key to repair
+        assert "CorruptStateError" in error and "history:poison-customer" in error, error
         for bad_key, bad_value, word in MALFORMED:
             value, headers = by_key[bad_key]
             if len(bad_value) > MAX_MESSAGE_BYTES:  # only the head of an oversized message

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from fraudstream.config import Settings
 from fraudstream.decision import Decision, Reason
+from fraudstream.history import CorruptStateError
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import Scorer
 from fraudstream.stack import free_port
@@ -70,7 +71,8 @@ class StubModel:
 
 
 class StubScorer:
-    """Stands in for :class:`Scorer`: records calls; degrades customer "new"; may fail."""
+    """Stands in for :class:`Scorer`: records calls; degrades customer "new"; may fail; a
+    call holding customer "corrupt" or "broken" fails as one with a corrupt stored history."""
 
     def __init__(self, fail: bool = False, warm_error: Exception | None = None) -> None:
         self.model = StubModel()
@@ -92,6 +94,9 @@ class StubScorer:
         self.calls.append(([e.transaction_id for e in events], update))
         if self.fail:
             raise RuntimeError("secret internals /etc/passwd")
+        corrupt = sorted({e.customer_id for e in events} & {"corrupt", "broken"})
+        if corrupt:
+            raise CorruptStateError(corrupt, [f"fs:history:{c}".encode() for c in corrupt])
         return [decision_for(e, degraded=e.customer_id == "new").model_dump() for e in events]
 
 
@@ -293,6 +298,31 @@ def test_errors_are_generic_500_and_logged(caplog: pytest.LogCaptureFixture) -> 
         assert c.get("/health").status_code == 200  # still alive
 
 
+def test_a_corrupt_customer_history_is_a_500_naming_its_transactions(
+    client: TestClient, stub: StubScorer, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = {**EVENT, "transaction_id": "bad-1", "customer_id": "corrupt"}
+    with caplog.at_level(logging.ERROR):
+        r = client.post("/v1/score", json=bad)
+    assert r.status_code == 500
+    assert r.json()["transaction_ids"] == ["bad-1"]
+    assert "'corrupt'" in r.json()["detail"] and "repaired" in r.json()["detail"]
+    assert "fs:history:corrupt" in caplog.text and "fs:history" not in r.text  # key: log only
+    events = [
+        {**EVENT, "transaction_id": "ok-1", "customer_id": "A"},
+        {**EVENT, "transaction_id": "bad-2", "customer_id": "broken"},
+        {**EVENT, "transaction_id": "bad-3", "customer_id": "corrupt"},
+    ]
+    r = client.post("/v1/score/batch", json={"transactions": events})
+    assert r.status_code == 500
+    assert r.json()["transaction_ids"] == ["bad-2", "bad-3"]
+    assert "customers 'broken', 'corrupt'" in r.json()["detail"]
+    assert client.post("/v1/score", json=EVENT).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'fraudstream_api_errors_total{route="/v1/score"} 1.0' in metrics
+    assert 'fraudstream_api_errors_total{route="/v1/score/batch"} 1.0' in metrics
+
+
 def test_the_caches_are_warmed_once_before_the_first_request(
     stub: StubScorer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -391,6 +421,9 @@ def test_openapi_lists_the_routes_and_the_request_schema(stub: StubScorer) -> No
     ref = score["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert ref == "#/components/schemas/TransactionEvent"
     assert {"200", "401", "413", "422", "500"} <= set(score["responses"])
+    for route in ("/v1/score", "/v1/score/batch"):
+        failed = paths[route]["post"]["responses"]["500"]["content"]["application/json"]
+        assert failed["schema"]["$ref"].endswith("/ScoringErrorBody")
     assert score["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/Decision"
     )
