@@ -6,7 +6,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -681,25 +681,29 @@ def serve_cmd(
     startup = StartupSignals()
     startup.install()
     try:
-        import uvicorn
+        from serving.server import STARTUP_FAILURE, run_api
 
         target = _prepare_api(settings, workers)
+        # uvicorn's handlers take over as it starts: with one process, a SIGTERM until then
+        # is recorded and replayed to them (serving.server); uvicorn's supervisor cannot
+        if workers == 1:
+            startup.defer()
+        else:
+            startup.uninstall()
     except StoppedBeforeStart:
+        startup.uninstall()
         typer.echo("serve: SIGTERM during start-up; stopped before listening", err=True)
         raise typer.Exit(0) from None
-    finally:
-        startup.uninstall()  # uvicorn installs its own handlers as it starts
-    uvicorn.run(
-        target,
-        factory=workers > 1,
-        workers=workers,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        log_config=None,  # keep the logging set up in main()
-        access_log=access_log,
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,  # nothing reads the client address; saves a layer per request
-    )
+    options: dict[str, Any] = {
+        "host": host or settings.api.host,
+        "port": port or settings.api.port,
+        "log_config": None,  # keep the logging set up in main()
+        "access_log": access_log,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": False,  # nothing reads the client address; saves a layer per request
+    }
+    if not run_api(target, workers, startup, options):
+        raise typer.Exit(STARTUP_FAILURE)  # could not bind, or the app did not start (logged)
 
 
 def _prepare_api(settings: Settings, workers: int) -> FastAPI | str:

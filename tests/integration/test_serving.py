@@ -79,8 +79,9 @@ def subprocess_running(
 
         yield tail
         os.killpg(proc.pid, signal.SIGTERM)
-        # a clean stop: uvicorn re-raises the SIGTERM it handled once it has shut down
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), tail()
+        # a clean stop, exit code 0 (the SIGTERM uvicorn re-raises once it has shut down
+        # reaches serve's start-up handler, which only records it: serving/server.py)
+        assert proc.wait(timeout=30) == 0, tail()
 
 
 def wait_ready(client: httpx2.Client, tail: Callable[[], str]) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -95,3 +98,47 @@ def test_worker_stops_on_a_sigterm_from_start_up_once_its_handlers_are_in(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             loop.remove_signal_handler(sig)
+
+
+async def _lifespan_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that only starts and stops (uvicorn needs one to serve)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+@pytest.mark.parametrize("came", [True, False])
+def test_api_server_replays_a_sigterm_from_start_up_and_outlives_its_re_raise(
+    startup: StartupSignals, came: bool
+) -> None:
+    import uvicorn
+
+    from fraudstream.stack import free_port
+    from serving.server import ApiServer
+
+    startup.defer()
+    if came:  # between the command's start-up and uvicorn's handlers
+        signal.raise_signal(signal.SIGTERM)
+    config = uvicorn.Config(_lifespan_only, host="127.0.0.1", port=free_port(), log_config=None)
+    server = ApiServer(config, startup)
+    timed_out = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20.0
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not came and server.started:  # a SIGTERM once it serves (its handler is in)
+            signal.raise_signal(signal.SIGTERM)  # handled in the main thread
+        while not server.should_exit and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.should_exit:  # no signal stopped it: stop it, and fail below
+            timed_out.set()
+            server.should_exit = True
+
+    threading.Thread(target=watch, daemon=True).start()
+    server.run()  # returns once the SIGTERM, replayed or sent, stopped it; the process lives
+    assert not timed_out.is_set() and server.started
+    # uvicorn put the start-up handler back and sent it the signal again: only recorded
+    assert signal.getsignal(signal.SIGTERM) == startup._handle
+    assert startup.received is signal.SIGTERM
