@@ -548,7 +548,7 @@ def test_a_request_that_fails_a_coalesced_call_fails_alone(
         calls.append([e.transaction_id for e in events])
         first.wait(5)  # hold the first call until everything is queued
         if any(e.customer_id == "corrupt" for e in events):
-            raise ValueError("buffer size must be a multiple of element size")
+            raise CorruptStateError(["corrupt"], [b"fs:history:corrupt"])
         return [decision_for(e) for e in events]
 
     async def main() -> list[Any]:
@@ -572,8 +572,8 @@ def test_a_request_that_fails_a_coalesced_call_fails_alone(
         "t1",
         "t3",
     ]
-    assert isinstance(results[2], ValueError)
-    assert "a call of 4 coalesced requests failed (ValueError" in caplog.text
+    assert isinstance(results[2], CorruptStateError)
+    assert "a call of 4 coalesced requests failed (CorruptStateError" in caplog.text
 
 
 def test_queue_refuses_work_when_not_started() -> None:
