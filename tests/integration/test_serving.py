@@ -29,6 +29,7 @@ from typing import Any
 import httpx2
 import orjson
 import pandas as pd
+import psutil
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from fastapi.testclient import TestClient
@@ -69,14 +70,17 @@ def payloads(events: pd.DataFrame) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def subprocess_running(
-    argv: list[str], env: dict[str, str], log: Path
+    argv: list[str], env: dict[str, str], log: Path, pids: list[int] | None = None
 ) -> Iterator[Callable[[], str]]:
-    """Run ``python -m fraudstream ARGV``; yields a function returning the log's tail."""
+    """Run ``python -m fraudstream ARGV``; yields a function returning the log's tail. Its
+    process id is appended to ``pids``, if given."""
     with stack.running([sys.executable, "-m", "fraudstream", *argv], log, env=env) as proc:
 
         def tail() -> str:
             return f"exit code {proc.poll()}; log:\n{log.read_text()[-4000:]}"
 
+        if pids is not None:
+            pids.append(proc.pid)
         yield tail
         os.killpg(proc.pid, signal.SIGTERM)
         # a clean stop, exit code 0 (the SIGTERM uvicorn re-raises once it has shut down
@@ -208,6 +212,59 @@ def test_api_scores_equal_the_worker(world: World, tmp_path: Path) -> None:
     for tx in singles:  # a customer's first event: alone or in a batch, the same features
         # and the same score to the bit (small calls: the tree walk; the batch: XGBoost)
         assert singles[tx]["score"] == batch[tx]["score"]
+
+
+def served_by(supervisor: psutil.Process) -> list[psutil.Process]:
+    """uvicorn's worker processes under ``supervisor`` (not multiprocessing's helpers)."""
+    out = []
+    for child in supervisor.children():
+        with contextlib.suppress(psutil.Error):
+            if "--multiprocessing-fork" in child.cmdline() and "from multiprocessing.spawn" in (
+                " ".join(child.cmdline())
+            ):
+                out.append(child)
+    return out
+
+
+def test_serve_with_two_worker_processes(world: World, tmp_path: Path) -> None:
+    """``--workers 2``: each process builds the app from the environment
+    (``serving.app:app_from_environment``) and scores as one process does; SIGTERM stops
+    the supervisor and its workers, exit code 0 (``subprocess_running``)."""
+    settings = world.settings
+    endpoints = resolve_endpoints(settings)
+    firsts = world.new.drop(columns=["is_fraud"]).drop_duplicates("customer_id").iloc[:40]
+    bodies = payloads(firsts)
+    events = [TransactionEvent.model_validate(b) for b in bodies]
+    expected = build_scorer(settings, endpoints).score_events(events, update=False)
+
+    port = stack.free_port()
+    env = process_env(settings, tmp_path / "api-stack")
+    argv = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    pids: list[int] = []
+    with subprocess_running(argv, env, tmp_path / "api.log", pids) as tail:
+        supervisor = psutil.Process(pids[0])
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(served_by(supervisor)) < 2:  # uvicorn's workers, each with its own scorer
+            assert time.monotonic() < deadline, tail()
+            time.sleep(0.2)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_ready(client, tail)
+            assert client.get("/v1/model").json()["model_version"] == world.model.version
+
+        def one(body: dict[str, Any]) -> float:
+            # a connection each: either worker may accept it
+            with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as fresh:
+                response = fresh.post("/v1/score", json=body)
+            assert response.status_code == 200, response.text
+            score: float = response.json()["score"]
+            return score
+
+        with ThreadPoolExecutor(4) as pool:
+            scores = list(pool.map(one, bodies))
+        workers = served_by(supervisor)
+        assert len(workers) == 2, tail()
+    assert scores == pytest.approx([d.score for d in expected], abs=1e-6)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
 
 def test_only_update_true_changes_the_customers_state(world: World) -> None:
