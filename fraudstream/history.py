@@ -101,21 +101,25 @@ def pack_entries(ms: np.ndarray, ids: np.ndarray, amount: np.ndarray) -> list[by
 
 class CorruptStateError(FraudstreamError):
     """Customers whose stored history is not whole entries: they cannot be scored until
-    their key is repaired or deleted (their other transactions' decisions are unaffected)."""
+    their key is repaired or deleted (other customers' transactions are unaffected)."""
 
     def __init__(self, customer_ids: Sequence[str], keys: Sequence[bytes]) -> None:
         self.customer_ids = list(customer_ids)
         shown = ", ".join(k.decode(errors="replace") for k in keys[:5])
         more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        what = "it; its customer's" if len(keys) == 1 else "each; their customers'"
         super().__init__(
             f"stored customer history is not whole {ENTRY.itemsize}-byte entries: {shown}{more}"
-            " (repair or delete each; their customers' transactions cannot be scored until then)"
+            f" (repair or delete {what} transactions cannot be scored until then)"
         )
 
 
 def whole_entries(members: Sequence[bytes]) -> bool:
-    """Whether sorted-set ``members`` are whole entries (:data:`ENTRY`), as written."""
-    return sum(map(len, members)) == ENTRY.itemsize * len(members)
+    """Whether sorted-set ``members`` are all whole entries (:data:`ENTRY`), as written."""
+    size = ENTRY.itemsize  # none longer, and as many bytes as whole entries: all whole
+    return not members or (
+        max(map(len, members)) == size and sum(map(len, members)) == size * len(members)
+    )
 
 
 def unpack_entries(members: Sequence[bytes]) -> CustomerState:
