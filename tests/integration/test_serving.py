@@ -264,7 +264,8 @@ def test_serve_with_two_worker_processes(world: World, tmp_path: Path) -> None:
         workers = served_by(supervisor)
         assert len(workers) == 2, tail()
     assert scores == pytest.approx([d.score for d in expected], abs=1e-6)
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    _, left = psutil.wait_procs(workers, timeout=10)  # the workers went with it
+    assert not left, left
 
 
 def test_only_update_true_changes_the_customers_state(world: World) -> None:

@@ -34,7 +34,7 @@ def test_written_entries_are_whole_and_read_back() -> None:
     [[ENTRY.itemsize - 1], [ENTRY.itemsize + 1], [ENTRY.itemsize - 1, ENTRY.itemsize + 1], [0]],
 )
 def test_members_of_other_sizes_are_not_whole(sizes: list[int]) -> None:
-    # the last case of two: as many bytes as two entries, neither of them whole
+    # [23, 25]: as many bytes as two entries, but neither member is one
     whole = pack_entries(np.array([1], np.int64), transaction_digests(["x"]), np.array([1.0]))
     assert not whole_entries([*whole, *(b"\0" * n for n in sizes)])
 
