@@ -694,6 +694,9 @@ def serve_cmd(
         startup.uninstall()
         typer.echo("serve: SIGTERM during start-up; stopped before listening", err=True)
         raise typer.Exit(0) from None
+    except BaseException:  # refused to start: leave the signal as it was
+        startup.uninstall()
+        raise
     options: dict[str, Any] = {
         "host": host or settings.api.host,
         "port": port or settings.api.port,

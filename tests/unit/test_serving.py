@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -591,8 +592,10 @@ def test_serve_needs_redis_not_kafka(clean_env: Any, monkeypatch: pytest.MonkeyP
     from fraudstream.cli import app
 
     clean_env()
+    handler = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2  # no stack, nothing configured
+    assert signal.getsignal(signal.SIGTERM) == handler  # its start-up handler is gone
     # with a Redis URL and no Kafka at all, what stops it is Redis not answering
     monkeypatch.setenv("FRAUDSTREAM_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
     result = CliRunner().invoke(app, ["serve"])
