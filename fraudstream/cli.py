@@ -591,6 +591,65 @@ def dlq_cmd(
     )
 
 
+@app.command("redrive")
+def redrive_cmd(
+    ctx: typer.Context,
+    error_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--error-type",
+            help="dead letters of this error_type (repeat for more; default: scoring_failed "
+            "and worker_error, the failures a repair undoes)",
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool, typer.Option(help="read the whole topic, not only what the group has not read")
+    ] = False,
+    group: Annotated[
+        str, typer.Option(help="consumer group that records how far redrives have read")
+    ] = "fraudstream-redrive",
+    dry_run: Annotated[
+        bool, typer.Option(help="read and count only: send and commit nothing")
+    ] = False,
+) -> None:
+    """Send dead letters back to the transactions topic once their cause is fixed.
+
+    Their original key and bytes, with a ``redriven_from`` header; the worker scores them
+    as any event. Offsets are committed once all are delivered, so the next run sends only
+    newer dead letters. Prints a JSON summary (read, redriven, passed over by reason).
+    """
+    import threading
+
+    from fraudstream.consume import sigint_sets
+    from fraudstream.redrive import ERROR_TYPES, RECOVERABLE, RedriveError, redrive
+
+    chosen = tuple(error_type or RECOVERABLE)
+    unknown = sorted(set(chosen) - set(ERROR_TYPES))
+    if unknown:
+        raise fail(f"--error-type: unknown {', '.join(unknown)} (one of {', '.join(ERROR_TYPES)})")
+    settings = _settings(ctx)
+    bootstrap = _kafka_bootstrap(settings)
+    stop = threading.Event()
+    try:
+        with sigint_sets(stop):
+            result = redrive(
+                settings.kafka,
+                bootstrap,
+                settings.topics.dead_letter,
+                settings.topics.transactions,
+                error_types=chosen,
+                group_id=group,
+                from_beginning=from_beginning,
+                dry_run=dry_run,
+                stop=stop.is_set,
+            )
+    except RedriveError as exc:  # sending or committing failed
+        raise fail(str(exc), code=1) from None
+    except FraudstreamError as exc:  # a topic missing, Kafka not answering
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(result.summary()))
+
+
 @app.command("worker")
 def worker_cmd(
     ctx: typer.Context,

@@ -184,7 +184,7 @@ def read_records(
     conf["enable.partition.eof"] = True
     consumer = Consumer(conf)
     try:
-        partitions = _partitions(consumer, topic)
+        partitions = topic_partitions(consumer, topic)
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in partitions])
         ready = on_ready
@@ -243,7 +243,8 @@ def _older(record: Record, started_ms: int) -> bool:
     return record.timestamp_ms is not None and record.timestamp_ms < started_ms
 
 
-def _partitions(consumer: Consumer, topic: str) -> list[int]:
+def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The partitions of ``topic``; :class:`ConsumeError` if it does not exist."""
     try:
         metadata = consumer.list_topics(timeout=METADATA_TIMEOUT_S)
     except Exception as exc:

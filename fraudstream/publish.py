@@ -303,7 +303,7 @@ def send_paced(
                 break
             now_ms = int(time.time() * 1000)
             key, value = make(now_ms)
-            _produce(producer, topic, key, value, now_ms, result.on_delivery)
+            produce_retrying(producer, topic, key, value, now_ms, result.on_delivery)
             result.sent += 1
             producer.poll(0)
             if progress is not None and result.sent % PROGRESS_EVERY == 0:
@@ -344,18 +344,25 @@ def _raise_fatal(err: KafkaError) -> None:
         raise KafkaException(err)
 
 
-def _produce(
+def produce_retrying(
     producer: Producer,
     topic: str,
-    key: bytes,
+    key: bytes | None,
     value: bytes,
     timestamp_ms: int,
     on_delivery: Callable[[KafkaError | None, Message], None],
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
+    """``producer.produce``, waiting (and serving deliveries) while its queue is full."""
     while True:
         try:
             producer.produce(
-                topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=on_delivery
+                topic,
+                value=value,
+                key=key,
+                timestamp=timestamp_ms,
+                headers=headers,
+                on_delivery=on_delivery,
             )
             return
         except BufferError:  # the local queue is full: serve deliveries, then retry

@@ -74,7 +74,9 @@ Per message:
 
 If scoring a batch fails (a bug, a corrupt state), its valid events are scored one by one;
 an event that still fails goes to the dead-letter topic with ``error_type``
-``scoring_failed`` and the error, and the failure is logged.
+``scoring_failed`` and the error, and the failure is logged. A batch that fails as a
+whole (a bug outside scoring) sends all its messages there, ``worker_error``. Once the cause
+is repaired, ``fraudstream redrive`` (:mod:`fraudstream.redrive`) sends both kinds back.
 
 Duplicates: a ``transaction_id`` that occurs more than once in one batch is scored once
 per message, each copy as a replay (the scorer leaves a replayed transaction out of its
@@ -101,6 +103,7 @@ from pydantic import ValidationError
 from fraudstream.config import Settings
 from fraudstream.decision import encode_record
 from fraudstream.metrics import WorkerMetrics, track_gc_pauses
+from fraudstream.redrive import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
 from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
@@ -263,9 +266,7 @@ class BatchProcessor:
                     message.offset,
                     result,
                 )
-                outputs.append(
-                    dead_letter(message, result, "invalid_event", self.dead_letter_topic)
-                )
+                outputs.append(dead_letter(message, result, INVALID_EVENT, self.dead_letter_topic))
             else:
                 valid.append((message, result))
         decoded = time.perf_counter()
@@ -354,9 +355,7 @@ class BatchProcessor:
             except Exception as exc:
                 log.exception("scoring %s failed", event.transaction_id)
                 error = f"scoring failed: {type(exc).__name__}: {exc}"
-                outputs.append(
-                    dead_letter(message, error, "scoring_failed", self.dead_letter_topic)
-                )
+                outputs.append(dead_letter(message, error, SCORING_FAILED, self.dead_letter_topic))
             else:
                 outputs.append(decision_message(record, message, self.decisions_topic))
                 records.append(record)
@@ -366,9 +365,9 @@ class BatchProcessor:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
         with self.metrics.lock:
-            self.metrics.dead_letters.inc("worker_error", amount=len(batch))
+            self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
         await self.produce(
-            [dead_letter(m, error, "worker_error", self.dead_letter_topic) for m in batch]
+            [dead_letter(m, error, WORKER_ERROR, self.dead_letter_topic) for m in batch]
         )
 
     async def produce(self, outputs: Sequence[Outgoing]) -> None:

@@ -30,8 +30,9 @@ import pandas as pd
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from benchmarks.small_world import process_env
+from benchmarks.small_world import process_env, run_cli
 from fraudstream.config import Settings
+from fraudstream.consume import read_records
 from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
 from fraudstream.scoring import build_scorer
@@ -323,6 +324,31 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         assert len(unstored) + 2 <= reads <= 2 * len(unstored) + 2, (reads, len(unstored))
         live = json.loads(urllib.request.urlopen(f"{base}/live", timeout=5).read())
         assert live["live"] is True
+
+        # the corrupt state repaired (deleted), ``redrive`` sends the dead-lettered event back
+        # (only it: invalid events would fail again) and the worker decides it
+        client.delete(scorer.history.prefix + b"poison-customer")
+        [want] = scorer.score(poisoned, update=False).decisions
+        out = run_cli(["redrive", "--group", f"redrive-{tag}"], env, tmp_path)
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["redriven"] == 1, summary
+        assert summary["passed_over"] == {"invalid_event": len(MALFORMED)}, summary
+        redecided = None
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+        for record in read_records(
+            settings.kafka,
+            bootstrap,
+            topics["decisions"],
+            from_beginning=True,
+            follow=True,
+            stop=lambda: time.monotonic() > deadline,
+        ):
+            if record.key == b"poisoned-1":
+                redecided = orjson.loads(record.value or b"")
+                break
+        assert redecided is not None, f"the redriven event was not decided:\n{worker_log()}"
+        assert redecided["score"] == pytest.approx(want.score, abs=1e-6)
+        assert redecided["action"] == want.action
 
         os.killpg(proc.pid, signal.SIGTERM)
         try:

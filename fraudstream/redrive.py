@@ -1,0 +1,229 @@
+"""Send dead letters back to the transactions topic once their cause is fixed.
+
+The worker dead-letters an event it could not score (``scoring_failed``: a corrupt customer
+state, a bug) and every event of a batch it failed on (``worker_error``), with the event's
+own key and bytes (``streaming.worker.dead_letter``). Once the cause is repaired,
+:func:`redrive` publishes those bytes again under the same key (so the same partition, and a
+customer's redriven events keep their order) to the transactions topic, with the header
+``redriven_from`` (``topic:partition:offset`` of the dead letter) and the send time as the
+Kafka timestamp. The worker then scores them as any event, at their own event time; one that
+was decided before (a replay) gets the same decision again.
+
+Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERABLE`;
+``invalid_event`` would fail again, unless it was refused only for a timestamp too far
+ahead). Passed over and counted: the other types, and any whose value was truncated
+(``value_bytes``: the message was over the worker's size limit, only its head was kept).
+
+Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed only
+once every redriven message is delivered (``acks=all``), so the next run reads only dead
+letters that arrived since; ``from_beginning`` reads the topic again from its start. The run
+reads each partition up to its end, or up to its first dead letter stamped at or after the
+run's start (such as a redriven event failing again), which is left for the next run: a run
+always ends. A run that could not deliver everything commits nothing and fails; running it
+again sends them all again (harmless to scores: the worker treats them as replays; the
+decisions topic may then carry a decision twice). ``dry_run`` reads and counts only. Run one
+redrive at a time per group: two at once could both send the same dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from fraudstream.config import KafkaSettings
+from fraudstream.consume import (
+    POLL_TIMEOUT_S,
+    ConsumeError,
+    Record,
+    record_from_message,
+    topic_partitions,
+)
+from fraudstream.errors import FraudstreamError
+from fraudstream.kafka import consumer_config, producer_config
+from fraudstream.publish import FLUSH_TIMEOUT_S, produce_retrying
+
+log = logging.getLogger(__name__)
+
+#: The ``error_type`` header of a dead letter (set by the worker).
+INVALID_EVENT = "invalid_event"
+SCORING_FAILED = "scoring_failed"
+WORKER_ERROR = "worker_error"
+ERROR_TYPES = (INVALID_EVENT, SCORING_FAILED, WORKER_ERROR)
+#: What a redrive sends by default: the failures that a repair can undo.
+RECOVERABLE = (SCORING_FAILED, WORKER_ERROR)
+#: Why a chosen dead letter is passed over: only the head of its value was kept.
+TRUNCATED = "truncated"
+#: The header naming the dead letter a redriven message came from.
+REDRIVEN_FROM = "redriven_from"
+DEFAULT_GROUP = "fraudstream-redrive"
+
+
+class RedriveError(FraudstreamError):
+    """A redrive that could not read, send or commit (nothing committed unless it says so)."""
+
+
+def passed_over(record: Record, error_types: Collection[str]) -> str | None:
+    """``None`` if the dead letter ``record`` is to be sent again, else why it is not: its
+    ``error_type`` (``unknown`` without one), or :data:`TRUNCATED`."""
+    headers = dict(record.headers)
+    raw = headers.get("error_type")
+    error_type = raw.decode(errors="replace") if raw else "unknown"
+    if error_type not in error_types:
+        return error_type
+    if "value_bytes" in headers or record.value is None:
+        return TRUNCATED
+    return None
+
+
+@dataclass
+class RedriveResult:
+    """What one run read, sent and committed."""
+
+    dead_letter_topic: str
+    to_topic: str
+    dry_run: bool
+    read: int = 0
+    redriven: int = 0
+    passed_over: Counter[str] = field(default_factory=Counter)
+    #: The next offset per partition of the dead-letter topic, as committed (empty: none).
+    committed: dict[int, int] = field(default_factory=dict)
+    #: False when stopped (Ctrl-C) before every partition was read to its end.
+    complete: bool = False
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(err.str())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dead_letter_topic": self.dead_letter_topic,
+            "to": self.to_topic,
+            "dry_run": self.dry_run,
+            "read": self.read,
+            "redriven": self.redriven,
+            "passed_over": dict(sorted(self.passed_over.items())),
+            "committed": {str(p): o for p, o in sorted(self.committed.items())},
+            "complete": self.complete,
+        }
+
+
+def redrive(
+    kafka: KafkaSettings,
+    bootstrap: str,
+    dead_letter_topic: str,
+    to_topic: str,
+    *,
+    error_types: Collection[str] = RECOVERABLE,
+    group_id: str = DEFAULT_GROUP,
+    from_beginning: bool = False,
+    dry_run: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.time,
+) -> RedriveResult:
+    """Send the chosen dead letters of ``dead_letter_topic`` to ``to_topic`` (see the module).
+
+    ``stop`` is checked between polls: the run then ends early, and still delivers and
+    commits what it has read. ``clock`` (wall time, seconds) stamps the run's start.
+    """
+    result = RedriveResult(dead_letter_topic, to_topic, dry_run)
+    conf = consumer_config(kafka, bootstrap, group_id)
+    conf["enable.partition.eof"] = True
+    consumer = Consumer(conf)
+    producer: Producer | None = None
+    try:
+        partitions = topic_partitions(consumer, dead_letter_topic)
+        topic_partitions(consumer, to_topic)  # it exists: else every send waits to time out
+        if not dry_run:
+            producer = Producer(producer_config(kafka, bootstrap))
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_STORED
+        consumer.assign([TopicPartition(dead_letter_topic, p, start) for p in partitions])
+        started_ms = int(clock() * 1000)
+        reading = set(partitions)
+        next_offsets: dict[int, int] = {}
+        while reading and not stop():
+            msg = consumer.poll(POLL_TIMEOUT_S)
+            if msg is None:
+                continue
+            err = msg.error()
+            partition = msg.partition() or 0
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    reading.discard(partition)
+                elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise ConsumeError(f"reading {dead_letter_topic!r}: {err.str()}")
+                continue  # transient (a reconnect): librdkafka retries
+            if partition not in reading:
+                continue
+            record = record_from_message(msg)
+            if record.timestamp_ms is not None and record.timestamp_ms >= started_ms:
+                reading.discard(partition)  # written since the run began: the next run's
+                consumer.pause([TopicPartition(dead_letter_topic, partition)])
+                continue
+            result.read += 1
+            next_offsets[partition] = record.offset + 1
+            why = passed_over(record, error_types)
+            if why is not None:
+                result.passed_over[why] += 1
+                continue
+            result.redriven += 1
+            if producer is not None:
+                assert record.value is not None  # passed_over() refused a missing one
+                origin = f"{dead_letter_topic}:{partition}:{record.offset}"
+                produce_retrying(
+                    producer,
+                    to_topic,
+                    record.key,
+                    record.value,
+                    int(clock() * 1000),
+                    result.on_delivery,
+                    headers=[(REDRIVEN_FROM, origin.encode())],
+                )
+        result.complete = not reading
+        if producer is None:
+            return result
+        _deliver(producer, result)
+        if next_offsets:
+            offsets = [TopicPartition(dead_letter_topic, p, o) for p, o in next_offsets.items()]
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                raise RedriveError(
+                    f"{result.redriven} dead letter(s) sent, but committing group "
+                    f"{group_id!r} failed ({exc}): the next run sends them again"
+                ) from None
+            result.committed = dict(next_offsets)
+        log.info("redrive: %s", result.summary())
+        return result
+    finally:
+        consumer.close()
+
+
+def _deliver(producer: Producer, result: RedriveResult) -> None:
+    """Wait for every send; any not delivered fails the run before it commits."""
+    left = producer.flush(FLUSH_TIMEOUT_S)
+    if left or result.failed:
+        undelivered = left + result.failed
+        detail = f": {result.errors[0]}" if result.errors else ""
+        raise RedriveError(
+            f"{undelivered} of {result.redriven} redriven message(s) not delivered to "
+            f"{result.to_topic!r}{detail}; nothing committed: run it again to send them all again"
+        )

@@ -1,0 +1,206 @@
+"""``fraudstream redrive`` on the real broker: dead letters the worker wrote (its own
+``dead_letter`` function) go back to the transactions topic, each once per group.
+
+The worker end to end (a corrupt state dead-lettered, repaired, redriven, decided) is in
+``test_worker.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from fraudstream.config import Settings
+from fraudstream.consume import Record, read_records
+from fraudstream.kafka import producer_config
+from fraudstream.redrive import (
+    INVALID_EVENT,
+    REDRIVEN_FROM,
+    SCORING_FAILED,
+    WORKER_ERROR,
+    RedriveError,
+    redrive,
+)
+from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
+
+pytestmark = pytest.mark.integration
+
+KAFKA = Settings().kafka
+CLI_TIMEOUT_S = 120
+
+
+def _event(i: int, customer: str) -> bytes:
+    return (
+        f'{{"transaction_id":"tx-{i}","timestamp":"2026-11-21T10:{i % 60:02d}:00Z",'
+        f'"customer_id":"{customer}","terminal_id":"t-{i}","amount":{i + 1}}}'
+    ).encode()
+
+
+def _dead_letters(source: str, dlq: str) -> list[tuple[bytes | None, bytes, list, str]]:
+    """(key, value, headers, error_type) of a worker's dead letters: 6 scoring failures of
+    3 customers, 2 of a failed batch, 2 invalid events and 1 oversized (invalid) message."""
+    made = []
+
+    def add(i: int, key: bytes | None, value: bytes, error_type: str) -> None:
+        message = Incoming(source, i % 3, i, 1_700_000_000.0, key, value)
+        out = dead_letter(message, f"{error_type}: test", error_type, dlq)
+        assert out.value is not None
+        made.append((out.key, out.value, out.headers, error_type))
+
+    for i in range(6):
+        customer = f"c{i % 3}"
+        add(i, customer.encode(), _event(i, customer), SCORING_FAILED)
+    add(6, b"c0", _event(6, "c0"), WORKER_ERROR)
+    add(7, b"c9", _event(7, "c9"), WORKER_ERROR)
+    add(8, b"bad", b'{"transaction_id": "x", ', INVALID_EVENT)
+    add(9, b"c1", _event(9, "c1").replace(b"2026", b"2126"), INVALID_EVENT)
+    add(10, b"huge", b'{"pad":"' + b"x" * MAX_MESSAGE_BYTES + b'"}', INVALID_EVENT)
+    return made
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, list]]) -> None:
+    producer = Producer(producer_config(KAFKA, bootstrap))
+    for key, value, headers in messages:
+        producer.produce(topic, value=value, key=key, headers=headers)
+    assert producer.flush(30) == 0
+
+
+def _read(bootstrap: str, topic: str) -> list[Record]:
+    return list(read_records(KAFKA, bootstrap, topic, from_beginning=True))
+
+
+def test_redrive_sends_each_recoverable_dead_letter_once(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    source, dlq = topic_factory("tx", partitions=3), topic_factory("dlq", partitions=2)
+    made = _dead_letters(source, dlq)
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    group = group_factory("redrive")
+
+    dry = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, dry_run=True)
+    assert (dry.read, dry.redriven, dry.committed, dry.complete) == (11, 8, {}, True)
+    assert dry.passed_over == {INVALID_EVENT: 3}
+    assert _read(kafka_bootstrap, source) == []
+
+    first = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)  # after the dry run
+    assert (first.read, first.redriven) == (11, 8)
+    assert sum(first.committed.values()) == 11  # past every dead letter it read
+    sent = _read(kafka_bootstrap, source)
+    assert len(sent) == 8
+    recoverable = [(k, v) for k, v, _, t in made if t != INVALID_EVENT]
+    assert sorted((r.key, r.value) for r in sent) == sorted(recoverable)  # bytes unchanged
+    partition_of: dict[bytes | None, int] = {}
+    for record in sent:  # one partition per key (the producer's): a customer keeps its order
+        assert partition_of.setdefault(record.key, record.partition) == record.partition
+        [(name, origin)] = record.headers
+        assert name == REDRIVEN_FROM and origin is not None
+        topic, partition, offset = origin.decode().rsplit(":", 2)
+        assert topic == dlq and int(partition) in (0, 1) and int(offset) >= 0
+    by_customer = [r.value for r in sorted(sent, key=lambda r: r.offset) if r.key == b"c0"]
+    assert by_customer == [v for k, v in recoverable if k == b"c0"]
+
+    again = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (again.read, again.redriven, again.committed) == (0, 0, {})
+    # a new dead letter: only it goes; then, from the beginning, the invalid ones too
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:1]])
+    newer = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (newer.read, newer.redriven) == (1, 1)
+    everything = redrive(
+        KAFKA,
+        kafka_bootstrap,
+        dlq,
+        source,
+        group_id=group,
+        from_beginning=True,
+        error_types=[INVALID_EVENT],
+    )
+    assert (everything.read, everything.redriven) == (12, 2)
+    assert everything.passed_over == {SCORING_FAILED: 7, WORKER_ERROR: 2, "truncated": 1}
+    assert len(_read(kafka_bootstrap, source)) == 8 + 1 + 2
+
+
+def test_dead_letters_written_after_the_start_wait_for_the_next_run(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    """A redriven event that fails again must not be redriven by the same run (no loop):
+    the run stops each partition at its first dead letter stamped at or after its start."""
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    made = _dead_letters(source, dlq)[:4]
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:2]])
+    time.sleep(0.05)
+    between = time.time()
+    time.sleep(0.05)
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[2:]])
+    group = group_factory("redrive")
+
+    stopped = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, stop=lambda: True)
+    assert (stopped.read, stopped.committed, stopped.complete) == (0, {}, False)
+    early = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, clock=lambda: between)
+    assert (early.read, early.redriven, early.committed, early.complete) == (2, 2, {0: 2}, True)
+    rest = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (rest.read, rest.redriven, rest.committed) == (2, 2, {0: 4})
+    assert [r.value for r in _read(kafka_bootstrap, source)] == [v for _, v, _, _ in made]
+
+
+def test_a_missing_topic_is_refused_before_anything_is_read(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    made = _dead_letters(source, dlq)[:2]
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    group = group_factory("redrive")
+    with pytest.raises(Exception, match="does not exist") as info:
+        redrive(KAFKA, kafka_bootstrap, dlq, f"{source}-missing", group_id=group)
+    assert not isinstance(info.value, RedriveError)  # nothing sent, nothing to undo
+    done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (done.read, done.redriven) == (2, 2)  # the refused run committed nothing
+
+
+def test_cli_redrive(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    made = _dead_letters(source, dlq)
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
+    env |= {
+        "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FRAUDSTREAM_TOPICS__TRANSACTIONS": source,
+        "FRAUDSTREAM_TOPICS__DEAD_LETTER": dlq,
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "fraudstream", "redrive", "--group", group, *args]
+        return subprocess.run(
+            argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+        )
+
+    group = group_factory("redrive")
+    done = run("--error-type", "worker_error")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["read"] == 11 and summary["redriven"] == 2
+    assert summary["passed_over"] == {"invalid_event": 3, "scoring_failed": 6}
+    assert summary["to"] == source and summary["dead_letter_topic"] == dlq
+    assert len(_read(kafka_bootstrap, source)) == 2
+
+    wrong = run("--error-type", "scoring-failed")
+    assert wrong.returncode == 2 and "scoring-failed" in wrong.stderr
+    assert "invalid_event, scoring_failed, worker_error" in wrong.stderr
