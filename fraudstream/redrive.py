@@ -3,10 +3,9 @@
 The worker dead-letters an event it could not score (``scoring_failed``: a corrupt customer
 state, a bug) and every event of a batch it failed on (``worker_error``), with the event's
 own key and bytes (``streaming.worker.dead_letter``). Once the cause is repaired,
-:func:`redrive` publishes those bytes again under the same key (so the same partition, and a
-customer's redriven events keep their order) to the transactions topic, with the header
-``redriven_from`` (``topic:partition:offset`` of the dead letter) and the send time as the
-Kafka timestamp. The worker then scores them as any event, at their own event time; one that
+:func:`redrive` publishes those bytes again under the same key (a customer's redriven events
+keep their order) to the transactions topic, with the header ``redriven_from``
+(``topic:partition:offset`` of the dead letter) and the send time as the Kafka timestamp. The worker then scores them as any event, at their own event time; one that
 was decided before (a replay) gets the same decision again.
 
 Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERABLE`;

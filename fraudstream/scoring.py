@@ -372,27 +372,27 @@ class Scorer:
         def stop() -> bool:
             return clock() >= deadline or cancelled()
 
+        def read() -> tuple[int, int]:
+            terminals = self.terminals.warm(stop) if self.terminal_features else 0
+            return terminals, 0 if stop() else self.history.warm(stop)
+
         watch = self.watch
         if watch is None or not watch.enabled:
-            terminals = self.terminals.warm(stop) if self.terminal_features else 0
-            customers = 0 if stop() else self.history.warm(stop)
-            return terminals, customers
+            return read()
         # what the warm-up reads (it skips what is cached) is current once it is done
         watch.poll()
         window = watch.open()
         had_terminals = set(self.terminals.cached_entities())
         had_customers = set(self.history.cached_ids())
         try:
-            terminals = self.terminals.warm(stop) if self.terminal_features else 0
-            customers = 0 if stop() else self.history.warm(stop)
+            return read()
         finally:
-            read = self.terminals.keys_of(
+            fresh = self.terminals.keys_of(
                 [e for e in self.terminals.cached_entities() if e not in had_terminals]
             ) + self.history.version_keys(
                 [c for c in self.history.cached_ids() if c not in had_customers]
             )
-            watch.confirm(window, read)
-        return terminals, customers
+            watch.confirm(window, fresh)
 
     def score_events(
         self, events: Sequence[TransactionEvent], *, update: bool = True
