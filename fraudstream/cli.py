@@ -615,8 +615,9 @@ def redrive_cmd(
     """Send dead letters back to the transactions topic once their cause is fixed.
 
     Their original key and bytes, with a ``redriven_from`` header; the worker scores them
-    as any event. Offsets are committed once all are delivered, so the next run sends only
-    newer dead letters. Prints a JSON summary (read, redriven, passed over by reason).
+    as any event. Offsets are committed (every 10,000 and at the end) once all sent before
+    are delivered, so the next run sends only newer dead letters. Prints a JSON summary
+    (read, redriven, passed over by reason).
     """
     import threading
 

@@ -13,13 +13,14 @@ Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERAB
 ahead). Passed over and counted: the other types, and any whose value was truncated
 (``value_bytes``: the message was over the worker's size limit, only its head was kept).
 
-Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed only
-once every redriven message is delivered (``acks=all``), so the next run reads only dead
-letters that arrived since; ``from_beginning`` reads the topic again from its start. The run
-reads each partition up to its end, or up to its first dead letter stamped at or after the
-run's start (such as a redriven event failing again), which is left for the next run: a run
-always ends. A run that could not deliver everything commits nothing and fails; running it
-again sends them all again (harmless to scores: the worker treats them as replays; the
+Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed every
+:data:`CHECKPOINT_EVERY` dead letters read and at the end, each time only once every message
+sent before is delivered (``acks=all``), so the next run reads only dead letters that arrived
+since; ``from_beginning`` reads the topic again from its start. The run reads each partition
+up to its end, or up to its first dead letter stamped at or after the run's start (such as a
+redriven event failing again), which is left for the next run: a run always ends. A run that
+cannot deliver a message fails without committing again; running it again sends again those
+read since its last commit (harmless to scores: the worker treats them as replays; the
 decisions topic may then carry a decision twice). ``dry_run`` reads and counts only. Run one
 redrive at a time per group: two at once could both send the same dead letters.
 """
@@ -70,6 +71,8 @@ TRUNCATED = "truncated"
 #: The header naming the dead letter a redriven message came from.
 REDRIVEN_FROM = "redriven_from"
 DEFAULT_GROUP = "fraudstream-redrive"
+#: Dead letters read between two commits (each once all sent before are delivered).
+CHECKPOINT_EVERY = 10_000
 
 
 class RedriveError(FraudstreamError):
@@ -137,17 +140,40 @@ def redrive(
     dry_run: bool = False,
     stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.time,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> RedriveResult:
     """Send the chosen dead letters of ``dead_letter_topic`` to ``to_topic`` (see the module).
 
-    ``stop`` is checked between polls: the run then ends early, and still delivers and
-    commits what it has read. ``clock`` (wall time, seconds) stamps the run's start.
+    Every ``checkpoint_every`` dead letters read, and at the end, it waits until all it sent
+    are delivered and commits how far it has read, so a run that fails or is killed sends
+    again at most the dead letters read since its last commit. ``stop`` is checked between
+    polls: the run then ends early, and still delivers and commits what it has read.
+    ``clock`` (wall time, seconds) stamps the run's start.
     """
+    if checkpoint_every < 1:
+        raise ValueError("checkpoint_every must be at least 1")
     result = RedriveResult(dead_letter_topic, to_topic, dry_run)
     conf = consumer_config(kafka, bootstrap, group_id)
     conf["enable.partition.eof"] = True
     consumer = Consumer(conf)
     producer: Producer | None = None
+    next_offsets: dict[int, int] = {}
+
+    def checkpoint() -> None:
+        if producer is None or next_offsets == result.committed:
+            return
+        _deliver(producer, result)
+        offsets = [TopicPartition(dead_letter_topic, p, o) for p, o in next_offsets.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise RedriveError(
+                f"dead letters sent, but committing group {group_id!r} failed ({exc}): "
+                "the next run sends again those read since the last commit"
+            ) from None
+        result.committed = dict(next_offsets)
+        log.info("redrive: committed %s (%d read)", result.committed, result.read)
+
     try:
         partitions = topic_partitions(consumer, dead_letter_topic)
         topic_partitions(consumer, to_topic)  # it exists: else every send waits to time out
@@ -157,7 +183,6 @@ def redrive(
         consumer.assign([TopicPartition(dead_letter_topic, p, start) for p in partitions])
         started_ms = int(clock() * 1000)
         reading = set(partitions)
-        next_offsets: dict[int, int] = {}
         while reading and not stop():
             msg = consumer.poll(POLL_TIMEOUT_S)
             if msg is None:
@@ -177,6 +202,8 @@ def redrive(
                 reading.discard(partition)  # written since the run began: the next run's
                 consumer.pause([TopicPartition(dead_letter_topic, partition)])
                 continue
+            if result.read and result.read % checkpoint_every == 0:
+                checkpoint()
             result.read += 1
             next_offsets[partition] = record.offset + 1
             why = passed_over(record, error_types)
@@ -197,19 +224,7 @@ def redrive(
                     headers=[(REDRIVEN_FROM, origin.encode())],
                 )
         result.complete = not reading
-        if producer is None:
-            return result
-        _deliver(producer, result)
-        if next_offsets:
-            offsets = [TopicPartition(dead_letter_topic, p, o) for p, o in next_offsets.items()]
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                raise RedriveError(
-                    f"{result.redriven} dead letter(s) sent, but committing group "
-                    f"{group_id!r} failed ({exc}): the next run sends them again"
-                ) from None
-            result.committed = dict(next_offsets)
+        checkpoint()
         log.info("redrive: %s", result.summary())
         return result
     finally:
@@ -217,12 +232,13 @@ def redrive(
 
 
 def _deliver(producer: Producer, result: RedriveResult) -> None:
-    """Wait for every send; any not delivered fails the run before it commits."""
+    """Wait for every send; any not delivered fails the run before it commits again."""
     left = producer.flush(FLUSH_TIMEOUT_S)
     if left or result.failed:
         undelivered = left + result.failed
         detail = f": {result.errors[0]}" if result.errors else ""
         raise RedriveError(
             f"{undelivered} of {result.redriven} redriven message(s) not delivered to "
-            f"{result.to_topic!r}{detail}; nothing committed: run it again to send them all again"
+            f"{result.to_topic!r}{detail}; nothing committed since the last commit: run it "
+            "again to send those read since then again"
         )

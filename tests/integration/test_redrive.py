@@ -8,6 +8,7 @@ The worker end to end (a corrupt state dead-lettered, repaired, redriven, decide
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
     kafka_bootstrap: str,
     topic_factory: Callable[..., str],
     group_factory: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     source, dlq = topic_factory("tx", partitions=3), topic_factory("dlq", partitions=2)
     made = _dead_letters(source, dlq)
@@ -92,9 +94,12 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
     assert dry.passed_over == {INVALID_EVENT: 3}
     assert _read(kafka_bootstrap, source) == []
 
-    first = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)  # after the dry run
+    with caplog.at_level(logging.INFO, logger="fraudstream.redrive"):  # after the dry run
+        first = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, checkpoint_every=4)
     assert (first.read, first.redriven) == (11, 8)
     assert sum(first.committed.values()) == 11  # past every dead letter it read
+    commits = [r.getMessage() for r in caplog.records if "redrive: committed" in r.getMessage()]
+    assert [c.rsplit("(", 1)[1] for c in commits] == ["4 read)", "8 read)", "11 read)"]
     sent = _read(kafka_bootstrap, source)
     assert len(sent) == 8
     recoverable = [(k, v) for k, v, _, t in made if t != INVALID_EVENT]
