@@ -1,7 +1,7 @@
 """``fraudstream redrive`` against a bare copy of the same topic: what choosing, stamping and
 committing cost over reading and producing.
 
-    .venv/bin/python benchmarks/redrive.py [--count 50000] [--rounds 3] [--kafka-bootstrap H:P]
+    .venv/bin/python benchmarks/redrive.py [--count 200000] [--rounds 3] [--kafka-bootstrap H:P]
 
 On a private local stack (or ``--kafka-bootstrap``), writes ``--count`` dead letters as the
 worker writes them (``streaming.worker.dead_letter`` of ~190-byte events; 80 %
@@ -92,8 +92,11 @@ def _bare_copy(conf: dict[str, Any], pconf: dict[str, Any], topic: str, to: str)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, help="redrive's (default: the library's)"
+    )
     from workspace import add_kafka_argument, private_workspace
 
     add_kafka_argument(parser)
@@ -103,9 +106,10 @@ def main() -> None:
 
     import fraudstream
     from fraudstream.kafka import consumer_config, ensure_topics, producer_config
-    from fraudstream.redrive import redrive
+    from fraudstream.redrive import CHECKPOINT_EVERY, redrive
 
     runs: list[dict[str, Any]] = []
+    every = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
     with private_workspace("fraudstream-redrive-", args.kafka_bootstrap) as ws:
         kafka, bootstrap = ws.settings.kafka, ws.endpoints.kafka_bootstrap
         tag = uuid.uuid4().hex[:6]
@@ -130,7 +134,7 @@ def main() -> None:
                 wall, cpu = time.perf_counter(), time.process_time()
                 if which == "r":
                     group = f"redrive-{tag}-{round_}"
-                    result = redrive(kafka, bootstrap, dlq, to, group_id=group)
+                    result = redrive(kafka, bootstrap, dlq, to, group_id=group, **every)
                     n = result.read
                     assert (n, result.redriven) == (args.count, expected), result.summary()
                 else:
@@ -159,6 +163,7 @@ def main() -> None:
                 "package": str(Path(fraudstream.__file__).parent),
                 "kafka": args.kafka_bootstrap or "local broker (Tansu, memory)",
                 "count": args.count,
+                "checkpoint_every": args.checkpoint_every or CHECKPOINT_EVERY,
                 "runs": runs,
             }
         )

@@ -615,7 +615,7 @@ def redrive_cmd(
     """Send dead letters back to the transactions topic once their cause is fixed.
 
     Their original key and bytes, with a ``redriven_from`` header; the worker scores them
-    as any event. Offsets are committed (every 10,000 and at the end) once all sent before
+    as any event. Offsets are committed (every 100,000 and at the end) once all sent before
     are delivered, so the next run sends only newer dead letters. Prints a JSON summary
     (read, redriven, passed over by reason).
     """

@@ -72,7 +72,7 @@ TRUNCATED = "truncated"
 REDRIVEN_FROM = "redriven_from"
 DEFAULT_GROUP = "fraudstream-redrive"
 #: Dead letters read between two commits (each once all sent before are delivered).
-CHECKPOINT_EVERY = 10_000
+CHECKPOINT_EVERY = 100_000
 
 
 class RedriveError(FraudstreamError):
