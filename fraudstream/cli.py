@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from fastapi import FastAPI
 
+    from fraudstream.consume import Record
     from fraudstream.publish import PublishResult
     from streaming.worker import Worker
 
@@ -504,7 +505,10 @@ def _print_records(
     from_beginning: bool,
     wait: float | None,
     metadata: bool,
+    keep: Callable[[Record], bool] | None = None,
 ) -> None:
+    """Print ``topic``'s records as JSON lines; with ``keep``, only those it keeps (and
+    ``limit`` counts those)."""
     import threading
 
     from fraudstream.consume import dumps_line, format_record, read_records, sigint_sets
@@ -514,6 +518,7 @@ def _print_records(
     if wait is None:
         wait = 0.0 if from_beginning else 5.0
     stop = threading.Event()
+    printed = 0
     try:
         with sigint_sets(stop):
             for record in read_records(
@@ -521,12 +526,17 @@ def _print_records(
                 bootstrap,
                 topic,
                 from_beginning=from_beginning,
-                limit=limit,
+                limit=limit if keep is None else None,
                 follow=follow,
                 idle_timeout=wait,
                 stop=stop.is_set,
             ):
+                if keep is not None and not keep(record):
+                    continue
                 typer.echo(dumps_line(format_record(record, metadata=metadata)))
+                printed += 1
+                if limit is not None and printed >= limit:
+                    break
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -578,8 +588,17 @@ def dlq_cmd(
     limit: Annotated[int | None, _LIMIT] = None,
     from_beginning: Annotated[bool, _FROM_BEGINNING] = False,
     wait: Annotated[float | None, _WAIT] = None,
+    error_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--error-type",
+            help="only dead letters of this error_type (repeat for more): invalid_event, "
+            "scoring_failed, worker_error",
+        ),
+    ] = None,
 ) -> None:
     """Print the dead-letter topic as JSON lines: value (or value_base64 + error), key, headers."""
+    keep = _of_error_types(_error_types(error_type)) if error_type else None
     _print_records(
         ctx,
         _settings(ctx).topics.dead_letter,
@@ -588,7 +607,28 @@ def dlq_cmd(
         from_beginning=from_beginning,
         wait=wait,
         metadata=True,
+        keep=keep,
     )
+
+
+def _of_error_types(types: list[str]) -> Callable[[Record], bool]:
+    """Whether a dead letter's ``error_type`` header is one of ``types``."""
+    wanted = {t.encode() for t in types}
+
+    def keep(record: Record) -> bool:
+        return dict(record.headers).get("error_type") in wanted
+
+    return keep
+
+
+def _error_types(given: list[str]) -> list[str]:
+    """``--error-type`` values, refused (exit code 2) unless each is a worker's error type."""
+    from fraudstream.redrive import ERROR_TYPES
+
+    unknown = sorted(set(given) - set(ERROR_TYPES))
+    if unknown:
+        raise fail(f"--error-type: unknown {', '.join(unknown)} (one of {', '.join(ERROR_TYPES)})")
+    return given
 
 
 @app.command("redrive")
@@ -622,12 +662,9 @@ def redrive_cmd(
     import threading
 
     from fraudstream.consume import sigint_sets
-    from fraudstream.redrive import ERROR_TYPES, RECOVERABLE, RedriveError, redrive
+    from fraudstream.redrive import RECOVERABLE, RedriveError, redrive
 
-    chosen = tuple(error_type or RECOVERABLE)
-    unknown = sorted(set(chosen) - set(ERROR_TYPES))
-    if unknown:
-        raise fail(f"--error-type: unknown {', '.join(unknown)} (one of {', '.join(ERROR_TYPES)})")
+    chosen = tuple(_error_types(error_type) if error_type else RECOVERABLE)
     settings = _settings(ctx)
     bootstrap = _kafka_bootstrap(settings)
     stop = threading.Event()

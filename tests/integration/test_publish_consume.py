@@ -332,6 +332,36 @@ def test_cli_decisions_and_dlq_print_json_lines(
     assert time.monotonic() - started < CLI_TIMEOUT_S
 
 
+def test_cli_dlq_prints_only_the_error_types_asked_for(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    dlq = topic_factory("cli-dlq", partitions=2)
+    kinds = ["invalid_event", "scoring_failed", "invalid_event", "worker_error", "scoring_failed"]
+    produce_raw(
+        kafka_bootstrap,
+        dlq,
+        [(f"c{i}".encode(), orjson.dumps({"i": i}), [("error_type", kind.encode())])
+         for i, kind in enumerate(kinds)] + [(b"c9", b"{}", [])],
+    )  # fmt: skip
+    env = {**cli_env, "FRAUDSTREAM_TOPICS__DEAD_LETTER": dlq}
+
+    def printed(*args: str) -> list[int]:
+        run = cli(["dlq", "--from-beginning", *args], env, tmp_path)
+        assert run.returncode == 0, run.stderr
+        return sorted(orjson.loads(line)["value"].get("i", -1) for line in run.stdout.splitlines())
+
+    assert printed() == [-1, 0, 1, 2, 3, 4]
+    assert printed("--error-type", "scoring_failed") == [1, 4]
+    assert printed("--error-type", "scoring_failed", "--error-type", "worker_error") == [1, 3, 4]
+    [one] = printed("--error-type", "invalid_event", "--limit", "1")  # counts what it prints
+    assert one in (0, 2)
+    run = cli(["dlq", "--error-type", "scoring-failed"], env, tmp_path)
+    assert run.returncode == 2 and "scoring-failed" in run.stderr
+
+
 def test_cli_publish_rejects_bad_arguments(cli_env: dict[str, str], tmp_path: Path) -> None:
     run = cli(["publish"], cli_env, tmp_path)
     assert run.returncode == 2 and "exactly one of" in run.stderr
