@@ -33,7 +33,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 
 
 def _dead_letters(count: int, source: str, dlq: str) -> list[tuple[bytes | None, bytes, Any]]:
-    from fraudstream.redrive import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
+    from fraudstream.dead_letters import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
     from streaming.worker import Incoming, dead_letter
 
     made = []

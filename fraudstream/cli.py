@@ -613,17 +613,19 @@ def dlq_cmd(
 
 def _of_error_types(types: list[str]) -> Callable[[Record], bool]:
     """Whether a dead letter's ``error_type`` header is one of ``types``."""
+    from fraudstream.dead_letters import ERROR_TYPE
+
     wanted = {t.encode() for t in types}
 
     def keep(record: Record) -> bool:
-        return dict(record.headers).get("error_type") in wanted
+        return dict(record.headers).get(ERROR_TYPE) in wanted
 
     return keep
 
 
 def _error_types(given: list[str]) -> list[str]:
     """``--error-type`` values, refused (exit code 2) unless each is a worker's error type."""
-    from fraudstream.redrive import ERROR_TYPES
+    from fraudstream.dead_letters import ERROR_TYPES
 
     unknown = sorted(set(given) - set(ERROR_TYPES))
     if unknown:
@@ -681,10 +683,12 @@ def redrive_cmd(
                 dry_run=dry_run,
                 stop=stop.is_set,
             )
-    except RedriveError as exc:  # sending or committing failed
+    except RedriveError as exc:  # reading, sending or committing failed once under way
         raise fail(str(exc), code=1) from None
     except FraudstreamError as exc:  # a topic missing, Kafka not answering
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C, while it waits for deliveries
+        raise fail("interrupted: nothing committed since the last commit", code=130) from None
     typer.echo(json.dumps(result.summary()))
 
 

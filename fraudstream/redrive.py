@@ -16,13 +16,19 @@ ahead). Passed over and counted: the other types, and any whose value was trunca
 Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed every
 :data:`CHECKPOINT_EVERY` dead letters read and at the end, each time only once every message
 sent before is delivered (``acks=all``), so the next run reads only dead letters that arrived
-since; ``from_beginning`` reads the topic again from its start. The run reads each partition
-up to its end, or up to its first dead letter stamped at or after the run's start (such as a
-redriven event failing again), which is left for the next run: a run always ends. A run that
-cannot deliver a message fails without committing again; running it again sends again those
-read since its last commit (harmless to scores: the worker treats them as replays; the
-decisions topic may then carry a decision twice). ``dry_run`` reads and counts only. Run one
-redrive at a time per group: two at once could both send the same dead letters.
+since. The group moves past every dead letter read, sent or passed over: to send another
+type later, read from the start (``from_beginning``, which sets the group back to where that
+run stops) or use another group. The run reads each partition up to its end, or up to its
+first dead letter stamped at or after the run's start (such as a redriven event failing
+again), which is left for the next run: a run always ends. That compares the worker's clock
+(or the broker's, for log-append time) with this host's, so they must agree to well under a
+worker's batch time (NTP); one stamped over :data:`FUTURE_WARNING_S` ahead is logged as a
+warning. (The topic's end offsets at the start would need no clock, but the local broker
+reports the start of its last stored batch as the end.) A run that cannot read, send or
+deliver fails without committing again; running it again sends again those read since its
+last commit (harmless to scores: the worker treats them as replays; the decisions topic may
+then carry a decision twice). ``dry_run`` reads and counts only. Run one redrive at a time
+per group: two at once could both send the same dead letters.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,31 +54,30 @@ from confluent_kafka import (
 from fraudstream.config import KafkaSettings
 from fraudstream.consume import (
     POLL_TIMEOUT_S,
-    ConsumeError,
     Record,
     record_from_message,
     topic_partitions,
 )
+from fraudstream.dead_letters import ERROR_TYPE, SCORING_FAILED, VALUE_BYTES, WORKER_ERROR
 from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import consumer_config, producer_config
 from fraudstream.publish import FLUSH_TIMEOUT_S, produce_retrying
 
 log = logging.getLogger(__name__)
 
-#: The ``error_type`` header of a dead letter (set by the worker).
-INVALID_EVENT = "invalid_event"
-SCORING_FAILED = "scoring_failed"
-WORKER_ERROR = "worker_error"
-ERROR_TYPES = (INVALID_EVENT, SCORING_FAILED, WORKER_ERROR)
 #: What a redrive sends by default: the failures that a repair can undo.
 RECOVERABLE = (SCORING_FAILED, WORKER_ERROR)
-#: Why a chosen dead letter is passed over: only the head of its value was kept.
+#: Why a chosen dead letter is passed over: only the head of its value was kept,
 TRUNCATED = "truncated"
+#: or it has no value at all.
+NO_VALUE = "no_value"
 #: The header naming the dead letter a redriven message came from.
 REDRIVEN_FROM = "redriven_from"
 DEFAULT_GROUP = "fraudstream-redrive"
 #: Dead letters read between two commits (each once all sent before are delivered).
 CHECKPOINT_EVERY = 100_000
+#: A dead letter stamped this far after the run's start is logged as a warning.
+FUTURE_WARNING_S = 60.0
 
 
 class RedriveError(FraudstreamError):
@@ -81,15 +86,15 @@ class RedriveError(FraudstreamError):
 
 def passed_over(record: Record, error_types: Collection[str]) -> str | None:
     """``None`` if the dead letter ``record`` is to be sent again, else why it is not: its
-    ``error_type`` (``unknown`` without one), or :data:`TRUNCATED`."""
+    ``error_type`` (``unknown`` without one), :data:`TRUNCATED` or :data:`NO_VALUE`."""
     headers = dict(record.headers)
-    raw = headers.get("error_type")
+    raw = headers.get(ERROR_TYPE)
     error_type = raw.decode(errors="replace") if raw else "unknown"
     if error_type not in error_types:
         return error_type
-    if "value_bytes" in headers or record.value is None:
+    if VALUE_BYTES in headers:
         return TRUNCATED
-    return None
+    return NO_VALUE if record.value is None else None
 
 
 @dataclass
@@ -141,6 +146,7 @@ def redrive(
     stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.time,
     checkpoint_every: int = CHECKPOINT_EVERY,
+    producer_settings: Mapping[str, Any] | None = None,
 ) -> RedriveResult:
     """Send the chosen dead letters of ``dead_letter_topic`` to ``to_topic`` (see the module).
 
@@ -148,7 +154,11 @@ def redrive(
     are delivered and commits how far it has read, so a run that fails or is killed sends
     again at most the dead letters read since its last commit. ``stop`` is checked between
     polls: the run then ends early, and still delivers and commits what it has read.
-    ``clock`` (wall time, seconds) stamps the run's start.
+    ``clock`` (wall time, seconds) stamps the run's start. ``producer_settings``:
+    librdkafka settings over the producer's defaults (idempotent, ``acks=all``).
+
+    Raises :class:`~fraudstream.consume.ConsumeError` when a topic is missing or Kafka does
+    not answer before anything is read, :class:`RedriveError` once the run has begun.
     """
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be at least 1")
@@ -178,7 +188,7 @@ def redrive(
         partitions = topic_partitions(consumer, dead_letter_topic)
         topic_partitions(consumer, to_topic)  # it exists: else every send waits to time out
         if not dry_run:
-            producer = Producer(producer_config(kafka, bootstrap))
+            producer = Producer({**producer_config(kafka, bootstrap), **(producer_settings or {})})
         start = OFFSET_BEGINNING if from_beginning else OFFSET_STORED
         consumer.assign([TopicPartition(dead_letter_topic, p, start) for p in partitions])
         started_ms = int(clock() * 1000)
@@ -193,7 +203,10 @@ def redrive(
                 if err.code() == KafkaError._PARTITION_EOF:
                     reading.discard(partition)
                 elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise ConsumeError(f"reading {dead_letter_topic!r}: {err.str()}")
+                    raise RedriveError(
+                        f"reading {dead_letter_topic!r} failed ({err.str()}); nothing "
+                        "committed since the last commit"
+                    )
                 continue  # transient (a reconnect): librdkafka retries
             if partition not in reading:
                 continue
@@ -201,6 +214,7 @@ def redrive(
             if record.timestamp_ms is not None and record.timestamp_ms >= started_ms:
                 reading.discard(partition)  # written since the run began: the next run's
                 consumer.pause([TopicPartition(dead_letter_topic, partition)])
+                _left_for_next_run(record, started_ms)
                 continue
             if result.read and result.read % checkpoint_every == 0:
                 checkpoint()
@@ -214,21 +228,41 @@ def redrive(
             if producer is not None:
                 assert record.value is not None  # passed_over() refused a missing one
                 origin = f"{dead_letter_topic}:{partition}:{record.offset}"
-                produce_retrying(
-                    producer,
-                    to_topic,
-                    record.key,
-                    record.value,
-                    int(clock() * 1000),
-                    result.on_delivery,
-                    headers=[(REDRIVEN_FROM, origin.encode())],
-                )
+                try:
+                    produce_retrying(
+                        producer,
+                        to_topic,
+                        record.key,
+                        record.value,
+                        int(clock() * 1000),
+                        result.on_delivery,
+                        headers=[(REDRIVEN_FROM, origin.encode())],
+                    )
+                except KafkaException as exc:  # refused at once (too large, producer fenced)
+                    raise RedriveError(
+                        f"{origin} could not be sent ({exc}); nothing committed since the "
+                        "last commit"
+                    ) from None
         result.complete = not reading
         checkpoint()
         log.info("redrive: %s", result.summary())
         return result
     finally:
         consumer.close()
+
+
+def _left_for_next_run(record: Record, started_ms: int) -> None:
+    ahead_s = ((record.timestamp_ms or 0) - started_ms) / 1000
+    where = f"{record.topic}:{record.partition}:{record.offset}"
+    if ahead_s > FUTURE_WARNING_S:  # it holds its partition back until that time passes
+        log.warning(
+            "redrive: %s is stamped %.0f s after this host's clock (clocks out of sync?); "
+            "it and its partition's later dead letters are left for a later run",
+            where,
+            ahead_s,
+        )
+    else:
+        log.info("redrive: %s is newer than this run; left for the next one", where)
 
 
 def _deliver(producer: Producer, result: RedriveResult) -> None:

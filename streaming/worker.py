@@ -101,9 +101,16 @@ import faust
 from pydantic import ValidationError
 
 from fraudstream.config import Settings
+from fraudstream.dead_letters import (
+    ERROR,
+    ERROR_TYPE,
+    INVALID_EVENT,
+    SCORING_FAILED,
+    VALUE_BYTES,
+    WORKER_ERROR,
+)
 from fraudstream.decision import encode_record
 from fraudstream.metrics import WorkerMetrics, track_gc_pauses
-from fraudstream.redrive import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
 from fraudstream.registry import hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
@@ -203,11 +210,11 @@ def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> O
     value = message.value
     extra: Headers = []
     if value is not None and len(value) > MAX_MESSAGE_BYTES:
-        extra = [("value_bytes", str(len(value)).encode())]
+        extra = [(VALUE_BYTES, str(len(value)).encode())]
         value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
     headers: Headers = [
-        ("error", error[:MAX_ERROR_LENGTH].encode()),
-        ("error_type", error_type.encode()),
+        (ERROR, error[:MAX_ERROR_LENGTH].encode()),
+        (ERROR_TYPE, error_type.encode()),
         ("source_topic", message.topic.encode()),
         ("source_partition", str(message.partition).encode()),
         ("source_offset", str(message.offset).encode()),
@@ -337,7 +344,7 @@ class BatchProcessor:
             metrics.history_reads.inc(amount=self.scorer.history.reads - reads_before)
             for out in outputs:
                 if out.topic == self.dead_letter_topic:
-                    metrics.dead_letters.inc(dict(out.headers)["error_type"].decode())
+                    metrics.dead_letters.inc(dict(out.headers)[ERROR_TYPE].decode())
             for record in records:
                 metrics.decisions.inc(record["action"])
                 if record["degraded"]:

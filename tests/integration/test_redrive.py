@@ -7,9 +7,11 @@ The worker end to end (a corrupt state dead-lettered, repaired, redriven, decide
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,15 +23,9 @@ from confluent_kafka import Producer
 
 from fraudstream.config import Settings
 from fraudstream.consume import Record, read_records
+from fraudstream.dead_letters import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
 from fraudstream.kafka import producer_config
-from fraudstream.redrive import (
-    INVALID_EVENT,
-    REDRIVEN_FROM,
-    SCORING_FAILED,
-    WORKER_ERROR,
-    RedriveError,
-    redrive,
-)
+from fraudstream.redrive import REDRIVEN_FROM, RedriveError, redrive
 from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
 
 pytestmark = pytest.mark.integration
@@ -98,8 +94,16 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
         first = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, checkpoint_every=4)
     assert (first.read, first.redriven) == (11, 8)
     assert sum(first.committed.values()) == 11  # past every dead letter it read
-    commits = [r.getMessage() for r in caplog.records if "redrive: committed" in r.getMessage()]
-    assert [c.rsplit("(", 1)[1] for c in commits] == ["4 read)", "8 read)", "11 read)"]
+    commits = [
+        re.fullmatch(r"redrive: committed (\{.*\}) \((\d+) read\)", r.getMessage())
+        for r in caplog.records
+    ]
+    # every 4 read, and at the end: each commit past exactly what had been read
+    assert [(sum(ast.literal_eval(c[1]).values()), int(c[2])) for c in commits if c] == [
+        (4, 4),
+        (8, 8),
+        (11, 11),
+    ]
     sent = _read(kafka_bootstrap, source)
     assert len(sent) == 8
     recoverable = [(k, v) for k, v, _, t in made if t != INVALID_EVENT]
@@ -157,6 +161,86 @@ def test_dead_letters_written_after_the_start_wait_for_the_next_run(
     rest = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (rest.read, rest.redriven, rest.committed) == (2, 2, {0: 4})
     assert [r.value for r in _read(kafka_bootstrap, source)] == [v for _, v, _, _ in made]
+
+
+def test_a_stopped_run_delivers_and_commits_what_it_read(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    made = _dead_letters(source, dlq)  # one partition: the 6 scoring failures come first
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    group = group_factory("redrive")
+    stamps = 0
+
+    def clock() -> float:  # called at the start, then once per message sent
+        nonlocal stamps
+        stamps += 1
+        return time.time()
+
+    stopped = redrive(
+        KAFKA, kafka_bootstrap, dlq, source, group_id=group, clock=clock, stop=lambda: stamps > 3
+    )  # Ctrl-C after the third send
+    assert (stopped.read, stopped.redriven, stopped.committed) == (3, 3, {0: 3})
+    assert stopped.complete is False
+    assert len(_read(kafka_bootstrap, source)) == 3
+    rest = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (rest.read, rest.redriven, rest.complete) == (8, 5, True)
+
+
+def test_a_run_that_cannot_deliver_commits_nothing_more(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    """Sends to a broker that is not there (a closed port) time out: the checkpoint after
+    the 4th dead letter fails before it commits, and the next run reads all 11 again."""
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    made = _dead_letters(source, dlq)
+    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    group = group_factory("redrive")
+    nowhere = {"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 500}
+    with pytest.raises(RedriveError, match=r"4 of 4 redriven message.* not delivered"):
+        redrive(
+            KAFKA,
+            kafka_bootstrap,
+            dlq,
+            source,
+            group_id=group,
+            checkpoint_every=4,
+            producer_settings=nowhere,
+        )
+    done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (done.read, done.redriven) == (11, 8)
+    assert len(_read(kafka_bootstrap, source)) == 8  # the failed run delivered nothing
+
+
+def test_a_message_the_producer_refuses_fails_the_run(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[[str], str],
+) -> None:
+    """A send refused at once (over the producer's size limit) fails the run; the next run,
+    its cause fixed, sends it."""
+    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    value = _event(1, "c1").replace(b"}", b" " * 1500 + b"}")
+    out = dead_letter(Incoming(source, 0, 1, time.time(), b"c1", value), "x", SCORING_FAILED, dlq)
+    _produce(kafka_bootstrap, dlq, [(out.key, value, out.headers)])
+    group = group_factory("redrive")
+    with pytest.raises(RedriveError, match=rf"{dlq}:0:0 could not be sent"):
+        redrive(
+            KAFKA,
+            kafka_bootstrap,
+            dlq,
+            source,
+            group_id=group,
+            producer_settings={"message.max.bytes": 1000},
+        )
+    done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
+    assert (done.read, done.redriven) == (1, 1)
+    [sent] = _read(kafka_bootstrap, source)
+    assert sent.value == value
 
 
 def test_a_missing_topic_is_refused_before_anything_is_read(

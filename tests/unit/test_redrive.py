@@ -10,14 +10,12 @@ from typer.testing import CliRunner
 
 from fraudstream.cli import app, redrive_cmd
 from fraudstream.consume import Record
+from fraudstream.dead_letters import ERROR_TYPES, INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
 from fraudstream.redrive import (
     DEFAULT_GROUP,
-    ERROR_TYPES,
-    INVALID_EVENT,
+    NO_VALUE,
     RECOVERABLE,
-    SCORING_FAILED,
     TRUNCATED,
-    WORKER_ERROR,
     RedriveResult,
     passed_over,
 )
@@ -50,12 +48,12 @@ def test_invalid_events_are_passed_over_unless_chosen() -> None:
     )
 
 
-def test_a_truncated_or_empty_dead_letter_is_never_sent() -> None:
+def test_a_truncated_or_valueless_dead_letter_is_never_sent() -> None:
     oversized = _worker_dead_letter(b"{" + b" " * MAX_MESSAGE_BYTES + b"}", INVALID_EVENT)
     assert dict(oversized.headers)["value_bytes"]  # the worker kept only the head
     assert passed_over(oversized, ERROR_TYPES) == TRUNCATED
     assert passed_over(oversized, RECOVERABLE) == INVALID_EVENT  # its type comes first
-    assert passed_over(_record(None, WORKER_ERROR), RECOVERABLE) == TRUNCATED
+    assert passed_over(_record(None, WORKER_ERROR), RECOVERABLE) == NO_VALUE
 
 
 def test_a_dead_letter_without_a_known_type_is_passed_over() -> None:

@@ -1,0 +1,23 @@
+"""The dead-letter format shared by its writer (``streaming.worker.dead_letter``) and its
+readers (``fraudstream dlq --error-type``, :mod:`fraudstream.redrive`).
+
+A dead letter keeps the original message's key and bytes; its headers say why: ``error``
+(one line), :data:`ERROR_TYPE` (one of :data:`ERROR_TYPES`), the source's topic, partition,
+offset and timestamp, and :data:`VALUE_BYTES` (the full size) when only the head of an
+oversized value was kept.
+"""
+
+from __future__ import annotations
+
+#: Header names.
+ERROR = "error"
+ERROR_TYPE = "error_type"
+VALUE_BYTES = "value_bytes"
+
+#: ``error_type`` values: a message that is not a valid event,
+INVALID_EVENT = "invalid_event"
+#: a valid event that could not be scored (a corrupt stored state, a bug),
+SCORING_FAILED = "scoring_failed"
+#: every message of a batch the worker failed on.
+WORKER_ERROR = "worker_error"
+ERROR_TYPES = (INVALID_EVENT, SCORING_FAILED, WORKER_ERROR)
