@@ -60,6 +60,7 @@ def _bare_copy(conf: dict[str, Any], pconf: dict[str, Any], topic: str, to: str)
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
     from fraudstream.consume import topic_partitions
+    from fraudstream.publish import produce_retrying
 
     consumer = Consumer({**conf, "enable.partition.eof": True})
     producer = Producer(pconf)
@@ -77,12 +78,7 @@ def _bare_copy(conf: dict[str, Any], pconf: dict[str, Any], topic: str, to: str)
                 if err.code() == KafkaError._PARTITION_EOF:
                     reading.discard(msg.partition())
                 continue
-            while True:
-                try:
-                    producer.produce(to, value=msg.value(), key=msg.key(), headers=msg.headers())
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            produce_retrying(producer, to, msg.key(), msg.value(), headers=msg.headers())
             copied += 1
         assert producer.flush(60) == 0
     finally:
@@ -106,6 +102,7 @@ def main() -> None:
 
     import fraudstream
     from fraudstream.kafka import consumer_config, ensure_topics, producer_config
+    from fraudstream.publish import produce_retrying
     from fraudstream.redrive import CHECKPOINT_EVERY, redrive
 
     runs: list[dict[str, Any]] = []
@@ -117,12 +114,7 @@ def main() -> None:
         ensure_topics(kafka, bootstrap, [dlq])
         producer = Producer(producer_config(kafka, bootstrap))
         for key, value, headers in _dead_letters(args.count, f"tx-{tag}", dlq):
-            while True:
-                try:
-                    producer.produce(dlq, value=value, key=key, headers=headers)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            produce_retrying(producer, dlq, key, value, headers=headers)
         assert producer.flush(60) == 0
         expected = sum(1 for i in range(args.count) if i % 10 != 0)  # not invalid_event
         for round_ in range(args.rounds):

@@ -349,11 +349,12 @@ def produce_retrying(
     topic: str,
     key: bytes | None,
     value: bytes,
-    timestamp_ms: int,
-    on_delivery: Callable[[KafkaError | None, Message], None],
+    timestamp_ms: int = 0,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
-    """``producer.produce``, waiting (and serving deliveries) while its queue is full."""
+    """``producer.produce``, waiting (and serving deliveries) while its queue is full.
+    ``timestamp_ms`` 0: the send time."""
     while True:
         try:
             producer.produce(

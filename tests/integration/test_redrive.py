@@ -74,16 +74,37 @@ def _read(bootstrap: str, topic: str) -> list[Record]:
     return list(read_records(KAFKA, bootstrap, topic, from_beginning=True))
 
 
-def test_redrive_sends_each_recoverable_dead_letter_once(
+DeadLetters = list[tuple[bytes | None, bytes, list, str]]
+
+
+@pytest.fixture
+def dead_letter_topics(
     kafka_bootstrap: str,
     topic_factory: Callable[..., str],
     group_factory: Callable[[str], str],
+) -> Callable[..., tuple[str, str, DeadLetters, str]]:
+    """``(source, dlq, made, group)``: new topics, the first ``count`` of
+    :func:`_dead_letters` on ``dlq`` (unless ``produce`` is false), a new group."""
+
+    def make(
+        count: int | None = None, *, partitions: tuple[int, int] = (1, 1), produce: bool = True
+    ) -> tuple[str, str, DeadLetters, str]:
+        source = topic_factory("tx", partitions=partitions[0])
+        dlq = topic_factory("dlq", partitions=partitions[1])
+        made = _dead_letters(source, dlq)[:count]
+        if produce:
+            _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+        return source, dlq, made, group_factory("redrive")
+
+    return make
+
+
+def test_redrive_sends_each_recoverable_dead_letter_once(
+    kafka_bootstrap: str,
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    source, dlq = topic_factory("tx", partitions=3), topic_factory("dlq", partitions=2)
-    made = _dead_letters(source, dlq)
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
-    group = group_factory("redrive")
+    source, dlq, made, group = dead_letter_topics(partitions=(3, 2))
 
     dry = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, dry_run=True)
     assert (dry.read, dry.redriven, dry.committed, dry.complete) == (11, 8, {}, True)
@@ -140,19 +161,16 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
 
 def test_dead_letters_written_after_the_start_wait_for_the_next_run(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
 ) -> None:
     """A redriven event that fails again must not be redriven by the same run (no loop):
     the run stops each partition at its first dead letter stamped at or after its start."""
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
-    made = _dead_letters(source, dlq)[:4]
+    source, dlq, made, group = dead_letter_topics(4, produce=False)
     _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:2]])
     time.sleep(0.05)
     between = time.time()
     time.sleep(0.05)
     _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[2:]])
-    group = group_factory("redrive")
 
     stopped = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, stop=lambda: True)
     assert (stopped.read, stopped.committed, stopped.complete) == (0, {}, False)
@@ -165,13 +183,9 @@ def test_dead_letters_written_after_the_start_wait_for_the_next_run(
 
 def test_a_stopped_run_delivers_and_commits_what_it_read(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
 ) -> None:
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
-    made = _dead_letters(source, dlq)  # one partition: the 6 scoring failures come first
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
-    group = group_factory("redrive")
+    source, dlq, _, group = dead_letter_topics()  # one partition: 6 scoring failures first
     stamps = 0
 
     def clock() -> float:  # called at the start, then once per message sent
@@ -191,26 +205,15 @@ def test_a_stopped_run_delivers_and_commits_what_it_read(
 
 def test_a_run_that_cannot_deliver_commits_nothing_more(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
 ) -> None:
     """Sends to a broker that is not there (a closed port) time out: the checkpoint after
     the 4th dead letter fails before it commits, and the next run reads all 11 again."""
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
-    made = _dead_letters(source, dlq)
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
-    group = group_factory("redrive")
+    source, dlq, _, group = dead_letter_topics()
     nowhere = {"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 500}
+    where = (KAFKA, kafka_bootstrap, dlq, source)
     with pytest.raises(RedriveError, match=r"4 of 4 redriven message.* not delivered"):
-        redrive(
-            KAFKA,
-            kafka_bootstrap,
-            dlq,
-            source,
-            group_id=group,
-            checkpoint_every=4,
-            producer_settings=nowhere,
-        )
+        redrive(*where, group_id=group, checkpoint_every=4, producer_settings=nowhere)
     done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (done.read, done.redriven) == (11, 8)
     assert len(_read(kafka_bootstrap, source)) == 8  # the failed run delivered nothing
@@ -218,25 +221,17 @@ def test_a_run_that_cannot_deliver_commits_nothing_more(
 
 def test_a_message_the_producer_refuses_fails_the_run(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
 ) -> None:
     """A send refused at once (over the producer's size limit) fails the run; the next run,
     its cause fixed, sends it."""
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
+    source, dlq, _, group = dead_letter_topics(0)
     value = _event(1, "c1").replace(b"}", b" " * 1500 + b"}")
     out = dead_letter(Incoming(source, 0, 1, time.time(), b"c1", value), "x", SCORING_FAILED, dlq)
     _produce(kafka_bootstrap, dlq, [(out.key, value, out.headers)])
-    group = group_factory("redrive")
+    where = (KAFKA, kafka_bootstrap, dlq, source)
     with pytest.raises(RedriveError, match=rf"{dlq}:0:0 could not be sent"):
-        redrive(
-            KAFKA,
-            kafka_bootstrap,
-            dlq,
-            source,
-            group_id=group,
-            producer_settings={"message.max.bytes": 1000},
-        )
+        redrive(*where, group_id=group, producer_settings={"message.max.bytes": 1000})
     done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (done.read, done.redriven) == (1, 1)
     [sent] = _read(kafka_bootstrap, source)
@@ -245,13 +240,9 @@ def test_a_message_the_producer_refuses_fails_the_run(
 
 def test_a_missing_topic_is_refused_before_anything_is_read(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
 ) -> None:
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
-    made = _dead_letters(source, dlq)[:2]
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
-    group = group_factory("redrive")
+    source, dlq, _, group = dead_letter_topics(2)
     with pytest.raises(Exception, match="does not exist") as info:
         redrive(KAFKA, kafka_bootstrap, dlq, f"{source}-missing", group_id=group)
     assert not isinstance(info.value, RedriveError)  # nothing sent, nothing to undo
@@ -261,13 +252,10 @@ def test_a_missing_topic_is_refused_before_anything_is_read(
 
 def test_cli_redrive(
     kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[[str], str],
+    dead_letter_topics: Callable[..., tuple[str, str, DeadLetters, str]],
     tmp_path: Path,
 ) -> None:
-    source, dlq = topic_factory("tx"), topic_factory("dlq")
-    made = _dead_letters(source, dlq)
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+    source, dlq, _, group = dead_letter_topics()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FRAUDSTREAM_")}
     env |= {
         "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -281,7 +269,6 @@ def test_cli_redrive(
             argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
         )
 
-    group = group_factory("redrive")
     done = run("--error-type", "worker_error")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
