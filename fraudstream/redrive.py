@@ -5,13 +5,15 @@ state, a bug) and every event of a batch it failed on (``worker_error``), with t
 own key and bytes (``streaming.worker.dead_letter``). Once the cause is repaired,
 :func:`redrive` publishes those bytes again under the same key (a customer's redriven events
 keep their order) to the transactions topic, with the header ``redriven_from``
-(``topic:partition:offset`` of the dead letter) and the send time as the Kafka timestamp. The worker then scores them as any event, at their own event time; one that
-was decided before (a replay) gets the same decision again.
+(``topic:partition:offset`` of the dead letter) and the send time as the Kafka timestamp.
+The worker then scores them as any event, at their own event time; one that was decided
+before (a replay) gets the same decision again.
 
 Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERABLE`;
 ``invalid_event`` would fail again, unless it was refused only for a timestamp too far
-ahead). Passed over and counted: the other types, and any whose value was truncated
-(``value_bytes``: the message was over the worker's size limit, only its head was kept).
+ahead). Passed over and counted: the other types, any whose value was truncated
+(``value_bytes``: the message was over the worker's size limit, only its head was kept),
+and any without a value.
 
 Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed every
 :data:`CHECKPOINT_EVERY` dead letters read and at the end, each time only once every message
