@@ -16,18 +16,16 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Producer
 
-from fraudstream.config import Settings
 from fraudstream.consume import Record, format_record, read_records
-from fraudstream.kafka import producer_config
 from fraudstream.publish import publish_events, publish_simulated
 from fraudstream.schema import TransactionEvent, validate_frame
 from fraudstream.simulate import simulate
 
+from .kafka_io import KAFKA, produce_raw, read_all
+
 pytestmark = pytest.mark.integration
 
-KAFKA = Settings().kafka
 CLI_TIMEOUT_S = 120
 
 
@@ -36,19 +34,6 @@ def events() -> pd.DataFrame:
     """About 600 labelled events of 100 customers over three days."""
     raw = simulate(customers=100, terminals=200, days=3, start="2024-01-01", seed=7)
     return validate_frame(raw, keep=("is_fraud", "fraud_scenario"))
-
-
-def read_all(bootstrap: str, topic: str, limit: int | None = None) -> list[Record]:
-    return list(read_records(KAFKA, bootstrap, topic, from_beginning=True, limit=limit))
-
-
-def produce_raw(
-    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, list]]
-) -> None:
-    producer = Producer(producer_config(KAFKA, bootstrap))
-    for key, value, headers in messages:
-        producer.produce(topic, value=value, key=key, headers=headers)
-    assert producer.flush(30) == 0
 
 
 def test_table_yields_exactly_its_events_keyed_and_ordered_per_customer(

@@ -19,18 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from fraudstream.config import Settings
-from fraudstream.consume import Record, read_records
 from fraudstream.dead_letters import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
-from fraudstream.kafka import producer_config
 from fraudstream.redrive import REDRIVEN_FROM, RedriveError, redrive
 from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
 
+from .kafka_io import KAFKA, produce_raw, read_all
+
 pytestmark = pytest.mark.integration
 
-KAFKA = Settings().kafka
 CLI_TIMEOUT_S = 120
 
 
@@ -63,17 +60,6 @@ def _dead_letters(source: str, dlq: str) -> list[tuple[bytes | None, bytes, list
     return made
 
 
-def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, list]]) -> None:
-    producer = Producer(producer_config(KAFKA, bootstrap))
-    for key, value, headers in messages:
-        producer.produce(topic, value=value, key=key, headers=headers)
-    assert producer.flush(30) == 0
-
-
-def _read(bootstrap: str, topic: str) -> list[Record]:
-    return list(read_records(KAFKA, bootstrap, topic, from_beginning=True))
-
-
 DeadLetters = list[tuple[bytes | None, bytes, list, str]]
 
 
@@ -93,7 +79,7 @@ def dead_letter_topics(
         dlq = topic_factory("dlq", partitions=partitions[1])
         made = _dead_letters(source, dlq)[:count]
         if produce:
-            _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
+            produce_raw(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made])
         return source, dlq, made, group_factory("redrive")
 
     return make
@@ -109,7 +95,7 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
     dry = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, dry_run=True)
     assert (dry.read, dry.redriven, dry.committed, dry.complete) == (11, 8, {}, True)
     assert dry.passed_over == {INVALID_EVENT: 3}
-    assert _read(kafka_bootstrap, source) == []
+    assert read_all(kafka_bootstrap, source) == []
 
     with caplog.at_level(logging.INFO, logger="fraudstream.redrive"):  # after the dry run
         first = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, checkpoint_every=4)
@@ -125,7 +111,7 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
         (8, 8),
         (11, 11),
     ]
-    sent = _read(kafka_bootstrap, source)
+    sent = read_all(kafka_bootstrap, source)
     assert len(sent) == 8
     recoverable = [(k, v) for k, v, _, t in made if t != INVALID_EVENT]
     assert sorted((r.key, r.value) for r in sent) == sorted(recoverable)  # bytes unchanged
@@ -142,7 +128,7 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
     again = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (again.read, again.redriven, again.committed) == (0, 0, {})
     # a new dead letter: only it goes; then, from the beginning, the invalid ones too
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:1]])
+    produce_raw(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:1]])
     newer = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (newer.read, newer.redriven) == (1, 1)
     everything = redrive(
@@ -156,7 +142,7 @@ def test_redrive_sends_each_recoverable_dead_letter_once(
     )
     assert (everything.read, everything.redriven) == (12, 2)
     assert everything.passed_over == {SCORING_FAILED: 7, WORKER_ERROR: 2, "truncated": 1}
-    assert len(_read(kafka_bootstrap, source)) == 8 + 1 + 2
+    assert len(read_all(kafka_bootstrap, source)) == 8 + 1 + 2
 
 
 def test_dead_letters_written_after_the_start_wait_for_the_next_run(
@@ -166,11 +152,11 @@ def test_dead_letters_written_after_the_start_wait_for_the_next_run(
     """A redriven event that fails again must not be redriven by the same run (no loop):
     the run stops each partition at its first dead letter stamped at or after its start."""
     source, dlq, made, group = dead_letter_topics(4, produce=False)
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:2]])
+    produce_raw(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[:2]])
     time.sleep(0.05)
     between = time.time()
     time.sleep(0.05)
-    _produce(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[2:]])
+    produce_raw(kafka_bootstrap, dlq, [(k, v, h) for k, v, h, _ in made[2:]])
 
     stopped = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group, stop=lambda: True)
     assert (stopped.read, stopped.committed, stopped.complete) == (0, {}, False)
@@ -178,7 +164,7 @@ def test_dead_letters_written_after_the_start_wait_for_the_next_run(
     assert (early.read, early.redriven, early.committed, early.complete) == (2, 2, {0: 2}, True)
     rest = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (rest.read, rest.redriven, rest.committed) == (2, 2, {0: 4})
-    assert [r.value for r in _read(kafka_bootstrap, source)] == [v for _, v, _, _ in made]
+    assert [r.value for r in read_all(kafka_bootstrap, source)] == [v for _, v, _, _ in made]
 
 
 def test_a_stopped_run_delivers_and_commits_what_it_read(
@@ -198,7 +184,7 @@ def test_a_stopped_run_delivers_and_commits_what_it_read(
     )  # Ctrl-C after the third send
     assert (stopped.read, stopped.redriven, stopped.committed) == (3, 3, {0: 3})
     assert stopped.complete is False
-    assert len(_read(kafka_bootstrap, source)) == 3
+    assert len(read_all(kafka_bootstrap, source)) == 3
     rest = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (rest.read, rest.redriven, rest.complete) == (8, 5, True)
 
@@ -216,7 +202,7 @@ def test_a_run_that_cannot_deliver_commits_nothing_more(
         redrive(*where, group_id=group, checkpoint_every=4, producer_settings=nowhere)
     done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (done.read, done.redriven) == (11, 8)
-    assert len(_read(kafka_bootstrap, source)) == 8  # the failed run delivered nothing
+    assert len(read_all(kafka_bootstrap, source)) == 8  # the failed run delivered nothing
 
 
 def test_a_message_the_producer_refuses_fails_the_run(
@@ -228,13 +214,13 @@ def test_a_message_the_producer_refuses_fails_the_run(
     source, dlq, _, group = dead_letter_topics(0)
     value = _event(1, "c1").replace(b"}", b" " * 1500 + b"}")
     out = dead_letter(Incoming(source, 0, 1, time.time(), b"c1", value), "x", SCORING_FAILED, dlq)
-    _produce(kafka_bootstrap, dlq, [(out.key, value, out.headers)])
+    produce_raw(kafka_bootstrap, dlq, [(out.key, value, out.headers)])
     where = (KAFKA, kafka_bootstrap, dlq, source)
     with pytest.raises(RedriveError, match=rf"{dlq}:0:0 could not be sent"):
         redrive(*where, group_id=group, producer_settings={"message.max.bytes": 1000})
     done = redrive(KAFKA, kafka_bootstrap, dlq, source, group_id=group)
     assert (done.read, done.redriven) == (1, 1)
-    [sent] = _read(kafka_bootstrap, source)
+    [sent] = read_all(kafka_bootstrap, source)
     assert sent.value == value
 
 
@@ -275,7 +261,7 @@ def test_cli_redrive(
     assert summary["read"] == 11 and summary["redriven"] == 2
     assert summary["passed_over"] == {"invalid_event": 3, "scoring_failed": 6}
     assert summary["to"] == source and summary["dead_letter_topic"] == dlq
-    assert len(_read(kafka_bootstrap, source)) == 2
+    assert len(read_all(kafka_bootstrap, source)) == 2
 
     wrong = run("--error-type", "scoring-failed")
     assert wrong.returncode == 2 and "scoring-failed" in wrong.stderr
