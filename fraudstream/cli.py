@@ -613,12 +613,12 @@ def dlq_cmd(
 
 def _of_error_types(types: list[str]) -> Callable[[Record], bool]:
     """Whether a dead letter's ``error_type`` header is one of ``types``."""
-    from fraudstream.dead_letters import ERROR_TYPE
+    from fraudstream.dead_letters import error_type_of
 
-    wanted = {t.encode() for t in types}
+    wanted = set(types)
 
     def keep(record: Record) -> bool:
-        return dict(record.headers).get(ERROR_TYPE) in wanted
+        return error_type_of(dict(record.headers)) in wanted
 
     return keep
 

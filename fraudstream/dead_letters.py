@@ -9,6 +9,8 @@ oversized value was kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 #: Header names.
 ERROR = "error"
 ERROR_TYPE = "error_type"
@@ -21,3 +23,9 @@ SCORING_FAILED = "scoring_failed"
 #: every message of a batch the worker failed on.
 WORKER_ERROR = "worker_error"
 ERROR_TYPES = (INVALID_EVENT, SCORING_FAILED, WORKER_ERROR)
+
+
+def error_type_of(headers: Mapping[str, bytes | None]) -> str:
+    """A dead letter's ``error_type`` from its headers (``unknown`` without one)."""
+    raw = headers.get(ERROR_TYPE)
+    return raw.decode(errors="replace") if raw else "unknown"

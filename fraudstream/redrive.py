@@ -60,7 +60,7 @@ from fraudstream.consume import (
     record_from_message,
     topic_partitions,
 )
-from fraudstream.dead_letters import ERROR_TYPE, SCORING_FAILED, VALUE_BYTES, WORKER_ERROR
+from fraudstream.dead_letters import SCORING_FAILED, VALUE_BYTES, WORKER_ERROR, error_type_of
 from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import consumer_config, producer_config
 from fraudstream.publish import FLUSH_TIMEOUT_S, produce_retrying
@@ -90,8 +90,7 @@ def passed_over(record: Record, error_types: Collection[str]) -> str | None:
     """``None`` if the dead letter ``record`` is to be sent again, else why it is not: its
     ``error_type`` (``unknown`` without one), :data:`TRUNCATED` or :data:`NO_VALUE`."""
     headers = dict(record.headers)
-    raw = headers.get(ERROR_TYPE)
-    error_type = raw.decode(errors="replace") if raw else "unknown"
+    error_type = error_type_of(headers)
     if error_type not in error_types:
         return error_type
     if VALUE_BYTES in headers:
