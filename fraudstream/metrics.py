@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Histogram buckets in milliseconds.
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 500, 1000, 2500)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: ``when`` of ``fraudstream_worker_batch_failures_total``: a batch failed before every
+#: output was delivered (dead-lettered whole), or after.
+BEFORE_DELIVERY = "before_delivery"
+AFTER_DELIVERY = "after_delivery"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 Labels = tuple[str, ...]
@@ -296,6 +300,13 @@ class WorkerMetrics(_Families):
             "fraudstream_worker_history_reads",
             "Customer states read from Redis (not in the worker's cache or changed elsewhere)",
         )
+        self.batch_failures = Counter(
+            "fraudstream_worker_batch_failures",
+            "Micro-batches whose handling raised (a bug, logged with its traceback), by when: "
+            "before_delivery (its messages went to the dead-letter topic, worker_error) or "
+            "after_delivery (every output was out; confirming state writes or counting failed)",
+            ["when"],
+        )
         self.state_writes_lost = Counter(
             "fraudstream_worker_state_writes_lost",
             "Events whose customer-state writes Redis did not confirm, after retries (their "
@@ -341,6 +352,7 @@ class WorkerMetrics(_Families):
             self.consumed,
             self.decisions,
             self.dead_letters,
+            self.batch_failures,
             self.degraded,
             self.history_reads,
             self.state_writes_lost,

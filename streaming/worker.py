@@ -75,8 +75,11 @@ Per message:
 If scoring a batch fails (a bug, a corrupt state), its valid events are scored one by one;
 an event that still fails goes to the dead-letter topic with ``error_type``
 ``scoring_failed`` and the error, and the failure is logged. A batch that fails as a
-whole (a bug outside scoring) sends all its messages there, ``worker_error``. Once the cause
-is repaired, ``fraudstream redrive`` (:mod:`fraudstream.redrive`) sends both kinds back.
+whole (a bug outside scoring) before its outputs are delivered sends all its messages there,
+``worker_error``; one that fails after (confirming its state writes, counting) is only logged
+and counted, since each of its messages already has its decision or dead letter
+(:meth:`BatchProcessor.process`). Once the cause is repaired, ``fraudstream redrive``
+(:mod:`fraudstream.redrive`) sends both kinds back.
 
 Duplicates: a ``transaction_id`` that occurs more than once in one batch is scored once
 per message, each copy as a replay (the scorer leaves a replayed transaction out of its
@@ -110,8 +113,8 @@ from fraudstream.dead_letters import (
     WORKER_ERROR,
 )
 from fraudstream.decision import encode_record
-from fraudstream.metrics import WorkerMetrics, track_gc_pauses
-from fraudstream.registry import hot_reload
+from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics, track_gc_pauses
+from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
@@ -239,16 +242,18 @@ class BatchProcessor:
 
     def __init__(
         self,
-        app: faust.App,
         settings: Settings,
         scorer: Scorer,
         *,
         retry_pause_s: float = RETRY_PAUSE_S,
         delivery: DeliveringProducer,
         metrics: WorkerMetrics,
+        reload: HotReload | None = None,
     ) -> None:
-        self.app = app
+        """``reload``: checked before each batch, to switch to a promoted model between
+        batches (:mod:`fraudstream.registry`)."""
         self.scorer = scorer
+        self.reload = reload
         self.decisions_topic = settings.topics.decisions
         self.dead_letter_topic = settings.topics.dead_letter
         self.max_ahead_s = settings.scoring.max_event_ahead_s
@@ -256,8 +261,26 @@ class BatchProcessor:
         self.delivery = delivery
         self.retry_pause_s = retry_pause_s
 
+    async def handle(self, batch: Sequence[Incoming]) -> None:
+        """Process ``batch``; if that fails before its outputs are delivered (a bug), send all
+        its messages to the dead-letter topic (``worker_error``) instead. Raises only when
+        even that fails: the batch then stays unacked."""
+        try:
+            if self.reload is not None and self.reload.due():
+                await asyncio.to_thread(self.reload.check)
+            await self.process(batch)
+        except Exception as exc:  # a bug: keep the events, on the dead-letter topic
+            log.exception("batch of %d message(s) failed", len(batch))
+            await self.dead_letter_all(batch, exc)
+
     async def process(self, batch: Sequence[Incoming]) -> None:
-        """Score ``batch`` and produce every output; returns once all are delivered."""
+        """Score ``batch`` and produce every output; returns once all are delivered.
+
+        Raises if anything fails before every output is delivered. A failure after that
+        (confirming the state writes, counting) is logged and counted
+        (``fraudstream_worker_batch_failures_total{when="after_delivery"}``), not raised:
+        every message already has its decision or dead letter, so dead-lettering the batch
+        again would decide its events twice after a redrive."""
         started = time.perf_counter()
         stamps = [m.timestamp_s for m in batch if m.timestamp_s is not None]
         age_ms = (time.time() - min(stamps)) * 1000 if stamps else None
@@ -301,18 +324,38 @@ class BatchProcessor:
                     )
             scored = time.perf_counter()
             await self.produce(outputs)
-        finally:
-            produced = time.perf_counter()
+        except BaseException:
             if pending is not None:  # Redis ran the writes meanwhile
                 await self._settle(pending)
-        done = time.perf_counter()
-        stages_ms = {k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")}
-        stages_ms.update(
-            decode=(decoded - started) * 1000,
-            produce=(produced - scored) * 1000,
-            batch=(done - started) * 1000,
-        )
-        self._record(batch, outputs, records, reads, stages_ms, age_ms)
+            raise
+        produced = time.perf_counter()
+        settled = pending is None
+        try:
+            if pending is not None:
+                await self._settle(pending)
+            settled = True
+            done = time.perf_counter()
+            stages_ms = {
+                k: (timings[k] - before[k]) * 1000 for k in ("features", "model", "update")
+            }
+            stages_ms.update(
+                decode=(decoded - started) * 1000,
+                produce=(produced - scored) * 1000,
+                batch=(done - started) * 1000,
+            )
+            self._record(batch, outputs, records, reads, stages_ms, age_ms)
+        except Exception:
+            log.exception(
+                "batch of %d message(s): every output delivered, then the worker failed; "
+                "not dead-lettered (each message has its decision or dead letter)",
+                len(batch),
+            )
+            with self.metrics.lock:
+                self.metrics.batch_failures.inc(AFTER_DELIVERY)
+            if not settled and pending is not None:  # the next batch must not wait on them
+                pending.abandon()
+                with self.metrics.lock:
+                    self.metrics.state_writes_lost.inc(amount=pending.events)
 
     async def _settle(self, pending: PendingUpdate) -> None:
         """Have Redis confirm the batch's state writes (:func:`confirm_writes`), timed into
@@ -372,6 +415,8 @@ class BatchProcessor:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
         with self.metrics.lock:
+            self.metrics.consumed.inc(amount=len(batch))
+            self.metrics.batch_failures.inc(BEFORE_DELIVERY)
             self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
         await self.produce(
             [dead_letter(m, error, WORKER_ERROR, self.dead_letter_topic) for m in batch]
@@ -484,8 +529,8 @@ def register(
     timer that keeps ``metrics``' lag, commit age and liveness current."""
     source = app.topic(settings.topics.transactions, schema=RawSchema())
     delivery = DeliveringProducer(settings.kafka, bootstrap)
-    processor = BatchProcessor(app, settings, scorer, delivery=delivery, metrics=metrics)
     reload = hot_reload(settings, scorer, metrics)
+    processor = BatchProcessor(settings, scorer, delivery=delivery, metrics=metrics, reload=reload)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def flush_outputs(app: faust.App, **kwargs: Any) -> None:
@@ -527,7 +572,7 @@ def register(
                 batch = [incoming(event) for event in events]
                 # Finish the batch even if the agent is cancelled meanwhile (a stop that
                 # skips Faust's wait for streams), then ack it: never acked unsent
-                work = asyncio.ensure_future(handle(batch))
+                work = asyncio.ensure_future(processor.handle(batch))
                 cancelled = False
                 while not work.done():
                     try:
@@ -542,15 +587,6 @@ def register(
                 yield None
         finally:
             await batches.close()
-
-    async def handle(batch: list[Incoming]) -> None:
-        try:
-            if reload.due():  # a promoted model: switch between batches (registry module)
-                await asyncio.to_thread(reload.check)
-            await processor.process(batch)
-        except Exception as exc:  # a bug: keep the events, on the dead-letter topic
-            log.exception("batch of %d message(s) failed", len(batch))
-            await processor.dead_letter_all(batch, exc)
 
     agent: faust.types.AgentT = app.agent(source, name=AGENT_NAME, concurrency=1)(
         score_transactions
