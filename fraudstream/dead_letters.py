@@ -5,16 +5,22 @@ A dead letter keeps the original message's key and bytes; its headers say why: `
 (one line), :data:`ERROR_TYPE` (one of :data:`ERROR_TYPES`), the source's topic, partition,
 offset and timestamp, and :data:`VALUE_BYTES` (the full size) when only the head of an
 oversized value was kept.
+
+A message :mod:`fraudstream.redrive` sent back carries :data:`REDRIVEN_FROM`
+(``topic:partition:offset`` of its dead letter); the worker copies it onto the message's
+decision, or onto its dead letter if it fails again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: Header names.
 ERROR = "error"
 ERROR_TYPE = "error_type"
 VALUE_BYTES = "value_bytes"
+REDRIVEN_FROM = "redriven_from"
 
 #: ``error_type`` values: a message that is not a valid event,
 INVALID_EVENT = "invalid_event"
@@ -29,3 +35,18 @@ def error_type_of(headers: Mapping[str, bytes | None]) -> str:
     """A dead letter's ``error_type`` from its headers (``unknown`` without one)."""
     raw = headers.get(ERROR_TYPE)
     return raw.decode(errors="replace") if raw else "unknown"
+
+
+def redriven_from(
+    headers: Sequence[tuple[str, bytes | None]] | Mapping[str, Any] | None,
+) -> bytes | None:
+    """The :data:`REDRIVEN_FROM` header of a message's ``headers``, if it has one."""
+    if not headers:
+        return None
+    if isinstance(headers, Mapping):
+        value = headers.get(REDRIVEN_FROM)
+        return value if isinstance(value, bytes) else None
+    for name, value in headers:
+        if name == REDRIVEN_FROM:
+            return value
+    return None

@@ -284,6 +284,11 @@ class WorkerMetrics(_Families):
         self.stall_after_s = stall_after_s
         self.clock = clock
         self.consumed = Counter("fraudstream_worker_consumed", "Messages taken from the input")
+        self.redriven = Counter(
+            "fraudstream_worker_redriven",
+            "Messages taken from the input that fraudstream redrive sent back from the "
+            "dead-letter topic (header redriven_from)",
+        )
         self.decisions = Counter(
             "fraudstream_worker_decisions", "Decisions produced, by action", ["action"]
         )
@@ -350,6 +355,7 @@ class WorkerMetrics(_Families):
             *self.models.families,
             *self.drift.families,
             self.consumed,
+            self.redriven,
             self.decisions,
             self.dead_letters,
             self.batch_failures,

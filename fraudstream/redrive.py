@@ -7,7 +7,9 @@ own key and bytes (``streaming.worker.dead_letter``). Once the cause is repaired
 keep their order) to the transactions topic, with the header ``redriven_from``
 (``topic:partition:offset`` of the dead letter) and the send time as the Kafka timestamp.
 The worker then scores them as any event, at their own event time; one that was decided
-before (a replay) gets the same decision again.
+before (a replay) gets the same decision again. The worker copies ``redriven_from`` onto the
+decision (or onto the new dead letter of one that fails again) and counts them
+(``fraudstream_worker_redriven_total``).
 
 Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERABLE`;
 ``invalid_event`` would fail again, unless it was refused only for a timestamp too far
@@ -60,7 +62,13 @@ from fraudstream.consume import (
     record_from_message,
     topic_partitions,
 )
-from fraudstream.dead_letters import SCORING_FAILED, VALUE_BYTES, WORKER_ERROR, error_type_of
+from fraudstream.dead_letters import (
+    REDRIVEN_FROM,
+    SCORING_FAILED,
+    VALUE_BYTES,
+    WORKER_ERROR,
+    error_type_of,
+)
 from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import consumer_config, producer_config
 from fraudstream.publish import FLUSH_TIMEOUT_S, produce_retrying
@@ -73,8 +81,6 @@ RECOVERABLE = (SCORING_FAILED, WORKER_ERROR)
 TRUNCATED = "truncated"
 #: or it has no value at all.
 NO_VALUE = "no_value"
-#: The header naming the dead letter a redriven message came from.
-REDRIVEN_FROM = "redriven_from"
 DEFAULT_GROUP = "fraudstream-redrive"
 #: Dead letters read between two commits (each once all sent before are delivered).
 CHECKPOINT_EVERY = 100_000

@@ -72,6 +72,9 @@ Per message:
   :meth:`Decision.to_json_dict` with ``latency_ms`` = emission time − the message's Kafka
   timestamp.
 
+A message ``fraudstream redrive`` sent back carries the header ``redriven_from`` (its dead
+letter's ``topic:partition:offset``): its decision, or its new dead letter, carries it too.
+
 If scoring a batch fails (a bug, a corrupt state), its valid events are scored one by one;
 an event that still fails goes to the dead-letter topic with ``error_type``
 ``scoring_failed`` and the error, and the failure is logged. A batch that fails as a
@@ -108,9 +111,11 @@ from fraudstream.dead_letters import (
     ERROR,
     ERROR_TYPE,
     INVALID_EVENT,
+    REDRIVEN_FROM,
     SCORING_FAILED,
     VALUE_BYTES,
     WORKER_ERROR,
+    redriven_from,
 )
 from fraudstream.decision import encode_record
 from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics, track_gc_pauses
@@ -151,6 +156,8 @@ class Incoming:
     timestamp_s: float | None
     key: bytes | None
     value: bytes | None
+    #: Its ``redriven_from`` header: the dead letter ``fraudstream redrive`` sent it back from.
+    redriven_from: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -224,17 +231,22 @@ def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> O
         ("source_timestamp_ms", stamp.encode()),
         *extra,
     ]
+    if message.redriven_from is not None:  # failed again: where it was sent back from
+        headers.append((REDRIVEN_FROM, message.redriven_from))
     return Outgoing(topic, message.key, value, headers)
 
 
 def decision_message(
     record: dict[str, Any], message: Incoming, topic: str, now_s: float | None = None
 ) -> Outgoing:
-    """The decision record of ``message``, with its latency from the Kafka timestamp."""
+    """The decision record of ``message``, with its latency from the Kafka timestamp; the
+    message's ``redriven_from`` header, if any, goes along."""
     now_s = time.time() if now_s is None else now_s
     latency = None if message.timestamp_s is None else (now_s - message.timestamp_s) * 1000.0
     value = encode_record(record, latency)
-    return Outgoing(topic, record["transaction_id"].encode(), value, [])
+    origin = message.redriven_from
+    headers: Headers = [] if origin is None else [(REDRIVEN_FROM, origin)]
+    return Outgoing(topic, record["transaction_id"].encode(), value, headers)
 
 
 class BatchProcessor:
@@ -379,6 +391,9 @@ class BatchProcessor:
         metrics = self.metrics
         with metrics.lock:
             metrics.consumed.inc(amount=len(batch))
+            redriven = sum(m.redriven_from is not None for m in batch)
+            if redriven:
+                metrics.redriven.inc(amount=redriven)
             metrics.batch_events.observe(len(batch))
             if age_ms is not None:
                 metrics.batch_age_ms.observe(age_ms)
@@ -416,6 +431,9 @@ class BatchProcessor:
         error = f"worker error: {type(exc).__name__}: {exc}"
         with self.metrics.lock:
             self.metrics.consumed.inc(amount=len(batch))
+            redriven = sum(m.redriven_from is not None for m in batch)
+            if redriven:
+                self.metrics.redriven.inc(amount=redriven)
             self.metrics.batch_failures.inc(BEFORE_DELIVERY)
             self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
         await self.produce(
@@ -504,6 +522,7 @@ def incoming(event: faust.EventT) -> Incoming:
         timestamp_s=message.timestamp if message.timestamp and message.timestamp > 0 else None,
         key=key if isinstance(key, bytes | None) else bytes(key),
         value=value if isinstance(value, bytes | None) else bytes(value),
+        redriven_from=redriven_from(message.headers),
     )
 
 

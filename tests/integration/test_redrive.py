@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from fraudstream.dead_letters import INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
-from fraudstream.redrive import REDRIVEN_FROM, RedriveError, redrive
+from fraudstream.dead_letters import INVALID_EVENT, REDRIVEN_FROM, SCORING_FAILED, WORKER_ERROR
+from fraudstream.redrive import RedriveError, redrive
 from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
 
 from .kafka_io import KAFKA, produce_raw, read_all

@@ -227,6 +227,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
 
         decisions: list[tuple[bytes | None, dict[str, Any]]] = []
         dead: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        dead_at: dict[bytes | None, str] = {}  # topic:partition:offset of each dead letter
         deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
         complete_at: float | None = None
         try:
@@ -244,6 +245,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
                 else:
                     headers = {k: v for k, v in (msg.headers() or [])}
                     dead.append((msg.key(), msg.value(), headers))
+                    dead_at[msg.key()] = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
         finally:
             consumer.close()
 
@@ -334,6 +336,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         assert summary["redriven"] == 1, summary
         assert summary["passed_over"] == {"invalid_event": len(MALFORMED)}, summary
         redecided = None
+        redecided_headers: dict[str, bytes | None] = {}
         deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
         for record in read_records(
             settings.kafka,
@@ -345,10 +348,16 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         ):
             if record.key == b"poisoned-1":
                 redecided = orjson.loads(record.value or b"")
+                redecided_headers = dict(record.headers)
                 break
         assert redecided is not None, f"the redriven event was not decided:\n{worker_log()}"
         assert redecided["score"] == pytest.approx(want.score, abs=1e-6)
         assert redecided["action"] == want.action
+        # its decision names the dead letter it came back from; the worker counted it
+        assert redecided_headers == {"redriven_from": dead_at[b"poison"].encode()}
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert "\nfraudstream_worker_redriven_total 1.0\n" in text
+        assert f"\nfraudstream_worker_consumed_total {n_decisions + n_dead + 1}.0\n" in text
 
         os.killpg(proc.pid, signal.SIGTERM)
         try:

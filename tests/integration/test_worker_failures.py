@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from fraudstream.consume import Record
-from fraudstream.dead_letters import ERROR, ERROR_TYPE, WORKER_ERROR
+from fraudstream.dead_letters import ERROR, ERROR_TYPE, REDRIVEN_FROM, WORKER_ERROR
 from fraudstream.kafka import ensure_topics
 from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics
 from fraudstream.publish import encode, event_payloads
@@ -150,12 +150,24 @@ def test_a_batch_failing_before_delivery_is_dead_lettered_whole_and_can_come_bac
 
     # the dead letters sent back (as redrive does: same key and bytes) get the scores they
     # would have had: their events are already in the histories, and are scored as replays
-    back = [Incoming(rig.dead_letter_topic, 0, r.offset, time.time(), r.key, r.value) for r in dead]
+    origin = {r.key: f"{r.topic}:{r.partition}:{r.offset}".encode() for r in dead}
+    back = [
+        Incoming("transactions", 0, i, time.time(), r.key, r.value, origin[r.key])
+        for i, r in enumerate(dead)
+    ]
     asyncio.run(rig.processor.handle(back))
-    decided = _decided(read_all(kafka_bootstrap, rig.decisions_topic))
+    records = read_all(kafka_bootstrap, rig.decisions_topic)
+    decided = _decided(records)
     _same({tid: decided[tid] for tid in want}, want)
+    # each decision of a redriven event names its dead letter; the others carry no header
+    by_id = {r.key: dict(r.headers) for r in records}
+    for message in batch:
+        tid = orjson.loads(message.value or b"")["transaction_id"].encode()
+        assert by_id[tid] == {REDRIVEN_FROM: origin[message.key]}
+    assert sum(not h for h in by_id.values()) == N
     assert len(read_all(kafka_bootstrap, rig.dead_letter_topic)) == N
     assert _value(metrics.consumed) == 3 * N
+    assert _value(metrics.redriven) == N
 
 
 @pytest.mark.parametrize("where", ["counting", "confirming state writes"])

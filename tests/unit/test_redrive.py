@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from fraudstream.cli import app, redrive_cmd
 from fraudstream.consume import Record
-from fraudstream.dead_letters import ERROR_TYPES, INVALID_EVENT, SCORING_FAILED, WORKER_ERROR
+from fraudstream.dead_letters import (
+    ERROR_TYPES,
+    INVALID_EVENT,
+    REDRIVEN_FROM,
+    SCORING_FAILED,
+    WORKER_ERROR,
+    redriven_from,
+)
 from fraudstream.redrive import (
     DEFAULT_GROUP,
     NO_VALUE,
@@ -19,7 +26,7 @@ from fraudstream.redrive import (
     RedriveResult,
     passed_over,
 )
-from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
+from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter, decision_message
 
 EVENT = b'{"transaction_id":"t","timestamp":"2026-11-21T10:00:00Z","customer_id":"c"}'
 
@@ -99,3 +106,34 @@ def test_an_undelivered_message_fails_the_run_before_it_commits() -> None:
     with pytest.raises(RedriveError, match=r"1 of 1 redriven .* nothing committed"):
         _deliver(producer, result)
     assert result.failed == 1 and result.committed == {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "origin"),
+    [
+        (None, None),
+        ([], None),
+        ([("other", b"x")], None),
+        ([("other", b"x"), (REDRIVEN_FROM, b"dlq:2:9")], b"dlq:2:9"),
+        ({REDRIVEN_FROM: b"dlq:0:1"}, b"dlq:0:1"),
+        ({"other": b"x"}, None),
+    ],
+)
+def test_the_worker_reads_where_a_message_was_redriven_from(
+    headers: object, origin: object
+) -> None:
+    assert redriven_from(headers) == origin  # type: ignore[arg-type]
+
+
+def test_a_redriven_message_keeps_its_origin_on_its_decision_and_on_a_new_dead_letter() -> None:
+    record = {"transaction_id": "t", "score": 0.5, "action": "review"}
+    plain = Incoming("tx", 1, 7, 1.0, b"k", EVENT)
+    back = Incoming("tx", 1, 8, 1.0, b"k", EVENT, b"dlq:3:41")
+    assert decision_message(record, plain, "decisions", 2.0).headers == []
+    assert decision_message(record, back, "decisions", 2.0).headers == [
+        (REDRIVEN_FROM, b"dlq:3:41")
+    ]
+    assert REDRIVEN_FROM not in dict(dead_letter(plain, "why", SCORING_FAILED, "dlq").headers)
+    again = dict(dead_letter(back, "why", SCORING_FAILED, "dlq").headers)
+    assert again[REDRIVEN_FROM] == b"dlq:3:41"
+    assert again["source_offset"] == b"8"
