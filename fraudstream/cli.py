@@ -785,12 +785,9 @@ def serve_cmd(
         from serving.server import STARTUP_FAILURE, run_api
 
         target = _prepare_api(settings, workers)
-        # uvicorn's handlers take over as it starts: with one process, a SIGTERM until then
-        # is recorded and replayed to them (serving.server); uvicorn's supervisor cannot
-        if workers == 1:
-            startup.defer()
-        else:
-            startup.uninstall()
+        # uvicorn's handlers take over as it starts: a SIGTERM until then is recorded and
+        # replayed to them (serving.server)
+        startup.defer()
     except StoppedBeforeStart:
         startup.uninstall()
         typer.echo("serve: SIGTERM during start-up; stopped before listening", err=True)

@@ -142,3 +142,47 @@ def test_api_server_replays_a_sigterm_from_start_up_and_outlives_its_re_raise(
     # uvicorn put the start-up handler back and sent it the signal again: only recorded
     assert signal.getsignal(signal.SIGTERM) == startup._handle
     assert startup.received is signal.SIGTERM
+
+
+def lifespan_only_app() -> Any:
+    """The factory each API process of the supervisor test calls (an import string)."""
+    return _lifespan_only
+
+
+def test_api_supervisor_replays_a_sigterm_from_start_up(startup: StartupSignals) -> None:
+    """``serve --workers N``: a SIGTERM between the command's start-up and the supervisor's
+    handlers stops the supervisor (it was lost to the default handler before: a kill)."""
+    import uvicorn
+    from uvicorn.supervisors.multiprocess import SIGNALS
+
+    from fraudstream.stack import free_port
+    from serving.server import ApiSupervisor
+
+    handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    startup.defer()
+    signal.raise_signal(signal.SIGTERM)  # recorded
+    config = uvicorn.Config(
+        f"{__name__}:lifespan_only_app",
+        factory=True,
+        workers=2,
+        host="127.0.0.1",
+        port=free_port(),
+        log_config=None,
+    )
+    timed_out = threading.Event()
+    try:
+        with config.bind_socket() as sock:
+            supervisor = ApiSupervisor(config, [sock], startup)
+
+            def watch() -> None:
+                if not supervisor.should_exit.wait(20.0):  # no signal stopped it
+                    timed_out.set()
+                    supervisor.should_exit.set()
+
+            threading.Thread(target=watch, daemon=True).start()
+            supervisor.run()  # returns once the replayed SIGTERM stopped it
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert not timed_out.is_set()
+    assert all(process.exitcode is not None for process in supervisor.processes)
