@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -35,6 +37,53 @@ def test_sigterm_while_starting_raises_stopped_before_start(startup: StartupSign
         signal.raise_signal(signal.SIGTERM)
     assert startup.received is signal.SIGTERM
     signal.raise_signal(signal.SIGTERM)  # a second one, while the first unwinds: ignored
+
+
+def test_a_sigterm_whose_exception_python_swallowed_stops_the_start_at_hand_over() -> None:
+    """The handler ran inside a weakref callback (as inside the import machinery's module
+    locks): Python does not propagate the exception it raised there."""
+
+    class Thing:
+        pass
+
+    startup = StartupSignals()
+
+    def callback(_: object) -> None:
+        signal.raise_signal(signal.SIGTERM)  # the handler runs here, before the next line
+        raise AssertionError("not reached: the handler raised")
+
+    before, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    unraised: list[Any] = []
+    sys.unraisablehook = unraised.append  # the hook the command found (Python's prints)
+    try:
+        startup.install()
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs; its StoppedBeforeStart goes to sys.unraisablehook
+        assert ref() is None
+        assert startup.received is signal.SIGTERM  # recorded, and the start-up went on
+        with pytest.raises(StoppedBeforeStart):
+            startup.defer()  # where the command hands over: it stops there instead
+        assert unraised == []  # nothing printed of it
+    finally:
+        startup.uninstall()
+        signal.signal(signal.SIGTERM, before)
+        sys.unraisablehook = hook
+
+
+def test_the_unraisable_hook_is_back_once_the_start_up_is_over() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    hook = sys.unraisablehook
+    try:
+        for end in ("defer", "uninstall"):
+            signals = StartupSignals()
+            signals.install()
+            assert sys.unraisablehook != hook  # ours, while the start-up may be interrupted
+            getattr(signals, end)()
+            assert sys.unraisablehook == hook
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        sys.unraisablehook = hook
 
 
 def test_stopped_before_start_is_not_an_exception() -> None:
