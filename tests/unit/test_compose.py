@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,54 @@ def test_app_healthchecks_need_no_curl(compose: dict[str, Any]) -> None:
     assert "urllib" in api_test and "/health" in api_test and ":8000" in api_test
     worker_test = " ".join(str(p) for p in services(compose)["worker"]["healthcheck"]["test"])
     assert "curl" not in worker_test
+
+
+@pytest.mark.unit
+def test_worker_healthcheck_asks_its_live_endpoint(resolved: dict[str, Any]) -> None:
+    """The worker's check is its own /live, on the port its settings serve it on, within
+    the compose network (not published: each replica has the same port)."""
+    worker = services(resolved)["worker"]
+    settings = load_settings(environ=environment(worker), env_file=None)
+    port = settings.worker.metrics_port
+    assert port is not None and settings.worker.metrics_host == "0.0.0.0"
+    assert [str(p) for p in worker["expose"]] == [str(port)]
+    assert published_ports(worker) == []
+    snippet = worker["healthcheck"]["test"][-1]
+    assert f"http://127.0.0.1:{port}/live" in snippet
+    # the other app services keep the default (no worker metrics server)
+    for name in APP_SERVICES - {"worker"}:
+        other = load_settings(environ=environment(services(resolved)[name]), env_file=None)
+        assert other.worker.metrics_port is None, name
+
+
+@pytest.mark.unit
+def test_worker_healthcheck_fails_once_the_worker_stalls(compose: dict[str, Any]) -> None:
+    """The check itself (run as Docker runs it), against the worker's metrics server:
+    exit code 0 while live, 1 once a partition with lag stops committing."""
+    from fraudstream.metrics import WorkerMetrics, serve
+
+    test = services(compose)["worker"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    now = [1000.0]
+    metrics = WorkerMetrics(stall_after_s=60, clock=lambda: now[0])
+    server = serve(metrics, "127.0.0.1", 0)
+    port = environment(services(compose)["worker"])["FRAUDSTREAM_WORKER__METRICS_PORT"]
+    snippet = test[3].replace(f":{port}/", f":{server.server_address[1]}/")
+    assert snippet != test[3]
+
+    def check() -> int:
+        done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, timeout=30)
+        return done.returncode
+
+    try:
+        assert check() == 0
+        tp = ("transactions", 0)
+        metrics.check_partitions({tp: 100}, {tp: 40})
+        now[0] += 61
+        metrics.check_partitions({tp: 200}, {tp: 40})  # lag, no commit for 61 s
+        assert check() == 1
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.unit
