@@ -48,6 +48,14 @@ def exported() -> dict[str, frozenset[str]]:
     return names
 
 
+def _scalar(expr: Any) -> bool:
+    if isinstance(expr, promql.ParenExpr):
+        return _scalar(expr.expr)
+    if isinstance(expr, promql.Call):
+        return expr.func.return_type == promql.ValueType.Scalar
+    return isinstance(expr, promql.NumberLiteral)
+
+
 def output_labels(expr: Any, names: dict[str, frozenset[str]]) -> frozenset[str]:
     """The labels the result of ``expr`` can carry (what an annotation may template)."""
     if isinstance(expr, promql.ParenExpr):
@@ -74,7 +82,7 @@ def output_labels(expr: Any, names: dict[str, frozenset[str]]) -> frozenset[str]
         return labels - {"le"} if expr.func.name == "histogram_quantile" else labels
     if isinstance(expr, promql.BinaryExpr):
         lhs, rhs = output_labels(expr.lhs, names), output_labels(expr.rhs, names)
-        if isinstance(expr.rhs, promql.NumberLiteral) or isinstance(expr.lhs, promql.Call):
+        if _scalar(expr.lhs) or _scalar(expr.rhs):
             return lhs | rhs  # vector op scalar: the vector's labels
         return lhs & rhs  # one-to-one match: the labels both sides carry
     raise AssertionError(f"no rule for {type(expr).__name__}: {expr}")
@@ -164,6 +172,13 @@ def test_every_process_has_rules(rules: dict[str, Any]) -> None:
         (lambda r: r.update(expr="sum(rate(fraudstream_worker_consumed_total[5m]) > 0"), "?"),
         (lambda r: r.update(expr="fraudstream_worker_live"), "not a comparison"),
         (lambda r: r.update(expr="sum(fraudstream_worker_live) == 0"), "$labels.instance"),
+        (
+            lambda r: r.update(
+                expr="rate(fraudstream_worker_consumed_total[5m]) / on() "
+                "sum(rate(fraudstream_worker_consumed_total[5m])) > 0"
+            ),
+            "$labels.instance",
+        ),
         (lambda r: r["labels"].update(severity="page"), "severity"),
         (lambda r: r.update({"for": "1 minute"}), "bad duration"),
         (lambda r: r.update(alert="WorkerNotLive"), "FraudstreamCamelCase"),
