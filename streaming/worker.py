@@ -249,6 +249,14 @@ def decision_message(
     return Outgoing(topic, record["transaction_id"].encode(), value, headers)
 
 
+def _count_taken(metrics: WorkerMetrics, batch: Sequence[Incoming]) -> None:
+    """Count ``batch`` as consumed, and its redriven messages (hold ``metrics.lock``)."""
+    metrics.consumed.inc(amount=len(batch))
+    redriven = sum(m.redriven_from is not None for m in batch)
+    if redriven:
+        metrics.redriven.inc(amount=redriven)
+
+
 class BatchProcessor:
     """Turns a micro-batch into decisions and dead letters, and produces them."""
 
@@ -390,10 +398,7 @@ class BatchProcessor:
     ) -> None:
         metrics = self.metrics
         with metrics.lock:
-            metrics.consumed.inc(amount=len(batch))
-            redriven = sum(m.redriven_from is not None for m in batch)
-            if redriven:
-                metrics.redriven.inc(amount=redriven)
+            _count_taken(metrics, batch)
             metrics.batch_events.observe(len(batch))
             if age_ms is not None:
                 metrics.batch_age_ms.observe(age_ms)
@@ -430,10 +435,7 @@ class BatchProcessor:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
         with self.metrics.lock:
-            self.metrics.consumed.inc(amount=len(batch))
-            redriven = sum(m.redriven_from is not None for m in batch)
-            if redriven:
-                self.metrics.redriven.inc(amount=redriven)
+            _count_taken(self.metrics, batch)
             self.metrics.batch_failures.inc(BEFORE_DELIVERY)
             self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
         await self.produce(
