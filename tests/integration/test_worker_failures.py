@@ -24,6 +24,8 @@ import pytest
 
 from fraudstream.consume import Record
 from fraudstream.dead_letters import ERROR, ERROR_TYPE, REDRIVEN_FROM, WORKER_ERROR
+from fraudstream.features import transaction_digests
+from fraudstream.history import unpack_entries
 from fraudstream.kafka import ensure_topics
 from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics
 from fraudstream.publish import encode, event_payloads
@@ -103,13 +105,14 @@ def _value(metric: Any, *labels: str) -> float:
 
 
 def _stored(world: World, events: pd.DataFrame) -> int:
-    """How many of ``events`` their customers' stored histories hold."""
+    """How many of ``events`` (by transaction id) their customers' stored histories hold."""
     client, history = world.scorer.history.client, world.scorer.history
     held = 0
     for customer, group in events.groupby("customer_id"):
         members = client.zrange(history.prefix + str(customer).encode(), 0, -1)
-        times = {int.from_bytes(m[:8], "little", signed=True) for m in members}
-        held += sum(int(t.value // 1_000_000) in times for t in group["timestamp"])
+        stored = set(unpack_entries(members).ids.tolist())
+        wanted = transaction_digests(list(group["transaction_id"].astype(str)))
+        held += sum(digest in stored for digest in wanted.tolist())
     return held
 
 
