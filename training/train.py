@@ -4,8 +4,9 @@ The split is the handbook's (train week, delay week, test week without known
 compromised cards). Decision thresholds are chosen on out-of-fold predictions of the
 training week only, so nothing from the delay or test weeks leaks into them:
 
-* ``decline``: the lowest score whose out-of-fold precision is at least
-  :data:`DECLINE_PRECISION` (declines must be rarely wrong);
+* ``decline``: the lowest score ``t`` such that the out-of-fold precision of ``score >= t``
+  is at least :data:`DECLINE_PRECISION` (declines must be rarely wrong); when no ``t``
+  reaches it, the highest out-of-fold score;
 * ``review``: the score that sends :data:`REVIEW_SHARE` of transactions to review (the
   analysts' alert budget), never above ``decline``.
 """
@@ -104,15 +105,21 @@ def fit(
 
 
 def out_of_fold(
-    matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str], folds: int = 4
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    names: list[str],
+    folds: int = 4,
+    params: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Out-of-fold scores, folds by customer so a card never scores itself."""
+    """Out-of-fold scores of models fitted with ``params`` (as the served one), folds by
+    customer so a card never scores itself."""
     codes = pd.factorize(groups)[0]
     fold = codes % folds
     scores = np.empty(len(labels))
     for k in range(folds):
         test = fold == k
-        booster = fit(matrix[~test], labels[~test], names)
+        booster = fit(matrix[~test], labels[~test], names, params)
         scores[test] = booster.inplace_predict(matrix[test])
     return scores
 
@@ -122,7 +129,9 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], labels[order]
     precision = np.cumsum(y) / np.arange(1, len(y) + 1)
-    ok = np.flatnonzero(precision >= DECLINE_PRECISION)
+    # ``score >= t`` takes a run of equal scores whole: precision only at the end of each run
+    run_end = np.r_[s[1:] != s[:-1], True]
+    ok = np.flatnonzero(run_end & (precision >= DECLINE_PRECISION))
     decline = float(s[ok[-1]]) if len(ok) else float(s[0])
     review = float(np.quantile(scores, 1 - REVIEW_SHARE))
     review = min(review, decline)
@@ -168,7 +177,7 @@ def train(
 
     t2 = time.perf_counter()
     booster = fit(x_train, y_train, names, params)
-    oof = out_of_fold(x_train, y_train, train_df["customer_id"].to_numpy(), names)
+    oof = out_of_fold(x_train, y_train, train_df["customer_id"].to_numpy(), names, params=params)
     timings["fit_s"] = time.perf_counter() - t2
     thresholds = choose_thresholds(oof, y_train)
 
