@@ -220,7 +220,8 @@ class ModelRegistry:
         log.info("promoted model %s", version)
 
     def rollback(self) -> str:
-        """Make the previous champion (in the lineage) the champion again; its version."""
+        """Make the previous champion (in the lineage) the champion again; its version.
+        It stops being the shadow if it was one."""
         with self._locked() as state:
             lineage: list[str] = state["lineage"]
             if len(lineage) < 2:
@@ -229,6 +230,8 @@ class ModelRegistry:
             self.load(previous)  # refuse a tampered one before switching
             current = lineage.pop()
             state["champion"] = previous
+            if state["shadow"] == previous:  # never the champion's shadow (as in promote)
+                state["shadow"] = None
             state["history"].append(
                 {"at": _now(), "action": "rollback", "version": previous, "previous": current}
             )

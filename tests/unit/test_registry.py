@@ -221,3 +221,13 @@ def test_the_serving_metrics_name_the_versions_in_use() -> None:
     metrics.models.set_serving("b", None)
     text = metrics.render().decode()
     assert 'version="a"' not in text and 'role="shadow"' not in text
+
+
+def test_rollback_to_the_shadow_clears_the_shadow(registry: ModelRegistry, tmp_path: Path) -> None:
+    registry.register(make_artifact(tmp_path, "a"))
+    registry.register(make_artifact(tmp_path, "b"))
+    registry.promote("b")
+    registry.set_shadow("a")
+    assert registry.rollback() == "a"
+    assert (registry.champion(), registry.shadow()) == ("a", None)
+    assert load_serving(registry, tmp_path / "unused").key == ("a", None)
