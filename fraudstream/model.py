@@ -206,7 +206,11 @@ def save_artifact(
             backup = out_dir.with_name(out_dir.name + ".old")
             shutil.rmtree(backup, ignore_errors=True)
             out_dir.rename(backup)
-            staging.rename(out_dir)
+            try:
+                staging.rename(out_dir)
+            except BaseException:
+                backup.rename(out_dir)  # the previous artifact stays in place
+                raise
             shutil.rmtree(backup, ignore_errors=True)
         else:
             staging.rename(out_dir)

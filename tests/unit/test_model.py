@@ -96,3 +96,24 @@ def test_a_tampered_model_file_is_refused(artifact: ModelArtifact, tmp_path: Pat
         handle.write(b"\0")
     with pytest.raises(ModelError, match="SHA-256"):
         load_artifact(copy)
+
+
+def test_a_failed_replacement_leaves_the_previous_artifact_in_place(
+    artifact: ModelArtifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "current"
+    booster = artifact.booster
+    save_artifact(out, booster, {**artifact.manifest, "model_version": "old"})
+    real_rename = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:  # the staging directory's rename fails
+        if Path(target) == out and self.name != out.name + ".old":
+            raise OSError(5, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="Input/output"):
+        save_artifact(out, booster, {**artifact.manifest, "model_version": "new"})
+    monkeypatch.undo()
+    assert load_artifact(out).version == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]
