@@ -549,7 +549,8 @@ def request_feature_arrays(
     ms: np.ndarray, amount: np.ndarray, prev_avg: Mapping[int, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
     """Request features from epoch milliseconds, amounts and (optionally) the customer's
-    earlier means by window in days: the kernel of :func:`request_features`."""
+    earlier means by window in days (a ratio for each window given): the kernel of
+    :func:`request_features`."""
     ms = np.asarray(ms, dtype=np.int64)
     value = np.asarray(amount, dtype=np.float64)
     day = ms // MS_PER_DAY
@@ -560,6 +561,8 @@ def request_feature_arrays(
     }
     if prev_avg is not None:
         for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS:
+            if w not in prev_avg:
+                continue
             mean = np.asarray(prev_avg[w], dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[f"amount_to_prev_avg_{w}d"] = np.where(mean > 0, value / mean, np.nan)
@@ -572,14 +575,16 @@ def request_features(
     """Features of the transaction itself, and its amount against the served customer means.
 
     ``served`` holds the ``needs`` of the request features (the customer's earlier means),
-    aligned with ``timestamp``; without it only the amount and the time flags are returned.
+    aligned with ``timestamp``; the ratio of each window whose mean it holds is returned,
+    besides the amount and the time flags.
     """
     prev = (
         None
         if served is None
         else {
-            w: served[f"customer_prev_avg_amount_{w}d"].to_numpy(dtype=np.float64)
+            w: served[column].to_numpy(dtype=np.float64)
             for w in CUSTOMER_PREVIOUS_WINDOWS_DAYS
+            if (column := f"customer_prev_avg_amount_{w}d") in served.columns
         }
     )
     out = request_feature_arrays(to_ms(timestamp), np.asarray(amount, dtype=np.float64), prev)

@@ -101,7 +101,8 @@ def asof_features(
             f'ASOF LEFT JOIN (SELECT {key_cols}, CAST("{ts}" AS TIMESTAMPTZ) AS _ts, {cols} '  # noqa: S608
             f"FROM read_parquet('{path}')) {alias} ON {on} AND e.event_timestamp >= {alias}._ts"
         )
-        fresh = f"{alias}._ts > e.event_timestamp - INTERVAL {ttl_s} SECOND" if ttl_s else "TRUE"
+        # Feast keeps a row exactly TTL old (``ts + ttl >= entity ts``), as the online age check
+        fresh = f"{alias}._ts >= e.event_timestamp - INTERVAL {ttl_s} SECOND" if ttl_s else "TRUE"
         select += [f'CASE WHEN {fresh} THEN {alias}."{n}" END AS "{n}"' for n in names]
     entity_sql = (
         "SELECT transaction_id, customer_id, terminal_id, "

@@ -104,3 +104,36 @@ def test_asof_path_equals_feast(repo_settings: Settings, events: pd.DataFrame) -
         feast_rows.astype(float), asof_rows.astype(float), rtol=0, atol=1e-12
     )
     assert feast_rows.isna().any(axis=1).sum() > 0  # the TTL case was exercised
+
+
+def test_asof_path_keeps_a_row_exactly_ttl_old_as_feast_does(
+    repo_settings: Settings, events: pd.DataFrame
+) -> None:
+    """Each entity's last row, probed exactly the view's TTL later (kept) and 1 ms after
+    that (dropped), by both paths."""
+    store = applied_store(repo_settings, events)
+    probes, checks = [], []
+    for entity, view in (
+        ("customer_id", "customer_features"),
+        ("terminal_id", "terminal_features"),
+    ):
+        ttl = store.get_feature_view(view).ttl
+        assert ttl  # the views have one
+        last = events.sort_values("timestamp").drop_duplicates(entity, keep="last").head(100)
+        for kept, offset in ((True, ttl), (False, ttl + pd.Timedelta(milliseconds=1))):
+            probes.append(
+                last.assign(
+                    timestamp=last["timestamp"] + offset,
+                    transaction_id=f"{entity}-{kept}-" + last["transaction_id"].astype(str),
+                )
+            )
+            checks += [(view, kept)] * len(last)
+    rows = pd.concat(probes, ignore_index=True)
+    feast_rows = historical_features(store, rows, MODEL_FEATURES)
+    asof_rows = asof_features(store, rows, MODEL_FEATURES)
+    pd.testing.assert_frame_equal(
+        feast_rows.astype(float), asof_rows.astype(float), rtol=0, atol=1e-12
+    )
+    column = {"customer_features": "customer_nb_tx_1d", "terminal_features": "terminal_nb_tx_1d"}
+    for i, (view, kept) in enumerate(checks):
+        assert feast_rows[column[view]].notna().iloc[i] == kept, (view, kept, rows.iloc[i])

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream.features import customer_features, terminal_features, terminal_snapshots
+from fraudstream.features import (
+    customer_features,
+    request_features,
+    terminal_features,
+    terminal_snapshots,
+)
 from fraudstream.schema import validate_frame
 from fraudstream.simulate import simulate
 
@@ -165,3 +170,19 @@ def test_daily_snapshot_equals_handbook_at_day_start(sample: pd.DataFrame) -> No
             assert abs(row[f"terminal_risk_{w}d"] - risk) <= 1e-12
             checked += len(window)
     assert checked > 1000
+
+
+def test_request_features_take_the_means_that_are_served(sample: pd.DataFrame) -> None:
+    """A model that reads one ratio gets its served mean only (training's ``_align``)."""
+    customers = customer_features(sample)
+    every = request_features(sample["timestamp"], sample["amount"], customers)
+    one = request_features(
+        sample["timestamp"], sample["amount"], customers[["customer_prev_avg_amount_60d"]]
+    )
+    assert [c for c in one.columns if c.startswith("amount_to")] == ["amount_to_prev_avg_60d"]
+    pd.testing.assert_series_equal(one["amount_to_prev_avg_60d"], every["amount_to_prev_avg_60d"])
+    assert not [
+        c
+        for c in request_features(sample["timestamp"], sample["amount"]).columns
+        if c.startswith("amount_to")
+    ]
