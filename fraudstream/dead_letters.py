@@ -3,8 +3,8 @@ readers (``fraudstream dlq --error-type``, :mod:`fraudstream.redrive`).
 
 A dead letter keeps the original message's key and bytes; its headers say why: ``error``
 (one line), :data:`ERROR_TYPE` (one of :data:`ERROR_TYPES`), the source's topic, partition,
-offset and timestamp, and :data:`VALUE_BYTES` (the full size) when only the head of an
-oversized value was kept.
+offset and timestamp, and :data:`VALUE_BYTES` / :data:`KEY_BYTES` (the full size) when
+only the head of an oversized value / key was kept.
 
 A message :mod:`fraudstream.redrive` sent back carries :data:`REDRIVEN_FROM`
 (``topic:partition:offset`` of its dead letter); the worker copies it onto the message's
@@ -20,6 +20,7 @@ from typing import Any
 ERROR = "error"
 ERROR_TYPE = "error_type"
 VALUE_BYTES = "value_bytes"
+KEY_BYTES = "key_bytes"
 REDRIVEN_FROM = "redriven_from"
 
 #: ``error_type`` values: a message that is not a valid event,

@@ -13,9 +13,9 @@ decision (or onto the new dead letter of one that fails again) and counts them
 
 Which: the dead letters whose ``error_type`` is chosen (default :data:`RECOVERABLE`;
 ``invalid_event`` would fail again, unless it was refused only for a timestamp too far
-ahead). Passed over and counted: the other types, any whose value was truncated
-(``value_bytes``: the message was over the worker's size limit, only its head was kept),
-and any without a value.
+ahead). Passed over and counted: the other types, any whose value or key was truncated
+(``value_bytes`` / ``key_bytes``: the dead letter would have been over the producer's size
+limit, only the head was kept), and any without a value.
 
 Progress: a consumer group (default :data:`DEFAULT_GROUP`) whose offsets are committed every
 :data:`CHECKPOINT_EVERY` dead letters read and at the end, each time only once every message
@@ -63,6 +63,7 @@ from fraudstream.consume import (
     topic_partitions,
 )
 from fraudstream.dead_letters import (
+    KEY_BYTES,
     REDRIVEN_FROM,
     SCORING_FAILED,
     VALUE_BYTES,
@@ -77,7 +78,7 @@ log = logging.getLogger(__name__)
 
 #: What a redrive sends by default: the failures that a repair can undo.
 RECOVERABLE = (SCORING_FAILED, WORKER_ERROR)
-#: Why a chosen dead letter is passed over: only the head of its value was kept,
+#: Why a chosen dead letter is passed over: only the head of its value or key was kept,
 TRUNCATED = "truncated"
 #: or it has no value at all.
 NO_VALUE = "no_value"
@@ -99,7 +100,7 @@ def passed_over(record: Record, error_types: Collection[str]) -> str | None:
     error_type = error_type_of(headers)
     if error_type not in error_types:
         return error_type
-    if VALUE_BYTES in headers:
+    if VALUE_BYTES in headers or KEY_BYTES in headers:
         return TRUNCATED
     return NO_VALUE if record.value is None else None
 

@@ -60,9 +60,15 @@ Per message:
   a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and the headers ``error`` (what is wrong, without traceback), ``error_type``
   (``invalid_event``), ``source_topic``, ``source_partition``, ``source_offset`` and
   ``source_timestamp_ms``. The ``error`` is one line and starts with the field at fault
-  (``amount: ...``) or ``message:`` when the whole message is. The dead letter of an
-  oversized message carries only its first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes and
-  the header ``value_bytes`` (its full size), so it fits the producer's request limit;
+  (``amount: ...``) or ``message:`` when the whole message is. A dead letter whose key,
+  value and headers together exceed :data:`DEAD_LETTER_MAX_BYTES` (an oversized message, or
+  one just under the limit that the headers push over it) carries only the first
+  :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes of its value, and of its key if that is longer,
+  with the headers ``value_bytes`` / ``key_bytes`` (the full sizes), so it fits the
+  producer's message limit (``message.max.bytes``, which counts all three). A dead letter
+  the broker still refuses as too large (a topic with a smaller limit) is sent again with
+  the first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes, then none, of its value
+  (:meth:`BatchProcessor.produce`): it is never retried unchanged forever;
 * valid but unusual, scored as usual: extra fields are ignored; any finite amount > 0 is
   scored, however large; timestamps in the past (since 2000) and out-of-order events are
   scored at their own event time; an unknown customer or terminal is scored ``degraded``
@@ -104,6 +110,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from fraudstream.config import Settings
@@ -111,6 +118,7 @@ from fraudstream.dead_letters import (
     ERROR,
     ERROR_TYPE,
     INVALID_EVENT,
+    KEY_BYTES,
     REDRIVEN_FROM,
     SCORING_FAILED,
     VALUE_BYTES,
@@ -136,7 +144,10 @@ RETRY_PAUSE_MAX_S = 10.0
 MAX_ERROR_LENGTH = 2000
 #: A message value over this size is dead-lettered unparsed (Kafka's default limit is ~1 MB).
 MAX_MESSAGE_BYTES = 1_000_000
-#: The dead letter of an oversized message keeps this many bytes of its value.
+#: The largest dead letter (key + value + header names and values) sent whole: librdkafka's
+#: ``message.max.bytes`` (default 1,000,000) counts all three, plus a little framing.
+DEAD_LETTER_MAX_BYTES = 990_000
+#: A larger dead letter keeps this many bytes of its value (and of its key).
 DEAD_LETTER_MAX_VALUE_BYTES = 65_536
 #: A live event may be timed at most this far after the worker's clock (clock skew).
 MAX_FUTURE_S = 86_400.0
@@ -215,13 +226,9 @@ def decode(
 
 
 def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> Outgoing:
-    """The dead letter of ``message``: its own key and bytes, the error in the headers."""
+    """The dead letter of ``message``: its own key and bytes, the error in the headers; only
+    their heads when the whole would exceed :data:`DEAD_LETTER_MAX_BYTES`."""
     stamp = "" if message.timestamp_s is None else str(round(message.timestamp_s * 1000))
-    value = message.value
-    extra: Headers = []
-    if value is not None and len(value) > MAX_MESSAGE_BYTES:
-        extra = [(VALUE_BYTES, str(len(value)).encode())]
-        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
     headers: Headers = [
         (ERROR, error[:MAX_ERROR_LENGTH].encode()),
         (ERROR_TYPE, error_type.encode()),
@@ -229,11 +236,52 @@ def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> O
         ("source_partition", str(message.partition).encode()),
         ("source_offset", str(message.offset).encode()),
         ("source_timestamp_ms", stamp.encode()),
-        *extra,
     ]
     if message.redriven_from is not None:  # failed again: where it was sent back from
         headers.append((REDRIVEN_FROM, message.redriven_from))
-    return Outgoing(topic, message.key, value, headers)
+    letter = Outgoing(topic, message.key, message.value, headers)
+    if message_bytes(letter) > DEAD_LETTER_MAX_BYTES:
+        letter = truncated(letter, DEAD_LETTER_MAX_VALUE_BYTES)
+    return letter
+
+
+def message_bytes(out: Outgoing) -> int:
+    """What librdkafka's message size limit counts of ``out`` (without its framing)."""
+    headers = sum(len(name.encode()) + len(value or b"") for name, value in out.headers)
+    return len(out.key or b"") + len(out.value or b"") + headers
+
+
+def truncated(out: Outgoing, keep: int) -> Outgoing:
+    """``out`` with at most the first ``keep`` bytes of its value and of its key; the full
+    size of each one cut goes in a header (:data:`VALUE_BYTES`, :data:`KEY_BYTES`; kept
+    from an earlier cut)."""
+    headers = list(out.headers)
+    names = {name for name, _ in headers}
+
+    def cut(data: bytes | None, header: str) -> bytes | None:
+        if data is None or len(data) <= keep:
+            return data
+        if header not in names:
+            headers.append((header, str(len(data)).encode()))
+        return data[:keep]
+
+    value = cut(out.value, VALUE_BYTES)
+    key = cut(out.key, KEY_BYTES)
+    return Outgoing(out.topic, key, value, headers)
+
+
+def _too_large(error: BaseException) -> bool:
+    """Whether a delivery ``error`` says the message is too large (never delivered as is)."""
+    return (
+        isinstance(error, KafkaException)
+        and bool(error.args)
+        and isinstance(error.args[0], KafkaError)
+        and error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    )
+
+
+def _is_dead_letter(out: Outgoing) -> bool:
+    return any(name == ERROR_TYPE for name, _ in out.headers)
 
 
 def decision_message(
@@ -443,7 +491,8 @@ class BatchProcessor:
         )
 
     async def produce(self, outputs: Sequence[Outgoing]) -> None:
-        """Send ``outputs`` and wait for every delivery; re-send failures until delivered."""
+        """Send ``outputs`` and wait for every delivery; re-send failures until delivered. A
+        dead letter refused as too large is re-sent smaller (:func:`smaller_dead_letter`)."""
         pending = list(outputs)
         pause = self.retry_pause_s
         while pending:
@@ -460,9 +509,29 @@ class BatchProcessor:
                 failed[0][1],
                 pause,
             )
+            pending = [smaller_dead_letter(out, res) for out, res in failed]
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE_MAX_S)
-            pending = [out for out, _ in failed]
+
+
+def smaller_dead_letter(out: Outgoing, error: BaseException) -> Outgoing:
+    """What to send again after ``error``: for a dead letter refused as too large, a copy
+    with the first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes of its value and key, then (if
+    that was refused too) none; anything else, or a dead letter already empty, unchanged."""
+    if not _too_large(error) or not _is_dead_letter(out):
+        return out
+    keep = DEAD_LETTER_MAX_VALUE_BYTES
+    if len(out.value or b"") <= keep and len(out.key or b"") <= keep:
+        keep = 0  # cut to the heads already
+    smaller = truncated(out, keep)
+    if smaller != out:
+        log.warning(
+            "a dead letter of %d bytes was refused as too large: sending it with the first "
+            "%d bytes of its value and key",
+            message_bytes(out),
+            keep,
+        )
+    return smaller
 
 
 async def warm_up(scorer: Scorer, seconds: float) -> None:

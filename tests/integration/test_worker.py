@@ -37,7 +37,7 @@ from fraudstream.kafka import confluent_config, ensure_topics, producer_config
 from fraudstream.publish import encode, event_payloads
 from fraudstream.scoring import build_scorer
 from fraudstream.stack import resolve_endpoints, running
-from streaming.worker import DEAD_LETTER_MAX_VALUE_BYTES, MAX_MESSAGE_BYTES
+from streaming.worker import DEAD_LETTER_MAX_VALUE_BYTES
 
 from .world import build_world
 
@@ -115,7 +115,14 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
         b'{"transaction_id":"m10","pad":"' + b"x" * 1_000_100 + b'"}',
         "1,000,000-byte limit",
     ),
+    (  # parsed, but its whole dead letter (value + headers) exceeds the producer's limit
+        b"bad-near-limit",
+        b'{"transaction_id":"m11","pad":"' + b"x" * 999_900,
+        "Invalid JSON",
+    ),
 ]
+#: The malformed messages whose dead letters keep only the head of their value.
+CUT_TO_THE_HEAD = {b"bad-huge", b"bad-near-limit"}
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +288,7 @@ def test_worker_scores_valid_events_and_dead_letters_the_rest(
         assert "CorruptStateError" in error and "history:poison-customer" in error, error
         for bad_key, bad_value, word in MALFORMED:
             value, headers = by_key[bad_key]
-            if len(bad_value) > MAX_MESSAGE_BYTES:  # only the head of an oversized message
+            if bad_key in CUT_TO_THE_HEAD:  # only the head of an oversized message
                 assert value == bad_value[:DEAD_LETTER_MAX_VALUE_BYTES]
                 assert headers["value_bytes"] == str(len(bad_value)).encode()
             else:

@@ -61,6 +61,12 @@ def test_a_truncated_or_valueless_dead_letter_is_never_sent() -> None:
     assert passed_over(oversized, ERROR_TYPES) == TRUNCATED
     assert passed_over(oversized, RECOVERABLE) == INVALID_EVENT  # its type comes first
     assert passed_over(_record(None, WORKER_ERROR), RECOVERABLE) == NO_VALUE
+    huge_key = dead_letter(
+        Incoming("tx", 1, 7, 1.0, b"k" * MAX_MESSAGE_BYTES, EVENT), "w", WORKER_ERROR, "dlq"
+    )
+    assert dict(huge_key.headers)["key_bytes"]  # the worker kept only the head of its key
+    record = Record("dlq", 0, 0, None, huge_key.key, huge_key.value, tuple(huge_key.headers))
+    assert passed_over(record, RECOVERABLE) == TRUNCATED
 
 
 def test_a_dead_letter_without_a_known_type_is_passed_over() -> None:
