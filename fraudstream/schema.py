@@ -135,6 +135,22 @@ class TransactionEvent(BaseModel):
         return data
 
 
+def ahead_of_clock(
+    event: TransactionEvent, now_s: float, max_ahead_s: float, whose: str
+) -> str | None:
+    """Why ``event`` is refused for its time, or ``None``: timed more than ``max_ahead_s``
+    after ``whose`` clock, which reads ``now_s`` (``scoring.max_event_ahead_s``). The worker
+    and the API both refuse such an event: stored, it would become the customer's latest
+    transaction and prune the history before it."""
+    if event.timestamp.timestamp() <= now_s + max_ahead_s:
+        return None
+    clock = datetime.fromtimestamp(now_s, UTC).isoformat()
+    return (
+        f"timestamp: {event.timestamp.isoformat()} is more than "
+        f"{max_ahead_s / 3600:g} h after {whose} clock ({clock})"
+    )
+
+
 def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
     index = np.flatnonzero(np.asarray(mask))
     shown = ", ".join(str(i) for i in index[:limit])

@@ -22,7 +22,9 @@ every request, and turns any unhandled exception into a generic 500 JSON body (t
 goes to the log only).
 
 The scoring routes validate the raw body with ``TransactionEvent.model_validate_json``, the
-call the worker makes on a Kafka message, so both accept and refuse exactly the same bytes;
+call the worker makes on a Kafka message, and refuse events timed too far ahead as the worker
+does (:func:`~fraudstream.schema.ahead_of_clock`), so both accept and refuse exactly the same
+bytes;
 their OpenAPI request body and ``update`` parameter are declared with the route. Measured
 with ``benchmarks/serving.py`` and py-spy: FastAPI's own body and parameter handling
 (``json.loads``, then dependency solving and validation of the dict) was about 10 % of the
@@ -59,7 +61,7 @@ from fraudstream.decision import Decision, encode_record
 from fraudstream.history import CorruptStateError
 from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
-from fraudstream.schema import TransactionEvent
+from fraudstream.schema import TransactionEvent, ahead_of_clock
 from fraudstream.scoring import Scorer, warm_caches, watch_keys
 from fraudstream.stack import Endpoints, resolve_endpoints
 from serving.batching import ScoringQueue
@@ -330,10 +332,29 @@ def _located(exc: ValidationError, *where: str) -> list[dict[str, Any]]:
     return [{**err, "loc": (*where, *err["loc"])} for err in exc.errors(include_url=False)]
 
 
-async def _inputs(request: Request, model: type[M]) -> tuple[M, bool]:
-    """The body, validated from its bytes as the worker validates a message, and the
-    ``update`` query parameter, read as FastAPI reads a bool (false when absent); else one
-    422 that names every invalid field of both."""
+def _ahead(body: BaseModel, max_ahead_s: float) -> list[dict[str, Any]]:
+    """Errors for the body's events timed more than ``max_ahead_s`` after the server's clock,
+    which the worker refuses too (:func:`~fraudstream.schema.ahead_of_clock`)."""
+    placed: list[tuple[tuple[str | int, ...], TransactionEvent]]
+    if isinstance(body, TransactionEvent):
+        placed = [((), body)]
+    else:
+        batch: list[TransactionEvent] = getattr(body, "transactions", [])
+        placed = [(("transactions", i), event) for i, event in enumerate(batch)]
+    now_s = time.time()
+    errors = []
+    for place, event in placed:
+        why = ahead_of_clock(event, now_s, max_ahead_s, "the server's")
+        if why is not None:
+            errors.append({"loc": ("body", *place, "timestamp"), "msg": why, "type": "value_error"})
+    return errors
+
+
+async def _inputs(request: Request, model: type[M], max_ahead_s: float) -> tuple[M, bool]:
+    """The body, validated from its bytes as the worker validates a message (events timed
+    more than ``max_ahead_s`` after the clock included), and the ``update`` query parameter,
+    read as FastAPI reads a bool (false when absent); else one 422 that names every invalid
+    field of both."""
     errors: list[dict[str, Any]] = []
     update = False
     raw = request.query_params.get("update")
@@ -347,6 +368,8 @@ async def _inputs(request: Request, model: type[M]) -> tuple[M, bool]:
         body = model.model_validate_json(await request.body())
     except ValidationError as exc:
         errors += _located(exc, "body")
+    else:
+        errors += _ahead(body, max_ahead_s)
     if errors or body is None:
         raise RequestValidationError(errors)
     return body, update
@@ -381,6 +404,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
     """The API around an already built ``scorer`` (see :func:`app_from_environment`)."""
     metrics = ApiMetrics()
     max_batch = settings.api.max_batch
+    max_ahead_s = settings.scoring.max_event_ahead_s
     reload = hot_reload(settings, scorer, metrics)
     probe = readiness_client(redis_url, settings)
     service = ScoringService(scorer, probe, metrics, max_batch, reload)
@@ -488,7 +512,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         return _json({"detail": detail, "transaction_ids": held}, 500)
 
     async def score(request: Request) -> Response:
-        event, update = await _inputs(request, TransactionEvent)
+        event, update = await _inputs(request, TransactionEvent, max_ahead_s)
         try:
             records = await service.score([event], update, single=True)
         except CorruptStateError as exc:
@@ -497,7 +521,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         return Response(decision, media_type="application/json")
 
     async def score_batch(request: Request) -> Response:
-        body, update = await _inputs(request, ScoreBatchRequest)
+        body, update = await _inputs(request, ScoreBatchRequest, max_ahead_s)
         try:
             records = await service.score(body.transactions, update)
         except CorruptStateError as exc:

@@ -106,7 +106,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -128,7 +127,7 @@ from fraudstream.dead_letters import (
 from fraudstream.decision import encode_record
 from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
-from fraudstream.schema import TransactionEvent
+from fraudstream.schema import TransactionEvent, ahead_of_clock
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
 from fraudstream.startup import StartupSignals
@@ -216,13 +215,7 @@ def decode(
     except Exception as exc:  # a validator bug must not stop the worker
         return _one_line(f"message: {type(exc).__name__}: {exc}")
     now_s = time.time() if now_s is None else now_s
-    if event.timestamp.timestamp() > now_s + max_ahead_s:
-        clock = datetime.fromtimestamp(now_s, UTC).isoformat()
-        return (
-            f"timestamp: {event.timestamp.isoformat()} is more than "
-            f"{max_ahead_s / 3600:g} h after the worker's clock ({clock})"
-        )
-    return event
+    return ahead_of_clock(event, now_s, max_ahead_s, "the worker's") or event
 
 
 def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> Outgoing:

@@ -160,6 +160,13 @@ def _without(key: str) -> dict[str, Any]:
         ("/v1/score", {**EVENT, "timestamp": "2026-11-21T10:15:00"}, "timestamp"),
         ("/v1/score", {**EVENT, "customer_id": True}, "customer_id"),
         ("/v1/score", {**EVENT, "currency": "euro"}, "currency"),
+        # timed years ahead: the worker refuses it too (stored, it would prune the history)
+        ("/v1/score", {**EVENT, "timestamp": "2126-01-01T00:00:00Z"}, "timestamp"),
+        (
+            "/v1/score/batch",
+            {"transactions": [EVENT, {**EVENT, "timestamp": "9999-12-31T23:59:59Z"}]},
+            "transactions.1.timestamp",
+        ),
         (
             "/v1/score/batch",
             {"transactions": [EVENT, {**EVENT, "amount": 0}]},
@@ -204,6 +211,7 @@ def test_invalid_json_is_422(client: TestClient, stub: StubScorer) -> None:
         b'{"transaction_id": "t\xe9"}',
         orjson.dumps({**EVENT, "timestamp": "2026-11-21 10:15"}),
         orjson.dumps({**EVENT, "customer_id": 1.5}),
+        orjson.dumps({**EVENT, "timestamp": "2126-01-01T00:00:00Z"}),
     ],
 )
 def test_the_api_accepts_exactly_the_bytes_the_worker_accepts(
