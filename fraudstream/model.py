@@ -58,6 +58,20 @@ class Thresholds:
         return "approve"
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def model_matrix(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` as XGBoost reads it: float32, NaN for missing. A value beyond float32's
+    range (an amount over 3.4e38, which the event schema accepts) becomes its largest finite
+    value, which takes the same branch at every split: XGBoost refuses ``inf``."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(matrix).astype(np.float32)
+    if np.isinf(out).any():
+        np.clip(out, -_F32_MAX, _F32_MAX, out=out)
+    return out
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
     """A verified, loaded model with its manifest."""
@@ -90,7 +104,7 @@ class ModelArtifact:
             raise ModelError(
                 f"expected {len(self.feature_names)} columns, got shape {matrix.shape}"
             )
-        return ModelInput(matrix.astype(np.float32))
+        return ModelInput(model_matrix(matrix))
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probability per row of ``matrix`` (columns in :attr:`feature_names` order)."""

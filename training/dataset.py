@@ -19,6 +19,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from fraudstream.features import Feature, feast_references, request_features, served_features
+from fraudstream.model import model_matrix
 
 log = logging.getLogger(__name__)
 
@@ -115,5 +116,6 @@ def asof_features(
 
 
 def as_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """float32 matrix for XGBoost (nulls become NaN, XGBoost's missing value)."""
-    return frame.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+    """float32 matrix for XGBoost (nulls become NaN, XGBoost's missing value), as the
+    scorer builds it (:func:`~fraudstream.model.model_matrix`)."""
+    return model_matrix(frame.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan))

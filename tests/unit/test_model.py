@@ -117,3 +117,21 @@ def test_a_failed_replacement_leaves_the_previous_artifact_in_place(
     monkeypatch.undo()
     assert load_artifact(out).version == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]
+
+
+@pytest.mark.parametrize("rows", [1, WALK_MAX_ROWS + 1])
+def test_values_beyond_float32_are_scored_as_its_largest(
+    artifact: ModelArtifact, rows: int
+) -> None:
+    """An amount of 1e39 is a valid event (finite, > 0) but ``inf`` in float32, which
+    XGBoost's DMatrix refuses: both paths score it as float32's largest value."""
+    x = _matrix(rows, seed=3)
+    huge, largest = x.copy(), x.copy()
+    huge[:, 0], huge[:, 1] = 1e39, -1e300
+    largest[:, 0], largest[:, 1] = np.finfo(np.float32).max, -np.finfo(np.float32).max
+    scores = artifact.predict(huge)
+    assert np.isfinite(scores).all()
+    np.testing.assert_array_equal(scores, artifact.predict(largest))
+    inputs = artifact.inputs(huge)
+    reasons = artifact.explain(inputs, np.ones(rows, dtype=bool))
+    assert np.isfinite(reasons).all()
