@@ -14,6 +14,10 @@ Layout (the namespace is the Feast project, so two deployments sharing a Redis k
   read back in bulk with no per-entry parsing. Writes are idempotent: the same transaction
   is the same member (``ZADD NX``).
 * ``fraudstream:<namespace>:history-version:<customer_id>``: a counter raised by every write.
+  A new counter starts from Redis's clock in microseconds, not from 1, so a version never
+  comes back after the keys expired or Redis lost them (a flush, a restart without
+  persistence): a process that cached a state at some version never takes it for current
+  after another writer started the keys again.
 
 Entries older than :data:`~fraudstream.features.CUSTOMER_HISTORY_MS` before the customer's
 latest transaction are removed on write; both keys expire after a quiet period. A write is
@@ -64,7 +68,8 @@ WARM_CHUNK = 500
 # KEYS: per customer its sorted set then its version counter.
 # ARGV: expire seconds, then per customer: n, prune bound (ms), then n x (ms, member).
 # Removes entries at or before the bound (the customer's latest new time minus the longest
-# window). Returns each customer's version after the write.
+# window). A missing counter starts at the server's time in microseconds. Returns per
+# customer its version before the write (0: no counter) and after it.
 _APPEND_LUA = """
 local expire = tonumber(ARGV[1])
 local out, a = {}, 2
@@ -80,6 +85,14 @@ for k = 1, #KEYS, 2 do
   end
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', bound)
   redis.call('EXPIRE', zkey, expire)
+  local before = redis.call('GET', vkey)
+  if before then
+    out[#out + 1] = tonumber(before)
+  else
+    local now = redis.call('TIME')
+    redis.call('SET', vkey, now[1] .. string.format('%06d', tonumber(now[2])))
+    out[#out + 1] = 0
+  end
   out[#out + 1] = redis.call('INCR', vkey)
   redis.call('EXPIRE', vkey, expire)
 end
@@ -286,13 +299,15 @@ class CustomerHistory:
         self, customer_ids: Sequence[str], states: Sequence[CustomerState], versions: Sequence[Any]
     ) -> None:
         """Cache the customers' next ``states`` given the reply of :meth:`append_command`
-        (each customer's version after the write), unless another writer came in between."""
-        for cid, state, version in zip(
-            customer_ids, states, (int(v) for v in versions), strict=True
+        (each customer's version before and after the write), unless another writer came in
+        between."""
+        numbers = [int(v) for v in versions]
+        for cid, state, before, after in zip(
+            customer_ids, states, numbers[::2], numbers[1::2], strict=True
         ):
             cached = self._cache.get(cid)
-            if cached is not None and cached[1] == version - 1:
-                self._remember(cid, state, version)
+            if cached is not None and cached[1] == before:
+                self._remember(cid, state, after)
             else:  # someone else wrote too: read it back next time
                 self._forget(cid)
 
@@ -334,7 +349,8 @@ class CustomerHistory:
     ) -> tuple[Any, ...]:
         """The script call appending transactions (customer ``codes`` into ``customer_ids``),
         to send with other writes (:func:`~fraudstream.redis_batch.execute`, with
-        :data:`SCRIPTS`); its reply, each customer's new version, goes to :meth:`saved`."""
+        :data:`SCRIPTS`); its reply, each customer's versions before and after, goes to
+        :meth:`saved`."""
         members = pack_entries(ms, ids, amount)
         keys: list[bytes] = []
         args: list[bytes | int] = [EXPIRE_S]

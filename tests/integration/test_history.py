@@ -153,3 +153,47 @@ def test_warm_leaves_out_a_corrupt_state_and_reads_the_rest(
         _read(warm, ["c0", "broken", "c1"])
     assert err.value.customer_ids == ["broken"] and "broken" not in warm._cache
     assert len(_read(warm, ["c0", "c1"])[0]) == 2
+
+
+def _write(
+    history: CustomerHistory, customer: str, state: CustomerState, events: pd.DataFrame
+) -> CustomerState:
+    """Score ``events`` of one customer from ``state`` and write them as the scorer does
+    (the script, then :meth:`CustomerHistory.saved` with its reply); the next state."""
+    ms = np.asarray(events["timestamp"].astype("int64") // 1_000_000, dtype=np.int64)
+    ids = transaction_digests(events["transaction_id"].tolist())
+    amount = events["amount"].to_numpy(dtype=np.float64)
+    codes = np.zeros(len(events), np.int64)
+    _, (after,) = advance_customers([state], codes, ms, amount, ids)
+    command = history.append_command([customer], codes, ms, ids, amount)
+    (versions,) = execute(history.client, [command], SCRIPTS)
+    history.saved([customer], [after], versions)
+    return after
+
+
+def test_a_state_cached_before_the_keys_were_lost_is_never_taken_for_current(
+    redis_url: str,
+) -> None:
+    """The keys go (expiry after a quiet period, a flush, a restart without persistence) and
+    another writer starts them again: a cached state is read again, whatever its version."""
+    client = redis_client(redis_url, Settings())
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    api, worker = CustomerHistory(client, namespace), CustomerHistory(client, namespace)
+    customer = f"c-{uuid.uuid4().hex[:6]}"
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+
+    (empty,), _ = _read(worker, [customer])
+    own = _write(worker, customer, empty, _events(customer, 3, start, "a"))
+    (cached,), calls = _read(worker, [customer])
+    assert cached is own and worker.reads == 1  # its own write stays cached: no read back
+    (seen,), _ = _read(api, [customer])
+    assert len(seen) == 3 and api.reads == 1
+
+    client.delete(worker._key(customer), worker._version_key(customer))  # the keys are lost
+    (empty,), _ = _read(worker, [customer])
+    assert len(empty) == 0
+    _write(worker, customer, empty, _events(customer, 1, start + timedelta(days=1), "b"))
+
+    (now,), _ = _read(api, [customer])  # the API's cached 3 transactions are out of date
+    assert len(now) == 1 and api.reads == 2
+    np.testing.assert_array_equal(now.ids, transaction_digests(["b-0"]))
