@@ -26,10 +26,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
-import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,6 +38,7 @@ import pandas as pd
 
 from fraudstream.config import ScoringSettings
 from fraudstream.errors import FraudstreamError
+from fraudstream.feast_env import apply_scratch, scratch_repo
 from fraudstream.features import (
     ALL_FEATURES,
     CUSTOMER_VIEW,
@@ -216,46 +213,24 @@ def customer_rows(
     return pd.concat([live, new], ignore_index=True)
 
 
-_SCRATCH_YAML = """project: {project}
-provider: local
-registry: data/registry.db
-online_store:
-  type: sqlite
-  path: data/online.db
-offline_store:
-  type: duckdb
-entity_key_serialization_version: 3
-"""
-
-
 @contextmanager
 def scratch_store(
     repo_path: Path, events: pd.DataFrame, history: pd.DataFrame | None = None
 ) -> Iterator[FeatureStore]:
     """A temporary copy of the offline store that holds customer rows for ``events`` (see
     the module docstring); removed on exit. The live repo is only read."""
-    from feast import FeatureStore
-
     repo_path = Path(repo_path)
     live_customers = pd.read_parquet(offline_table(repo_path, CUSTOMER_VIEW))
     terminal_path = offline_table(repo_path, TERMINAL_VIEW)
-    with tempfile.TemporaryDirectory(prefix="fraudstream-batch-") as tmp:
-        scratch = Path(tmp) / "feature_repo"
-        (scratch / "data").mkdir(parents=True)
-        for name in ("definitions.py", ".feastignore"):
-            shutil.copy2(repo_path / name, scratch / name)
-        project = f"batch{uuid.uuid4().hex[:10]}"
-        (scratch / "feature_store.yaml").write_text(_SCRATCH_YAML.format(project=project))
+    with scratch_repo(repo_path) as scratch:
         table = customer_rows(live_customers, events, history)
         table.to_parquet(scratch / "data" / OFFLINE_FILES[CUSTOMER_VIEW], index=False)
         shutil.copy2(terminal_path, scratch / "data" / OFFLINE_FILES[TERMINAL_VIEW])
-        argv = [sys.executable, "-m", "feast.cli.cli", "-c", str(scratch), "apply"]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BatchScoringError(
-                f"feast apply on the scratch repo failed: {done.stderr[-2000:]}"
-            )
-        yield FeatureStore(repo_path=str(scratch))
+        try:
+            store = apply_scratch(scratch)
+        except FraudstreamError as exc:
+            raise BatchScoringError(str(exc)) from None
+        yield store
 
 
 def score_file(

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from fraudstream import stack as local_stack
 from fraudstream.cli import _settings, fail
 from fraudstream.errors import FraudstreamError
 
@@ -101,7 +100,14 @@ def retrain_cmd(
     ctx: typer.Context,
     transactions: Annotated[
         Path | None,
-        typer.Option(help="labelled Parquet; default: the archive's labelled transactions"),
+        typer.Option(help="labelled Parquet; default: the archive's transactions and labels"),
+    ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="labelled transactions before the archive began (the customers' "
+            "and terminals' windows; its labels count as known)"
+        ),
     ] = None,
     train_days: Annotated[int, typer.Option(min=1)] = 7,
     delay_days: Annotated[int, typer.Option(min=0)] = 7,
@@ -119,51 +125,41 @@ def retrain_cmd(
     """Train a challenger on the latest labelled window, evaluate it and the champion on the
     same most recent labelled days, promote it if better by the margin.
 
+    From the archive, the features are computed over every archived transaction (and
+    --history), labelled or not, as the stream computed them; only labelled ones are
+    trained and evaluated on. The live offline tables are not written (a scratch copy).
     The last line on stdout is the evaluation as JSON (both models' metrics, the margin,
     the verdict); it is also kept as retrain.json in the challenger's version directory.
     """
-    from fraudstream.feast_env import open_store, run_feast
-    from fraudstream.schema import validate_frame
-    from training.retrain import Margin, Window, retrain
+    from fraudstream.cli import _events
+    from fraudstream.registry import ModelRegistry
+    from fraudstream.schema import LABEL_COLUMN
+    from training.retrain import LABELLED, Margin, Window, retrain
 
     settings = _settings(ctx)
-    try:
-        endpoints = local_stack.resolve_endpoints(settings)
-    except FraudstreamError as exc:
-        raise fail(str(exc)) from None
     if transactions is not None:
-        from fraudstream.schema import read_transactions
-
-        if not transactions.is_file():
-            raise fail(f"{transactions}: no such file")
-        try:
-            events = read_transactions(transactions)
-        except FraudstreamError as exc:
-            raise fail(f"{transactions}: {exc}") from None
+        if history is not None:
+            raise fail("--history goes with the archive, not with --transactions")
+        events = _events(transactions)
+        if LABEL_COLUMN not in events.columns:
+            raise fail("the transactions carry no labels (is_fraud)")
     else:
-        from fraudstream.archive import Archive, archive_root, labelled_transactions
-
-        archive = Archive(archive_root(settings))
-        events = labelled_transactions(archive)
-        if len(events) == 0:
-            raise fail(f"no labelled transactions in the archive {archive.root}")
-        events = validate_frame(events, keep=("is_fraud",))
-    if "is_fraud" not in events.columns:
-        raise fail("the transactions carry no labels (is_fraud)")
+        past = None if history is None else _events(history)
+        if past is not None and LABEL_COLUMN not in past.columns:
+            raise fail(f"{history}: no labels (is_fraud)")
+        events = _known(settings, past)
     model = settings.model
     margin = Margin(
         min_ap_gain=model.promote_min_ap_gain if min_ap_gain is None else min_ap_gain,
         max_auc_loss=model.promote_max_auc_loss if max_auc_loss is None else max_auc_loss,
     )
-    if run_feast(settings, endpoints, ["apply"]) != 0:
-        raise fail("feast apply failed (see above)")
-    store = open_store(settings, endpoints)
-    from fraudstream.registry import ModelRegistry
-
+    if LABELLED in events.columns:
+        labelled = int(events[LABELLED].sum())
+        typer.echo(f"{len(events):,} transactions, {labelled:,} of them labelled")
     try:
         result = retrain(
             events,
-            store,
+            settings.feast.repo_path,
             ModelRegistry(model.registry_path),
             fallback_dir=model.dir,
             window=Window(train_days, delay_days, eval_days),
@@ -183,6 +179,31 @@ def retrain_cmd(
     verdict = "promoted" if result.promoted else "registered, not promoted"
     typer.echo(f"challenger {result.challenger} {verdict}: {e['reason']}")
     typer.echo(json.dumps({"challenger_version": result.challenger, **e}, default=str))
+
+
+def _known(settings: Any, history: Any) -> Any:
+    """Every archived transaction (plus ``history``) with its label as known now, unlabelled
+    ones counted genuine, and the column ``labelled`` (:data:`training.retrain.LABELLED`)."""
+    import pandas as pd
+
+    from fraudstream.archive import Archive, archive_root
+    from fraudstream.labels import known_history
+    from fraudstream.schema import LABEL_COLUMN, validate_frame
+    from training.retrain import LABELLED
+
+    archive = Archive(archive_root(settings))
+    now = pd.Timestamp.now(tz="UTC")
+    labelled = set(archive.read("labels", end=now)["transaction_id"].astype(str))
+    if not labelled:
+        raise fail(f"no labelled transactions in the archive {archive.root}")
+    try:
+        events, _ = known_history(archive, now, history)
+        if history is not None:
+            labelled |= set(history["transaction_id"].astype(str))
+        events[LABELLED] = events["transaction_id"].astype(str).isin(labelled)
+        return validate_frame(events, keep=(LABEL_COLUMN, LABELLED))
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
 
 
 def register(app: typer.Typer, features_app: typer.Typer) -> None:

@@ -13,6 +13,14 @@ Window layout (UTC days, counted back from the last day that has labelled transa
   (:func:`training.evaluate.train_test_split`), with one feature frame built once through
   Feast's historical retrieval (:func:`training.dataset.historical_features`) for the union
   of both models' features; each model reads its own columns of it;
+* the features are computed over **every** known transaction, labelled or not (a
+  transaction without a label counts as genuine in the terminals' fraud counts, as
+  ``features refresh`` counts it), as the stream computed them; only the labelled ones
+  (column :data:`LABELLED`) are trained and evaluated on. Computed over the labelled ones
+  only, the customers' and terminals' windows missed every unlabelled transaction, so a
+  model was trained and judged on values the stream never serves. The offline tables are
+  built in a scratch copy of the repo (:func:`~fraudstream.feast_env.scratch_repo`): the
+  live ones, with the terminal snapshots ``features refresh`` appended, are not written;
 * the challenger is promoted only when it is better by the margin
   (:class:`Margin`, settings ``model.promote_min_ap_gain`` and ``model.promote_max_auc_loss``):
   Average Precision at least ``min_ap_gain`` higher **and** AUC ROC at most ``max_auc_loss``
@@ -27,6 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,10 +46,12 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from fraudstream.feast_env import apply_scratch, scratch_repo
 from fraudstream.features import ALL_FEATURES, Feature
 from fraudstream.model import ModelArtifact, load_artifact
 from fraudstream.registry import ModelRegistry
 from fraudstream.schema import LABEL_COLUMN
+from training.backfill import backfill
 from training.dataset import as_matrix, historical_features
 from training.evaluate import Split, evaluate, train_test_split
 from training.train import train
@@ -47,6 +59,9 @@ from training.train import train
 log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "retrain.json"
+#: Optional boolean column of :func:`retrain`'s events: the transaction has a label (without
+#: the column, every transaction has one).
+LABELLED = "labelled"
 
 
 @dataclass(frozen=True)
@@ -119,9 +134,20 @@ def compare(
     return out
 
 
+@contextmanager
+def training_store(events: pd.DataFrame, repo_path: Path) -> Iterator[FeatureStore]:
+    """A scratch copy of the Feast repo at ``repo_path`` (its definitions) whose offline
+    tables are the backfill of every transaction of ``events``, labelled or not: each
+    transaction's windows as the stream had them. Removed on exit; the live tables are only
+    read (their definitions)."""
+    with scratch_repo(repo_path) as scratch:
+        backfill(events, scratch)
+        yield apply_scratch(scratch)
+
+
 def retrain(
     events: pd.DataFrame,
-    store: FeatureStore,
+    repo_path: Path,
     registry: ModelRegistry,
     *,
     fallback_dir: Path,
@@ -129,25 +155,36 @@ def retrain(
     margin: Margin = Margin(),
     promote: bool = True,
 ) -> RetrainResult:
-    """Train a challenger on ``events`` (canonical columns + ``is_fraud``, labelled only),
-    evaluate it against the registry's champion, register it, and promote it if better.
+    """Train a challenger on the labelled rows of ``events``, evaluate it against the
+    registry's champion, register it, and promote it if better.
 
-    Without a champion in the registry, the artifact in ``fallback_dir`` (what the worker
-    serves without a registry) is registered first and is the champion.
+    ``events``: every known transaction, canonical columns + ``is_fraud`` (the label as
+    known; 0 without one) and optionally :data:`LABELLED`; the features are computed over
+    all of them, in a scratch copy of the Feast repo at ``repo_path``. Without a champion in
+    the registry, the artifact in ``fallback_dir`` (what the worker serves without a
+    registry) is registered first and is the champion.
     """
     if LABEL_COLUMN not in events.columns or len(events) == 0:
         raise ValueError(f"retrain needs labelled transactions (a {LABEL_COLUMN!r} column)")
+    known = events.drop(columns=[LABELLED], errors="ignore")
+    rows = known[events[LABELLED].to_numpy(bool)] if LABELLED in events.columns else known
+    if len(rows) == 0:
+        raise ValueError("retrain needs labelled transactions (none is labelled)")
+    rows = rows.reset_index(drop=True)
     champion_version = registry.champion()
     if champion_version is None:
         champion_version = registry.register(fallback_dir, champion_if_none=True)
     champion = registry.load(champion_version)
-    split = window.split(last_labelled_day(events))
+    split = window.split(last_labelled_day(rows))
     log.info("retrain: %s; champion %s", split, champion_version)
-    with tempfile.TemporaryDirectory(prefix="challenger-") as tmp:
+    with (
+        training_store(known, repo_path) as store,
+        tempfile.TemporaryDirectory(prefix="challenger-") as tmp,
+    ):
         staging = Path(tmp) / "challenger"
-        result = train(events, split, staging, store)
+        result = train(rows, split, staging, store, backfill_first=False)
         challenger = load_artifact(staging)
-        metrics = compare(store, events, split, {"champion": champion, "challenger": challenger})
+        metrics = compare(store, rows, split, {"champion": champion, "challenger": challenger})
         better, reason = margin.verdict(metrics["champion"], metrics["challenger"])
         evaluation = {
             "evaluated_at": datetime.now(UTC).isoformat(),
@@ -157,7 +194,8 @@ def retrain(
                 "delay_days": window.delay_days,
                 "eval_start": split.test_start.isoformat(),
                 "eval_days": window.eval_days,
-                "labelled_rows": len(events),
+                "transactions": len(known),
+                "labelled_rows": len(rows),
                 "training_rows": result.manifest["training_rows"],
             },
             "champion": metrics["champion"],
