@@ -42,8 +42,8 @@ FLUSH_S = 1.0
 #: librdkafka from sending a batch in pieces while it is being queued.
 LINGER_MS = 100
 
-#: ``(topic, key, value)``: what a delivery report tells of its message.
-Identity = tuple[str, bytes | None, bytes | None]
+#: ``(topic, key, value, headers)``: what a delivery report tells of its message.
+Identity = tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
 
 
 class Output(Protocol):
@@ -82,8 +82,9 @@ class DeliveringProducer:
     def _on_failure(self, err: Any, msg: Any) -> None:
         if err is None:  # only failures are reported; keep whatever else comes
             return
+        identity = (msg.topic(), msg.key(), msg.value(), _headers(msg.headers()))
         with self._failures_lock:
-            self._failures.append(((msg.topic(), msg.key(), msg.value()), KafkaException(err)))
+            self._failures.append((identity, KafkaException(err)))
 
     async def deliver(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         """Send ``outputs``; returns, in order, ``None`` for each delivered message or the error."""
@@ -126,20 +127,26 @@ class DeliveringProducer:
         return left
 
 
+def _headers(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, value or b"") for name, value in headers or ())
+
+
 def match_failures(
     outputs: Sequence[Output],
     results: list[BaseException | None],
     failures: Sequence[tuple[Identity, BaseException]],
 ) -> list[BaseException | None]:
-    """``results`` with each reported failure set on a message it names (by topic, key and
-    value; identical messages are told apart by count, which is all a resend needs)."""
+    """``results`` with each reported failure set on a message it names (by topic, key,
+    value and headers: two dead letters of the same bytes differ in their source offset;
+    identical messages are told apart by count, which is all a resend needs)."""
     if not failures:
         return results
     pending: dict[Identity, list[BaseException]] = {}
     for identity, exc in failures:
         pending.setdefault(identity, []).append(exc)
     for i, out in enumerate(outputs):
-        if results[i] is None and (excs := pending.get((out.topic, out.key, out.value))):
+        identity = (out.topic, out.key, out.value, _headers(out.headers))
+        if results[i] is None and (excs := pending.get(identity)):
             results[i] = excs.pop()
     unmatched = sum(len(excs) for excs in pending.values())
     if unmatched:  # a report of a message not in this batch: should not happen; say so

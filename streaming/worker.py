@@ -475,13 +475,13 @@ class BatchProcessor:
     async def dead_letter_all(self, batch: Sequence[Incoming], exc: Exception) -> None:
         """Send every message of ``batch`` to the dead-letter topic (``worker_error``)."""
         error = f"worker error: {type(exc).__name__}: {exc}"
-        with self.metrics.lock:
-            _count_taken(self.metrics, batch)
-            self.metrics.batch_failures.inc(BEFORE_DELIVERY)
-            self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
         await self.produce(
             [dead_letter(m, error, WORKER_ERROR, self.dead_letter_topic) for m in batch]
         )
+        with self.metrics.lock:  # once delivered: if not, the batch stays unacked, uncounted
+            _count_taken(self.metrics, batch)
+            self.metrics.batch_failures.inc(BEFORE_DELIVERY)
+            self.metrics.dead_letters.inc(WORKER_ERROR, amount=len(batch))
 
     async def produce(self, outputs: Sequence[Outgoing]) -> None:
         """Send ``outputs`` and wait for every delivery; re-send failures until delivered. A

@@ -137,3 +137,28 @@ def test_produce_delivers_a_refused_dead_letter_smaller_and_the_rest_as_is() -> 
     (resent,) = delivery.sent[1]
     assert resent.value == big.value[:DEAD_LETTER_MAX_VALUE_BYTES]  # type: ignore[index]
     assert dict(resent.headers)["value_bytes"] == b"300000"
+
+
+class Closed:
+    """The output producer after ``flush_outputs`` closed it (the worker is stopping)."""
+
+    async def deliver(self, outputs: Sequence[Outgoing]) -> list[BaseException | None]:
+        raise RuntimeError("the output producer is closed (the worker is stopping)")
+
+
+def test_a_batch_whose_dead_letters_cannot_be_sent_is_not_counted() -> None:
+    """``dead_letter_all`` counts the batch once its dead letters are delivered: a batch
+    that stays unacked (to be read again) is not counted as consumed or dead-lettered."""
+    metrics = WorkerMetrics(60.0)
+    processor = BatchProcessor(
+        Settings(),
+        scorer=None,  # type: ignore[arg-type]
+        delivery=Closed(),  # type: ignore[arg-type]
+        metrics=metrics,
+    )
+    batch = [Incoming("tx", 0, i, None, b"k", b"{}") for i in range(5)]
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(processor.dead_letter_all(batch, ValueError("a bug")))
+    assert metrics.consumed.values.get((), 0.0) == 0.0
+    assert not any(metrics.dead_letters.values.values())
+    assert not any(metrics.batch_failures.values.values())

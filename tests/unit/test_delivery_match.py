@@ -1,4 +1,5 @@
-"""Delivery failures (reported by topic, key and value) are set on the messages they name."""
+"""Delivery failures (reported by topic, key, value and headers) are set on the messages they
+name."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def test_each_failure_lands_on_one_message_it_names_and_the_rest_stay_delivered(
     refused = ValueError("too large")
     boom = RuntimeError("timed out")
     results = match_failures(
-        outputs, [None, None, None, refused], [(("d", b"b", b"2"), boom), (("d", b"a", b"1"), boom)]
+        outputs,
+        [None, None, None, refused],
+        [(("d", b"b", b"2", ()), boom), (("d", b"a", b"1", ()), boom)],
     )
     assert results[0] is boom
     assert [r is boom for r in results[1:3]].count(True) == 1  # one of the two identical
@@ -30,3 +33,15 @@ def test_each_failure_lands_on_one_message_it_names_and_the_rest_stay_delivered(
 def test_no_failures_leaves_every_message_delivered() -> None:
     outputs = [Outgoing("d", b"a", b"1", [])]
     assert match_failures(outputs, [None], []) == [None]
+
+
+def test_messages_of_the_same_bytes_are_told_apart_by_their_headers() -> None:
+    """Two dead letters of the same malformed payload differ only in their source offset:
+    the failure reported for the second is the second's, which is the one re-sent."""
+    first = Outgoing("dlq", b"k", b"{", [("source_offset", b"10")])
+    second = Outgoing("dlq", b"k", b"{", [("source_offset", b"11")])
+    failed = RuntimeError("timed out")
+    results = match_failures(
+        [first, second], [None, None], [(("dlq", b"k", b"{", (("source_offset", b"11"),)), failed)]
+    )
+    assert results == [None, failed]
