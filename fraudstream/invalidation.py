@@ -164,7 +164,10 @@ class KeyWatch:
 
     def _connect(self) -> None:
         self._retry_at = self.clock() + self.retry_s
-        conn = self.client.connection_pool.make_connection()
+        # the client's settings, but not one of its pool's connections: each reconnect
+        # would take a slot the pool never gets back (a pool with max_connections runs out)
+        pool = self.client.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
         try:
             conn.connect()
             conn.send_command("CLIENT", "ID")

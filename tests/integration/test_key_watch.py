@@ -206,3 +206,25 @@ def test_a_backlog_over_the_limit_drops_the_connection_instead_of_stalling(
     clock.now += 1.0
     watch.poll()
     assert watch.connected and watch.healthy
+
+
+def test_reconnecting_takes_nothing_from_the_client_s_pool(server: redis.Redis) -> None:
+    """A client whose pool is bounded (``max_connections`` in the Redis URL): the watch's
+    reconnects leave the scorer's pool whole, and the client still gets its connections."""
+    port = server.connection_pool.connection_kwargs["port"]
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0?max_connections=2")
+    clock = Clock()
+    watch = KeyWatch(client, PREFIXES, max_silence_s=60.0, retry_s=1.0, clock=clock)
+    try:
+        for _ in range(5):
+            watch.poll()
+            assert watch.connected
+            server.client_kill_filter(_type="pubsub")
+            assert until(lambda: not watch.connected, watch)
+            clock.now += 1.0
+        watch.poll()
+        assert watch.connected and watch.connects == 6
+        assert client.ping() and client.set(b"fs:v:x", 1)  # the client's pool is whole
+    finally:
+        watch.stop()
+        client.close()
