@@ -184,7 +184,7 @@ def test_a_state_cached_before_the_keys_were_lost_is_never_taken_for_current(
 
     (empty,), _ = _read(worker, [customer])
     own = _write(worker, customer, empty, _events(customer, 3, start, "a"))
-    (cached,), calls = _read(worker, [customer])
+    (cached,), _ = _read(worker, [customer])
     assert cached is own and worker.reads == 1  # its own write stays cached: no read back
     (seen,), _ = _read(api, [customer])
     assert len(seen) == 3 and api.reads == 1
