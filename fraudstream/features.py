@@ -46,6 +46,12 @@ TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 LABEL_DELAY_DAYS = 7
 #: How much customer history the stream must keep to compute every customer feature.
 CUSTOMER_HISTORY_MS = max(*CUSTOMER_WINDOWS_DAYS, *CUSTOMER_PREVIOUS_WINDOWS_DAYS) * MS_PER_DAY
+#: How late an event may come (before its customer's latest transaction) and still find its
+#: whole history: a customer's state keeps this much more than the longest window. An event
+#: later than that is scored ``degraded`` (the scorer), its earliest windows possibly cut.
+LATE_MARGIN_MS = 7 * MS_PER_DAY
+#: What a customer's state keeps: the transactions after its latest one minus this.
+CUSTOMER_STATE_MS = CUSTOMER_HISTORY_MS + LATE_MARGIN_MS
 
 CUSTOMER_VIEW = "customer_features"
 TERMINAL_VIEW = "terminal_features"
@@ -375,7 +381,7 @@ def advance_customers(
     the new transactions (arrival order) and each customer's next state (pruned).
     """
     states = list(states)
-    latest = _latest(states)
+    latest = latest_ms(states)
     # a replay has the time of an entry its customer keeps: only those events can be one
     dropped = False
     for i in np.flatnonzero(ms <= latest[codes]):
@@ -389,7 +395,7 @@ def advance_customers(
             )
             dropped = True
     if dropped:
-        latest = _latest(states)
+        latest = latest_ms(states)
     sizes = np.array([len(s) for s in states], dtype=np.int64)
     old_codes = np.repeat(np.arange(len(states)), sizes)
     old_ms = np.concatenate([*(s.ms for s in states), np.empty(0, np.int64)])
@@ -404,7 +410,7 @@ def advance_customers(
     if late:  # sort everything by (customer, time), and recompute every flag as the backfill
         all_codes = np.concatenate((old_codes, codes))
         all_ms = np.concatenate((old_ms, ms))
-        key, _ = _entity_time_key(all_codes, all_ms, CUSTOMER_HISTORY_MS)
+        key, _ = _entity_time_key(all_codes, all_ms, CUSTOMER_STATE_MS)
         order = np.argsort(key, kind="stable")  # history first among ties, then arrival order
         position = np.empty(len(order), dtype=np.int64)
         position[order] = np.arange(len(order))
@@ -424,14 +430,15 @@ def advance_customers(
         sorted_ids = np.insert(old_ids, at, ids[arrival])
         kept_flags = [s.big for s in with_flags(states) if s.big is not None]
         known: np.ndarray = np.insert(np.concatenate([*kept_flags, np.zeros(0, bool)]), at, False)
-        key, _ = _entity_time_key(sorted_codes, sorted_ms, CUSTOMER_HISTORY_MS)
+        key, _ = _entity_time_key(sorted_codes, sorted_ms, CUSTOMER_STATE_MS)
         out, flags = _customer_kernel(key, sorted_amount, rows, known)
     bounds = np.searchsorted(sorted_codes, np.arange(len(states) + 1))
     # prune: each next state starts after the transactions at or before its latest one
-    # minus the longest window, which no window of a later transaction can reach
+    # minus the longest window and the margin for late events (LATE_MARGIN_MS), which no
+    # window of a transaction that late or later can reach
     ends = bounds[1:]
     last = np.where(ends > bounds[:-1], key[np.maximum(ends - 1, 0)], 0) if len(key) else ends
-    starts = np.maximum(np.searchsorted(key, last - CUSTOMER_HISTORY_MS, side="right"), bounds[:-1])
+    starts = np.maximum(np.searchsorted(key, last - CUSTOMER_STATE_MS, side="right"), bounds[:-1])
     next_states = [
         CustomerState(
             sorted_ms[lo:hi].copy(),
@@ -444,7 +451,7 @@ def advance_customers(
     return out, next_states
 
 
-def _latest(states: Sequence[CustomerState]) -> np.ndarray:
+def latest_ms(states: Sequence[CustomerState]) -> np.ndarray:
     """Each state's latest time (epoch ms; the smallest int64 when empty)."""
     return np.array(
         [s.ms[-1] if len(s) else np.iinfo(np.int64).min for s in states], dtype=np.int64

@@ -19,9 +19,10 @@ Layout (the namespace is the Feast project, so two deployments sharing a Redis k
   persistence): a process that cached a state at some version never takes it for current
   after another writer started the keys again.
 
-Entries older than :data:`~fraudstream.features.CUSTOMER_HISTORY_MS` before the customer's
-latest transaction are removed on write; both keys expire after a quiet period. A write is
-one Lua script for the whole batch (atomic per batch, one round trip).
+Entries older than :data:`~fraudstream.features.CUSTOMER_STATE_MS` (the longest window and
+a margin for late events) before the customer's latest transaction are removed on write;
+both keys expire after a quiet period. A write is one Lua script for the whole batch
+(atomic per batch, one round trip).
 
 The in-process cache: :class:`CustomerHistory` keeps the states it read or wrote (least
 recently used first out, bounded in rows) with the version it saw. Each batch reads the
@@ -46,6 +47,7 @@ import redis
 from fraudstream.errors import FraudstreamError
 from fraudstream.features import (
     CUSTOMER_HISTORY_MS,
+    CUSTOMER_STATE_MS,
     MS_PER_DAY,
     CustomerState,
     to_ms,
@@ -67,8 +69,8 @@ WARM_CHUNK = 500
 
 # KEYS: per customer its sorted set then its version counter.
 # ARGV: expire seconds, then per customer: n, prune bound (ms), then n x (ms, member).
-# Removes entries at or before the bound (the customer's latest new time minus the longest
-# window). A missing counter starts at the server's time in microseconds. Returns per
+# Removes entries at or before the bound (the customer's latest new time minus
+# CUSTOMER_STATE_MS). A missing counter starts at the server's time in microseconds. Returns per
 # customer its version before the write (0: no counter) and after it.
 _APPEND_LUA = """
 local expire = tonumber(ARGV[1])
@@ -361,7 +363,7 @@ class CustomerHistory:
             keys += (self._key(cid), self._version_key(cid))
             rows = order[bounds[c] : bounds[c + 1]].tolist()
             latest = max((ms_list[r] for r in rows), default=0)
-            args += (len(rows), latest - CUSTOMER_HISTORY_MS if rows else 0)
+            args += (len(rows), latest - CUSTOMER_STATE_MS if rows else 0)
             for r in rows:
                 args += (ms_list[r], members[r])
         return _APPEND.command(keys, args)

@@ -37,6 +37,9 @@ Missing or stale features (documented policy):
   and is used, being the freshest value the online store has): left missing
   (NaN, which the model was trained to handle), ``degraded`` with the reason;
   Redis unreachable: the same, reason ``online store unavailable``;
+* an event more than :data:`~fraudstream.features.LATE_MARGIN_MS` (7 days) before its
+  customer's latest stored transaction: scored on the history kept, whose oldest part its
+  longest windows may miss (pruned), ``degraded`` with ``late event: customer history cut``;
 * while degraded, a transaction above ``degraded_max_approve_amount`` is never approved:
   it goes to review.
 """
@@ -60,9 +63,11 @@ from fraudstream.features import (
     ALL_FEATURES,
     CUSTOMER_PREVIOUS_WINDOWS_DAYS,
     CUSTOMER_VIEW,
+    LATE_MARGIN_MS,
     TERMINAL_VIEW,
     CustomerState,
     advance_customers,
+    latest_ms,
     request_feature_arrays,
     to_ms,
     transaction_digests,
@@ -80,6 +85,8 @@ from fraudstream.stack import Endpoints
 log = logging.getLogger(__name__)
 
 TOP_REASONS = 3
+#: The degraded reason of an event too late for its customer's kept history.
+LATE_EVENT = "late event: customer history cut"
 PREVIOUS_WINDOWS = CUSTOMER_PREVIOUS_WINDOWS_DAYS
 Action = Literal["approve", "review", "decline"]
 
@@ -459,6 +466,9 @@ class Scorer:
         history_ok = states is not None
         if states is None:
             states = [CustomerState.empty() for _ in customers]
+        else:
+            for i in np.flatnonzero(batch.ms < latest_ms(states)[codes] - LATE_MARGIN_MS):
+                degraded[i].append(LATE_EVENT)
         ids = transaction_digests(batch.transaction_id)
         customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
         prev = {w: customer[f"customer_prev_avg_amount_{w}d"] for w in PREVIOUS_WINDOWS}

@@ -21,7 +21,7 @@ from fraudstream.features import (
 from fraudstream.history import CustomerHistory
 from fraudstream.model import ModelError
 from fraudstream.publish import event_payloads
-from fraudstream.scoring import Scorer, watch_keys
+from fraudstream.scoring import LATE_EVENT, Scorer, watch_keys
 
 from .world import build_world
 
@@ -308,3 +308,18 @@ def _fresh(world) -> Scorer:  # type: ignore[no-untyped-def]
         scorer.terminal_max_age_s,
         clock=scorer.clock,
     )
+
+
+def test_an_event_later_than_the_margin_is_degraded(world) -> None:  # type: ignore[no-untyped-def]
+    """Its customer's state keeps 7 days more than the longest window: an event up to that
+    late is scored on its whole history; a later one may miss pruned history, and says so."""
+    past = world["past"]
+    customer = past["customer_id"].value_counts().index[0]
+    mine = past[past["customer_id"] == customer]
+    latest = mine["timestamp"].max()
+    probe = mine.iloc[[-1, -1]].copy()
+    probe["transaction_id"] = pd.array(["late-6d", "late-8d"], dtype="string[pyarrow]")
+    probe["timestamp"] = [latest - pd.Timedelta(days=6), latest - pd.Timedelta(days=8)]
+    within, beyond = world["scorer"].score(probe.drop(columns=["is_fraud"]), update=False).decisions
+    assert LATE_EVENT not in within.degraded_reasons
+    assert beyond.degraded and LATE_EVENT in beyond.degraded_reasons

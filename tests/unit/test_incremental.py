@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 from fraudstream.features import (
     CUSTOMER_FEATURES,
     CUSTOMER_HISTORY_MS,
+    CUSTOMER_STATE_MS,
+    LATE_MARGIN_MS,
+    MS_PER_DAY,
     CustomerState,
     advance_customers,
     customer_features,
@@ -79,7 +82,8 @@ def test_any_batching_equals_the_backfill(events: pd.DataFrame, raw_cuts: list[i
 
 
 def test_history_stays_bounded() -> None:
-    """After 200 days of events, the state holds each customer's last 120 days, no more."""
+    """After 200 days of events, the state holds each customer's last 120 days and the
+    margin for late events (7), no more."""
     long = validate_frame(
         simulate(customers=40, terminals=80, days=200, seed=4), keep=("is_fraud",)
     )
@@ -90,13 +94,13 @@ def test_history_stays_bounded() -> None:
     )
     ms = to_ms(long["timestamp"])
     latest = pd.Series(ms).groupby(long["customer_id"].to_numpy()).transform("max").to_numpy()
-    needed = int((ms > latest - CUSTOMER_HISTORY_MS).sum())
+    needed = int((ms > latest - CUSTOMER_STATE_MS).sum())
     assert largest <= needed + 300  # never more than the window plus one batch
     assert largest < 0.75 * len(long)
 
 
-def test_prune_keeps_exactly_the_window() -> None:
-    span = CUSTOMER_HISTORY_MS
+def test_prune_keeps_exactly_the_window_and_the_late_margin() -> None:
+    span = CUSTOMER_STATE_MS
     t0 = 1_800_000_000_000
     state = CustomerState(
         np.array([t0 - span, t0 - span + 1000], dtype=np.int64),
@@ -193,3 +197,35 @@ def test_flags_read_back_equal_the_flags_the_stream_kept(events: pd.DataFrame) -
     assert sum(int(s.big.sum()) for s in states if s.big is not None) > 0  # some are big
     for before, after in zip(states, reread, strict=True):
         np.testing.assert_array_equal(after.big, before.big)
+
+
+@pytest.mark.parametrize("days_late", [0.04, 5, 7])
+def test_a_late_event_within_the_margin_finds_its_whole_history(days_late: float) -> None:
+    """One customer, a transaction a day for 200 days streamed in order (its state pruned
+    all along), then one event ``days_late`` before the latest: the backfill's values."""
+    t0 = 1_700_000_000_000
+    days = 200
+    ms = t0 + np.arange(days, dtype=np.int64) * MS_PER_DAY
+    amount = 10.0 + (np.arange(days) % 13) * 7.5
+    ids = transaction_digests([f"t{i}" for i in range(days)])
+    state = CustomerState.empty()
+    for i in range(days):
+        _, (state,) = advance_customers(
+            [state], np.zeros(1, np.int64), ms[i : i + 1], amount[i : i + 1], ids[i : i + 1]
+        )
+    late_ms = np.array([ms[-1] - int(days_late * MS_PER_DAY) + 1], dtype=np.int64)
+    assert late_ms[0] >= ms[-1] - LATE_MARGIN_MS
+    got, _ = advance_customers(
+        [state], np.zeros(1, np.int64), late_ms, np.array([55.0]), transaction_digests(["late"])
+    )
+    everything = pd.DataFrame(
+        {
+            "customer_id": "c",
+            "timestamp": pd.to_datetime(np.r_[ms, late_ms], unit="ms", utc=True),
+            "amount": np.r_[amount, 55.0],
+        }
+    ).sort_values("timestamp", kind="stable")
+    want = customer_features(everything).loc[days]  # the late row, by its original index
+    for name, value in got.items():
+        np.testing.assert_allclose(value[0], want[name], rtol=0, atol=1e-9, err_msg=name)
+    assert CUSTOMER_STATE_MS - CUSTOMER_HISTORY_MS == LATE_MARGIN_MS
