@@ -183,25 +183,32 @@ def retrain_cmd(
 
 def _known(settings: Any, history: Any) -> Any:
     """Every archived transaction (plus ``history``) with its label as known now, unlabelled
-    ones counted genuine, and the column ``labelled`` (:data:`training.retrain.LABELLED`)."""
+    ones counted genuine, the column ``labelled`` (:data:`training.retrain.LABELLED`) and
+    when each archived label was reported (:data:`training.backfill.REPORTED_AT`)."""
     import pandas as pd
 
     from fraudstream.archive import Archive, archive_root
     from fraudstream.labels import known_history
     from fraudstream.schema import LABEL_COLUMN, validate_frame
+    from training.backfill import REPORTED_AT
     from training.retrain import LABELLED
 
     archive = Archive(archive_root(settings))
     now = pd.Timestamp.now(tz="UTC")
-    labelled = set(archive.read("labels", end=now)["transaction_id"].astype(str))
-    if not labelled:
+    labels = archive.read("labels", end=now)
+    if labels.empty:
         raise fail(f"no labelled transactions in the archive {archive.root}")
+    reported = dict(zip(labels["transaction_id"].astype(str), labels["reported_at"], strict=True))
     try:
         events, _ = known_history(archive, now, history)
+        ids = events["transaction_id"].astype(str)
+        # a label of --history counts as known from the transaction's time + the delay on
+        events[REPORTED_AT] = pd.to_datetime(ids.map(reported), utc=True)
+        labelled = ids.isin(reported.keys())
         if history is not None:
-            labelled |= set(history["transaction_id"].astype(str))
-        events[LABELLED] = events["transaction_id"].astype(str).isin(labelled)
-        return validate_frame(events, keep=(LABEL_COLUMN, LABELLED))
+            labelled |= ids.isin(set(history["transaction_id"].astype(str)))
+        events[LABELLED] = labelled
+        return validate_frame(events, keep=(LABEL_COLUMN, LABELLED, REPORTED_AT))
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
 

@@ -14,11 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fraudstream.features import (
     CUSTOMER_VIEW,
+    LABEL_DELAY_DAYS,
     OFFLINE_FILES,
+    TERMINAL_FEATURES,
     TERMINAL_VIEW,
     customer_features,
     terminal_features,
@@ -27,6 +30,11 @@ from fraudstream.features import (
 from fraudstream.schema import LABEL_COLUMN, InvalidEvents
 
 log = logging.getLogger(__name__)
+
+#: Optional column of the events: when each one's label became known (UTC). Without it, or
+#: where it is empty (a label of the training data), a label counts from the transaction's
+#: time plus the label delay on, the handbook's assumption (:func:`terminal_table`).
+REPORTED_AT = "reported_at"
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,15 @@ def terminal_table(events: pd.DataFrame) -> pd.DataFrame:
     """Rows of the terminal view: the handbook's delayed windows at each transaction's time.
 
     One row per terminal and transaction instant (``event_timestamp`` = the transaction
-    time), so a point-in-time join of a transaction gets the exact handbook values.
+    time), so a point-in-time join of a transaction gets the exact handbook values. With
+    :data:`REPORTED_AT`, a fraud reported after the label delay counts only from its report
+    on (:func:`_labels_as_known`), as ``features refresh`` serves it.
     """
     if LABEL_COLUMN not in events.columns:
         raise InvalidEvents(f"the terminal backfill needs the label column {LABEL_COLUMN!r}")
     features = terminal_features(events)
+    if REPORTED_AT in events.columns:
+        features = _labels_as_known(events, features)
     table = pd.concat(
         [
             events[["terminal_id"]].reset_index(drop=True),
@@ -82,6 +94,41 @@ def terminal_table(events: pd.DataFrame) -> pd.DataFrame:
         axis=1,
     )
     return table.drop_duplicates(["terminal_id", "event_timestamp"], keep="last")
+
+
+def _labels_as_known(events: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` (:func:`~fraudstream.features.terminal_features` of ``events``) with the
+    rows that a late-reported fraud changes recomputed from the labels known then.
+
+    A fraud whose label came after the delay (``reported_at`` > its time + the delay) is
+    unknown, so genuine, before the UTC day of its report is over: each row of a terminal
+    with such a fraud is recomputed from the labels reported before its own UTC day began,
+    as a daily ``features refresh`` at midnight would have served them (a day's worth
+    earlier than its report at most, never later). Only the days and terminals where a
+    late label was pending are recomputed."""
+    labels = events[LABEL_COLUMN].to_numpy()
+    reported = pd.to_datetime(events[REPORTED_AT], utc=True)
+    usable_from = events["timestamp"] + pd.Timedelta(days=LABEL_DELAY_DAYS)
+    late = (labels == 1) & (reported > usable_from).to_numpy()
+    if not late.any():
+        return features
+    terminals = events["terminal_id"].to_numpy()
+    sub = events[pd.Series(terminals).isin(set(terminals[late])).to_numpy()]
+    sub_late = late[events.index.get_indexer(sub.index)]
+    sub_reported = reported.loc[sub.index]
+    pending_from = usable_from.loc[sub.index][sub_late].dt.floor("D")
+    pending_until = sub_reported[sub_late]
+    day = sub["timestamp"].dt.floor("D")
+    columns = [f.name for f in TERMINAL_FEATURES]
+    out = features.copy()
+    for start in day.unique():
+        if not ((pending_from <= start) & (pending_until > start)).any():
+            continue  # every label usable on this day was known: the handbook's values hold
+        known = np.where(sub_late & (sub_reported > start).to_numpy(), 0, sub[LABEL_COLUMN])
+        recomputed = terminal_features(sub.assign(**{LABEL_COLUMN: known}))
+        rows = sub.index[(day == start).to_numpy()]
+        out.loc[rows, columns] = recomputed.loc[rows, columns].to_numpy()
+    return out
 
 
 def backfill(events: pd.DataFrame, repo_path: Path) -> BackfillResult:

@@ -21,6 +21,10 @@ Window layout (UTC days, counted back from the last day that has labelled transa
   model was trained and judged on values the stream never serves. The offline tables are
   built in a scratch copy of the repo (:func:`~fraudstream.feast_env.scratch_repo`): the
   live ones, with the terminal snapshots ``features refresh`` appended, are not written;
+* a fraud label reported after the terminal features' label delay counts in them only from
+  the day after its report on (:func:`training.backfill.terminal_table`), as a daily
+  ``features refresh`` served it: with the delay alone, the training set used it up to
+  weeks before the stream could;
 * the challenger is promoted only when it is better by the margin
   (:class:`Margin`, settings ``model.promote_min_ap_gain`` and ``model.promote_max_auc_loss``):
   Average Precision at least ``min_ap_gain`` higher **and** AUC ROC at most ``max_auc_loss``
@@ -51,7 +55,7 @@ from fraudstream.features import ALL_FEATURES, Feature
 from fraudstream.model import ModelArtifact, load_artifact
 from fraudstream.registry import ModelRegistry
 from fraudstream.schema import LABEL_COLUMN
-from training.backfill import backfill
+from training.backfill import REPORTED_AT, backfill
 from training.dataset import as_matrix, historical_features
 from training.evaluate import Split, evaluate, train_test_split
 from training.train import train
@@ -159,15 +163,19 @@ def retrain(
     registry's champion, register it, and promote it if better.
 
     ``events``: every known transaction, canonical columns + ``is_fraud`` (the label as
-    known; 0 without one) and optionally :data:`LABELLED`; the features are computed over
-    all of them, in a scratch copy of the Feast repo at ``repo_path``. Without a champion in
+    known; 0 without one), optionally :data:`LABELLED` and
+    :data:`~training.backfill.REPORTED_AT` (a fraud reported after the label delay counts in
+    the terminal features only from its report on); the features are computed over all of
+    them, in a scratch copy of the Feast repo at ``repo_path``. Without a champion in
     the registry, the artifact in ``fallback_dir`` (what the worker serves without a
     registry) is registered first and is the champion.
     """
     if LABEL_COLUMN not in events.columns or len(events) == 0:
         raise ValueError(f"retrain needs labelled transactions (a {LABEL_COLUMN!r} column)")
     known = events.drop(columns=[LABELLED], errors="ignore")
-    rows = known[events[LABELLED].to_numpy(bool)] if LABELLED in events.columns else known
+    rows = known.drop(columns=[REPORTED_AT], errors="ignore")
+    if LABELLED in events.columns:
+        rows = rows[events[LABELLED].to_numpy(bool)]
     if len(rows) == 0:
         raise ValueError("retrain needs labelled transactions (none is labelled)")
     rows = rows.reset_index(drop=True)

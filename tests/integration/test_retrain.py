@@ -78,7 +78,15 @@ def test_retrain_from_the_archive_computes_features_over_unlabelled_transactions
     labelled = (past["is_fraud"] == 1).to_numpy() | (rng.random(len(past)) < 0.5)
     archive = Archive(archive_root(world.settings))
     archive.append("transactions", past.drop(columns=["is_fraud"]))
-    archive.append("labels", label_events(past[labelled], timedelta(0)))  # all reported by now
+    labels = label_events(past[labelled], timedelta(0))
+    # frauds reported 20 days after the transaction (past the terminal features' 7-day
+    # delay: they count there only once reported), none after the start of the test
+    fraud = labels["label"] == 1
+    cap = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)
+    labels.loc[fraud, "reported_at"] = (
+        labels.loc[fraud, "reported_at"] + pd.Timedelta(days=20)
+    ).clip(upper=cap)
+    archive.append("labels", labels)
     data = world.settings.feast.repo_path / "data"
     live = {p.name: p.read_bytes() for p in data.glob("*.parquet")}
 
