@@ -451,6 +451,34 @@ def advance_customers(
     return out, next_states
 
 
+def replaced_entries(
+    states: Sequence[CustomerState],
+    codes: np.ndarray,
+    ms: np.ndarray,
+    amount: np.ndarray,
+    ids: np.ndarray,
+) -> list[CustomerState] | None:
+    """The entries of ``states`` that :func:`advance_customers` drops as the earlier copies of
+    replayed transactions (its arguments) sent again with another time or amount, per
+    customer code (``None`` when there is none): a store of entries removes them too, so
+    that it holds what the next states hold. An unchanged replay is the same entry."""
+    latest = latest_ms(states)
+    out: list[CustomerState] | None = None
+    for i in np.flatnonzero(ms <= latest[codes]):
+        state = states[codes[i]]
+        changed = (state.ids == ids[i]) & ((state.ms != ms[i]) | (state.amount != amount[i]))
+        if changed.any():
+            out = out or [CustomerState.empty() for _ in states]
+            kept = out[codes[i]]
+            out[codes[i]] = CustomerState(
+                np.r_[kept.ms, state.ms[changed]],
+                np.r_[kept.amount, state.amount[changed]],
+                np.r_[kept.ids, state.ids[changed]].astype(np.uint64),
+                None,
+            )
+    return out
+
+
 def latest_ms(states: Sequence[CustomerState]) -> np.ndarray:
     """Each state's latest time (epoch ms; the smallest int64 when empty)."""
     return np.array(

@@ -68,7 +68,8 @@ BULK_ENTRIES = 20_000
 WARM_CHUNK = 500
 
 # KEYS: per customer its sorted set then its version counter.
-# ARGV: expire seconds, then per customer: n, prune bound (ms), then n x (ms, member).
+# ARGV: expire seconds, then per customer: n, prune bound (ms), r, then r members to remove
+# (a replayed transaction's earlier entry), then n x (ms, member).
 # Removes entries at or before the bound (the customer's latest new time minus
 # CUSTOMER_STATE_MS). A missing counter starts at the server's time in microseconds. Returns per
 # customer its version before the write (0: no counter) and after it.
@@ -77,8 +78,12 @@ local expire = tonumber(ARGV[1])
 local out, a = {}, 2
 for k = 1, #KEYS, 2 do
   local zkey, vkey = KEYS[k], KEYS[k + 1]
-  local n, bound = tonumber(ARGV[a]), ARGV[a + 1]
-  a = a + 2
+  local n, bound, r = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  if r > 0 then
+    redis.call('ZREM', zkey, unpack(ARGV, a, a + r - 1))
+    a = a + r
+  end
   local i = 0
   while i < n do
     local m = math.min(n - i, 1000)
@@ -348,11 +353,13 @@ class CustomerHistory:
         ms: np.ndarray,
         ids: np.ndarray,
         amount: np.ndarray,
+        replaced: Sequence[CustomerState] | None = None,
     ) -> tuple[Any, ...]:
         """The script call appending transactions (customer ``codes`` into ``customer_ids``),
         to send with other writes (:func:`~fraudstream.redis_batch.execute`, with
         :data:`SCRIPTS`); its reply, each customer's versions before and after, goes to
-        :meth:`saved`."""
+        :meth:`saved`. ``replaced[c]``: entries of customer ``c`` to remove first (the
+        earlier entry of a transaction replayed with another time or amount)."""
         members = pack_entries(ms, ids, amount)
         keys: list[bytes] = []
         args: list[bytes | int] = [EXPIRE_S]
@@ -363,7 +370,13 @@ class CustomerHistory:
             keys += (self._key(cid), self._version_key(cid))
             rows = order[bounds[c] : bounds[c + 1]].tolist()
             latest = max((ms_list[r] for r in rows), default=0)
-            args += (len(rows), latest - CUSTOMER_STATE_MS if rows else 0)
+            gone = replaced[c] if replaced is not None else None
+            old = (
+                []
+                if gone is None or not len(gone)
+                else pack_entries(gone.ms, gone.ids, gone.amount)
+            )
+            args += (len(rows), latest - CUSTOMER_STATE_MS if rows else 0, len(old), *old)
             for r in rows:
                 args += (ms_list[r], members[r])
         return _APPEND.command(keys, args)

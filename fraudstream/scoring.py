@@ -68,6 +68,7 @@ from fraudstream.features import (
     CustomerState,
     advance_customers,
     latest_ms,
+    replaced_entries,
     request_feature_arrays,
     to_ms,
     transaction_digests,
@@ -479,7 +480,7 @@ class Scorer:
         featured = time.perf_counter()
         # the writes go now; Redis runs them while the model scores, the replies come after
         pending = (
-            self._send_update(batch, customers, codes, ids, customer, next_states)
+            self._send_update(batch, customers, codes, ids, customer, states, next_states)
             if update and history_ok
             else None
         )
@@ -676,10 +677,12 @@ class Scorer:
         codes: np.ndarray,
         ids: np.ndarray,
         customer: dict[str, np.ndarray],
+        states: list[CustomerState],
         next_states: list[CustomerState],
     ) -> PendingUpdate:
-        """Send the history append and each customer's latest features (Feast format) in one
-        pipeline; settling it caches ``next_states``."""
+        """Send the history append (going from ``states`` to ``next_states``) and each
+        customer's latest features (Feast format) in one pipeline; settling it caches
+        ``next_states``."""
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
@@ -689,7 +692,10 @@ class Scorer:
             batch.ms[last] * 1000,
             {name: values[last] for name, values in customer.items()},
         )
-        append = self.history.append_command(customers, codes, batch.ms, ids, batch.amount)
+        replaced = replaced_entries(states, codes, batch.ms, batch.amount, ids)
+        append = self.history.append_command(
+            customers, codes, batch.ms, ids, batch.amount, replaced
+        )
         return PendingUpdate(self.history, customers, next_states, [append, *write], len(batch))
 
 

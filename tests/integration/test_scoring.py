@@ -17,8 +17,9 @@ from fraudstream.features import (
     customer_features,
     feast_references,
     request_features,
+    transaction_digests,
 )
-from fraudstream.history import CustomerHistory
+from fraudstream.history import CustomerHistory, unpack_entries
 from fraudstream.model import ModelError
 from fraudstream.publish import event_payloads
 from fraudstream.scoring import LATE_EVENT, Scorer, watch_keys
@@ -323,3 +324,27 @@ def test_an_event_later_than_the_margin_is_degraded(world) -> None:  # type: ign
     within, beyond = world["scorer"].score(probe.drop(columns=["is_fraud"]), update=False).decisions
     assert LATE_EVENT not in within.degraded_reasons
     assert beyond.degraded and LATE_EVENT in beyond.degraded_reasons
+
+
+def test_a_replay_with_another_amount_replaces_the_stored_entry(world) -> None:  # type: ignore[no-untyped-def]
+    """A transaction sent again with a corrected amount is one transaction in the scorer's
+    state and in Redis alike, so a process that reads Redis scores as the writer does."""
+    scorer = world["scorer"]
+    new = world["new"]
+    customer = new["customer_id"].iloc[-1]
+    mine = new[new["customer_id"] == customer]
+    event = mine.iloc[[0]].copy()
+    event["transaction_id"] = pd.array(["corrected-1"], dtype="string[pyarrow]")
+    scorer.score(event, update=True)
+    event["amount"] = event["amount"] * 3 + 1
+    scorer.score(event, update=True)  # the same id at the same time: a replay, another amount
+    key = scorer.history._key(str(customer))
+    stored = unpack_entries(scorer.history.client.zrange(key, 0, -1))
+    (digest,) = transaction_digests(["corrected-1"])
+    assert stored.amount[stored.ids == digest].tolist() == [float(event["amount"].iloc[0])]
+    probe = mine.iloc[[-1]].copy()
+    probe["transaction_id"] = pd.array(["after-correction"], dtype="string[pyarrow]")
+    probe["timestamp"] = event["timestamp"].iloc[0] + pd.Timedelta(minutes=1)
+    warm = scorer.score(probe, update=False).decisions[0]
+    cold = _fresh(world).score(probe, update=False).decisions[0]
+    assert cold.score == pytest.approx(warm.score, abs=1e-9)

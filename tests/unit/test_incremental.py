@@ -17,6 +17,7 @@ from fraudstream.features import (
     CustomerState,
     advance_customers,
     customer_features,
+    replaced_entries,
     to_ms,
     transaction_digests,
     with_flags,
@@ -229,3 +230,32 @@ def test_a_late_event_within_the_margin_finds_its_whole_history(days_late: float
     for name, value in got.items():
         np.testing.assert_allclose(value[0], want[name], rtol=0, atol=1e-9, err_msg=name)
     assert CUSTOMER_STATE_MS - CUSTOMER_HISTORY_MS == LATE_MARGIN_MS
+
+
+def test_replaced_entries_are_the_earlier_copies_of_changed_replays() -> None:
+    ms = np.array([1000, 2000, 3000], dtype=np.int64)
+    ids = transaction_digests(["a", "b", "c"])
+    state = CustomerState(ms, np.array([1.0, 2.0, 3.0]), ids, None)
+    one = np.zeros(1, np.int64)
+
+    def replaced(t: int, amount: float, name: str) -> list[CustomerState] | None:
+        got = replaced_entries(
+            [state], one, np.array([t]), np.array([amount]), transaction_digests([name])
+        )
+        # what advance_customers keeps is the state without them, plus the new event
+        _, (after,) = advance_customers(
+            [state], one, np.array([t]), np.array([amount]), transaction_digests([name])
+        )
+        dropped = set(state.ids.tolist()) - set(after.ids.tolist())
+        assert dropped == (
+            set() if got is None else set(got[0].ids.tolist()) - set(after.ids.tolist())
+        )
+        return got
+
+    assert replaced(2000, 2.0, "b") is None  # the same entry again
+    assert replaced(4000, 9.0, "b") is None  # later than the state: a new transaction
+    assert replaced(2500, 5.0, "x") is None  # a late, new transaction
+    (changed,) = replaced(2000, 7.0, "b")  # type: ignore[misc]
+    assert (changed.ms.tolist(), changed.amount.tolist()) == ([2000], [2.0])
+    (moved,) = replaced(1500, 2.0, "b")  # type: ignore[misc]
+    assert (moved.ms.tolist(), moved.ids.tolist()) == ([2000], [int(ids[1])])
