@@ -182,6 +182,8 @@ class RedisSettings(_Section):
         if value is None:
             return None
         parts = urlsplit(value)
+        if parts.password:  # first: the other messages show the URL
+            raise ValueError("put the password in FRAUDSTREAM_REDIS__PASSWORD, not in the URL")
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"{value!r} must start with redis:// or rediss://")
         try:
@@ -190,8 +192,6 @@ class RedisSettings(_Section):
             raise ValueError(f"{value!r} has an invalid port") from exc
         if not parts.hostname or port is None:
             raise ValueError(f"{value!r} needs a host and a port (redis://host:6379/0)")
-        if parts.password:
-            raise ValueError("put the password in FRAUDSTREAM_REDIS__PASSWORD, not in the URL")
         return value
 
     @field_validator("username", "password")

@@ -11,6 +11,7 @@ its own, for offline work that must not write the live tables (batch scoring, re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,8 +32,13 @@ if TYPE_CHECKING:
 
 
 def feast_environment(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
-    """Variables that ``feature_store.yaml`` expands, for a subprocess or this process."""
-    return {FEAST_REDIS_ENV: feast_connection_string(endpoints.redis_url, settings.redis)}
+    """Variables that ``feature_store.yaml`` expands, for a subprocess or this process.
+
+    Feast expands them into the YAML text before parsing it, so each value is a YAML
+    double-quoted scalar (JSON's string syntax, which YAML reads): a password holding
+    ``: `` or `` #`` would otherwise break the YAML or be cut short there."""
+    value = feast_connection_string(endpoints.redis_url, settings.redis)
+    return {FEAST_REDIS_ENV: json.dumps(value)}
 
 
 def export_feast_environment(env: Mapping[str, str]) -> None:

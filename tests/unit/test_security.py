@@ -233,6 +233,37 @@ def test_feast_reads_back_the_credentials_it_is_given(password: str, pki: Pki) -
     }
 
 
+@pytest.mark.parametrize(
+    "password", ["s3cret: tail", "Tr0ub4dor #3", "ends:", "- dash", "a'b\"c", "{x: [1]}", "ünï"]
+)
+def test_feast_s_own_config_loader_reads_back_any_password(
+    password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feast expands the variable into feature_store.yaml's text before parsing the YAML."""
+    from feast.repo_config import load_repo_config
+
+    from fraudstream.feast_env import feast_environment
+
+    url = "redis://cache:6380/3"
+    settings = Settings(redis={"url": url, "password": password})
+    endpoints = stack.Endpoints("k:9092", url, kafka_external=True, redis_external=True)
+    for name, value in feast_environment(settings, endpoints).items():
+        monkeypatch.setenv(name, value)
+    repo = REPO_ROOT / "feature_repo"
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    _, params = RedisOnlineStore._parse_connection_string(config.online_store.connection_string)
+    assert params["password"] == password and params["db"] == 3
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:hunter2@cache/0", "http://u:hunter2@cache:6379", "rediss://u:hunter2@:1/0"]
+)
+def test_a_password_in_the_redis_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(SettingsError, match="FRAUDSTREAM_REDIS__PASSWORD") as caught:
+        load_settings({"FRAUDSTREAM_REDIS__URL": url}, None)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_a_comma_in_a_redis_credential_is_refused_without_echoing_it() -> None:
     with pytest.raises(SettingsError, match="FRAUDSTREAM_REDIS__PASSWORD") as caught:
         load_settings({"FRAUDSTREAM_REDIS__PASSWORD": "top,secret"}, None)
