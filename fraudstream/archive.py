@@ -145,6 +145,15 @@ def _utc(value: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
     return stamp.tz_convert("UTC")
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (a rename into it, a new subdirectory) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Archive:
     """Append-only Parquet parts per kind under ``root``; reads deduplicate."""
 
@@ -161,6 +170,7 @@ class Archive:
         _check_kind(kind)
         table = _to_table(kind, frame)
         directory = self.path(kind)
+        created = not directory.is_dir()
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         final = directory / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
@@ -169,6 +179,11 @@ class Archive:
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(final)
+        # the rename (and a new kind's directory) reach the disk before the caller commits
+        # the offsets: else a crash could lose a part whose messages Kafka no longer serves
+        _fsync_directory(directory)
+        if created:
+            _fsync_directory(self.root)
         return final
 
     def parts(self, kind: str) -> list[Path]:

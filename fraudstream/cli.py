@@ -519,6 +519,8 @@ def _print_records(
         wait = 0.0 if from_beginning else 5.0
     stop = threading.Event()
     printed = 0
+    if limit == 0:
+        return
     try:
         with sigint_sets(stop):
             for record in read_records(

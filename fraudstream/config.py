@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from fraudstream.errors import FraudstreamError
 
@@ -464,6 +465,12 @@ def load_settings(
         return _settings_from(values, env_file)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except SourceError as exc:  # a section given as JSON that is not (the value not shown)
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = env_name(field.group(1)) if field else "settings"
+        pos = getattr(exc.__cause__, "pos", None)
+        at = "" if pos is None else f" (at character {pos})"
+        raise SettingsError(f"invalid settings:\n  {name}: not valid JSON{at}") from None
 
 
 def _settings_from(env: Mapping[str, str], env_file: Path | None) -> Settings:

@@ -343,6 +343,7 @@ def test_cli_dlq_prints_only_the_error_types_asked_for(
     assert printed("--error-type", "scoring_failed", "--error-type", "worker_error") == [1, 3, 4]
     [one] = printed("--error-type", "invalid_event", "--limit", "1")  # counts what it prints
     assert one in (0, 2)
+    assert printed("--error-type", "invalid_event", "--limit", "0") == []
     run = cli(["dlq", "--error-type", "scoring-failed"], env, tmp_path)
     assert run.returncode == 2 and "scoring-failed" in run.stderr
 

@@ -86,3 +86,27 @@ def test_bad_frames_and_kinds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="time zone"):
         archive.read("labels", start="2026-01-01T00:00:00")
     assert archive.read("decisions").empty
+
+
+def test_a_part_and_a_new_kind_directory_are_on_disk_before_append_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive commits offsets once ``append`` returned: the file, its rename into the
+    kind's directory and that directory's entry in the root are each fsynced by then."""
+    import os
+    import stat
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    archive = Archive(tmp_path / "archive")
+    archive.append("transactions", _transactions(["a"], [1]))
+    assert synced == ["file", "dir", "dir"]  # the part, its directory, the root (new kind)
+    synced.clear()
+    archive.append("transactions", _transactions(["a"], [1]))
+    assert synced == ["file", "dir"]

@@ -264,6 +264,12 @@ def test_a_password_in_the_redis_url_is_refused_without_echoing_it(url: str) -> 
     assert "hunter2" not in str(caught.value)
 
 
+def test_a_section_that_is_not_json_is_named_without_echoing_it() -> None:
+    with pytest.raises(SettingsError, match="FRAUDSTREAM_REDIS: not valid JSON") as caught:
+        load_settings({"FRAUDSTREAM_REDIS": '{"password": "hunter2",'}, None)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_a_comma_in_a_redis_credential_is_refused_without_echoing_it() -> None:
     with pytest.raises(SettingsError, match="FRAUDSTREAM_REDIS__PASSWORD") as caught:
         load_settings({"FRAUDSTREAM_REDIS__PASSWORD": "top,secret"}, None)
