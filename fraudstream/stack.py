@@ -381,10 +381,14 @@ def up(settings: Settings) -> list[str]:
     messages: list[str] = []
     state = read_state(settings)
     if state is not None and not any(_alive(state, n) for n in ("kafka", "redis")):
-        state = None  # stale state from a stack that is gone
+        # stale state from a stack that is gone; a process registered on it that still runs
+        # (a worker) stays recorded, so that `down` stops it
+        alive = {n: p for n, p in state.processes.items() if process_running(p)}
+        state = StackState(started_at=datetime.now(UTC), processes=alive)
     if state is None:
         state = StackState(started_at=datetime.now(UTC))
     settings.stack.dir.mkdir(parents=True, exist_ok=True)
+    before = dict(state.processes)
     try:
         if settings.kafka.bootstrap_servers:
             messages.append(
@@ -414,9 +418,24 @@ def up(settings: Settings) -> list[str]:
                 messages.append(f"topics: created {', '.join(created)}")
         write_state(settings, state)
     except BaseException:
-        down(settings)
+        _stop_started(settings, state, before)
         raise
     return messages
+
+
+def _stop_started(settings: Settings, state: StackState, before: dict[str, ProcessInfo]) -> None:
+    """After a failed ``up``: stop what it started (not what ran before it) and record the
+    rest, or forget the state when nothing is left."""
+    for name in [n for n, p in state.processes.items() if before.get(n) is not p]:
+        stop_process(state.processes.pop(name))
+        if name == "kafka":
+            state.kafka_bootstrap = None
+        elif name == "redis":
+            state.redis_url = None
+    if any(process_running(p) for p in state.processes.values()):
+        write_state(settings, state)
+    else:
+        _state_path(settings).unlink(missing_ok=True)
 
 
 def down(settings: Settings) -> list[str]:
