@@ -474,13 +474,23 @@ def load_settings(
 
 
 def _settings_from(env: Mapping[str, str], env_file: Path | None) -> Settings:
-    # pydantic-settings reads os.environ itself; hand it exactly the mapping we checked.
+    # pydantic-settings reads os.environ itself; hand it exactly the mapping we checked. The
+    # .env file's own FRAUDSTREAM_* entries come with it, below the environment's (as
+    # pydantic-settings ranks them): the file may hold other tools' variables (AWS_*, ...),
+    # which pydantic-settings would refuse as extra inputs.
+    from dotenv import dotenv_values
+
+    from_file: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        for key, value in dotenv_values(env_file).items():
+            upper = key.upper()
+            if upper.startswith(ENV_PREFIX) and upper not in DERIVED_ENV and value is not None:
+                from_file[key] = value
     saved = dict(os.environ)
     try:
         os.environ.clear()
-        os.environ.update(env)
-        file_arg: Any = env_file if env_file is not None and env_file.is_file() else None
-        return Settings(_env_file=file_arg)
+        os.environ.update({**from_file, **env})
+        return Settings(_env_file=None)
     finally:
         os.environ.clear()
         os.environ.update(saved)

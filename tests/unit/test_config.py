@@ -146,3 +146,17 @@ def test_redis_connection_strings() -> None:
     )
     plain = load_settings({}, env_file=None)
     assert feast_connection_string("redis://h:1", plain.redis) == "h:1"
+
+
+def test_dotenv_entries_of_other_tools_are_left_alone(tmp_path: Path) -> None:
+    """A shared .env: other tools' variables and the derived Feast one are not settings."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "AWS_ACCESS_KEY_ID=AKIA0000\n"
+        "export FRAUDSTREAM_KAFKA__PARTITIONS=7\n"
+        "FRAUDSTREAM_FEAST_REDIS_CONNECTION='\"r:6379,db=0\"'\n"
+        "FRAUDSTREAM_REDIS__URL=redis://from-file:6379/0\n"
+    )
+    settings = load_settings({"FRAUDSTREAM_REDIS__URL": "redis://from-env:6379/0"}, env_file)
+    assert settings.kafka.partitions == 7
+    assert settings.redis.url == "redis://from-env:6379/0"  # the environment wins
