@@ -457,12 +457,14 @@ def replaced_entries(
     ms: np.ndarray,
     amount: np.ndarray,
     ids: np.ndarray,
+    latest: np.ndarray | None = None,
 ) -> list[CustomerState] | None:
     """The entries of ``states`` that :func:`advance_customers` drops as the earlier copies of
     replayed transactions (its arguments) sent again with another time or amount, per
     customer code (``None`` when there is none): a store of entries removes them too, so
-    that it holds what the next states hold. An unchanged replay is the same entry."""
-    latest = latest_ms(states)
+    that it holds what the next states hold. An unchanged replay is the same entry.
+    ``latest``: :func:`latest_ms` of ``states``, when the caller has it."""
+    latest = latest_ms(states) if latest is None else latest
     out: list[CustomerState] | None = None
     for i in np.flatnonzero(ms <= latest[codes]):
         state = states[codes[i]]

@@ -467,8 +467,9 @@ class Scorer:
         history_ok = states is not None
         if states is None:
             states = [CustomerState.empty() for _ in customers]
-        else:
-            for i in np.flatnonzero(batch.ms < latest_ms(states)[codes] - LATE_MARGIN_MS):
+        latest = latest_ms(states)
+        if history_ok:  # (an empty state's latest is the smallest int64: never late)
+            for i in np.flatnonzero(batch.ms + LATE_MARGIN_MS < latest[codes]):
                 degraded[i].append(LATE_EVENT)
         ids = transaction_digests(batch.transaction_id)
         customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
@@ -480,7 +481,7 @@ class Scorer:
         featured = time.perf_counter()
         # the writes go now; Redis runs them while the model scores, the replies come after
         pending = (
-            self._send_update(batch, customers, codes, ids, customer, states, next_states)
+            self._send_update(batch, customers, codes, ids, customer, states, latest, next_states)
             if update and history_ok
             else None
         )
@@ -678,11 +679,12 @@ class Scorer:
         ids: np.ndarray,
         customer: dict[str, np.ndarray],
         states: list[CustomerState],
+        latest: np.ndarray,
         next_states: list[CustomerState],
     ) -> PendingUpdate:
-        """Send the history append (going from ``states`` to ``next_states``) and each
-        customer's latest features (Feast format) in one pipeline; settling it caches
-        ``next_states``."""
+        """Send the history append (going from ``states``, whose latest times are
+        ``latest``, to ``next_states``) and each customer's latest features (Feast format)
+        in one pipeline; settling it caches ``next_states``."""
         # each customer's latest transaction (by time, then arrival) carries its fresh values
         order = np.lexsort((np.arange(len(batch)), batch.ms, codes))
         last = order[np.r_[codes[order][1:] != codes[order][:-1], True]]
@@ -692,7 +694,7 @@ class Scorer:
             batch.ms[last] * 1000,
             {name: values[last] for name, values in customer.items()},
         )
-        replaced = replaced_entries(states, codes, batch.ms, batch.amount, ids)
+        replaced = replaced_entries(states, codes, batch.ms, batch.amount, ids, latest)
         append = self.history.append_command(
             customers, codes, batch.ms, ids, batch.amount, replaced
         )

@@ -324,6 +324,13 @@ def test_an_event_later_than_the_margin_is_degraded(world) -> None:  # type: ign
     within, beyond = world["scorer"].score(probe.drop(columns=["is_fraud"]), update=False).decisions
     assert LATE_EVENT not in within.degraded_reasons
     assert beyond.degraded and LATE_EVENT in beyond.degraded_reasons
+    # a customer without history (its state's latest time is the smallest int64) is never late
+    newcomer = probe.iloc[[0]].assign(
+        customer_id=pd.array(["never-seen-customer"], dtype="string[pyarrow]"),
+        transaction_id=pd.array(["first-ever"], dtype="string[pyarrow]"),
+    )
+    (first,) = world["scorer"].score(newcomer.drop(columns=["is_fraud"]), update=False).decisions
+    assert LATE_EVENT not in first.degraded_reasons
 
 
 def test_a_replay_with_another_amount_replaces_the_stored_entry(world) -> None:  # type: ignore[no-untyped-def]
