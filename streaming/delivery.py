@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, Producer
@@ -42,8 +43,10 @@ FLUSH_S = 1.0
 #: librdkafka from sending a batch in pieces while it is being queued.
 LINGER_MS = 100
 
-#: ``(topic, key, value, headers)``: what a delivery report tells of its message.
-Identity = tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
+#: ``(topic, key, value)``: what a delivery report tells of its message (librdkafka's reports
+#: carry no headers), or the message's position in its batch (:meth:`DeliveringProducer._produce`).
+Identity = tuple[str, bytes | None, bytes | None]
+Failure = tuple[Identity | int, BaseException]
 
 
 class Output(Protocol):
@@ -73,7 +76,7 @@ class DeliveringProducer:
         if message_timeout_ms is not None:
             conf["message.timeout.ms"] = message_timeout_ms
         self._producer = Producer(conf)
-        self._failures: list[tuple[Identity, KafkaException]] = []
+        self._failures: list[Failure] = []
         self._failures_lock = threading.Lock()
         self._flusher = ThreadPoolExecutor(1, thread_name_prefix="output-producer")
         self._one_batch = asyncio.Lock()
@@ -82,9 +85,14 @@ class DeliveringProducer:
     def _on_failure(self, err: Any, msg: Any) -> None:
         if err is None:  # only failures are reported; keep whatever else comes
             return
-        identity = (msg.topic(), msg.key(), msg.value(), _headers(msg.headers()))
         with self._failures_lock:
-            self._failures.append((identity, KafkaException(err)))
+            self._failures.append(((msg.topic(), msg.key(), msg.value()), KafkaException(err)))
+
+    def _on_failure_at(self, index: int, err: Any, _msg: Any) -> None:
+        if err is None:
+            return
+        with self._failures_lock:
+            self._failures.append((index, KafkaException(err)))
 
     async def deliver(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         """Send ``outputs``; returns, in order, ``None`` for each delivered message or the error."""
@@ -96,7 +104,7 @@ class DeliveringProducer:
             results: list[BaseException | None] = [None] * len(outputs)
             for i, out in enumerate(outputs):
                 try:
-                    self._produce(out)
+                    self._produce(out, i)
                 except KafkaException as exc:  # refused before sending (too large, ...)
                     results[i] = exc
             loop = asyncio.get_running_loop()
@@ -105,12 +113,22 @@ class DeliveringProducer:
                 failures, self._failures = self._failures, []
             return match_failures(outputs, results, failures)
 
-    def _produce(self, out: Output) -> None:
+    def _produce(self, out: Output, index: int) -> None:
+        """Queue ``out``, the ``index``-th of its batch. A message with headers (a dead letter,
+        a redriven decision) reports a failure with its index: librdkafka's report carries
+        no headers, so two such messages of the same key and value (dead letters of the same
+        bytes) could not be told apart. Others are matched by topic, key and value, which
+        is free (no callback object per message) and enough: identical ones are
+        interchangeable for a resend."""
+        extra: dict[str, Any] = {}
+        if out.headers:
+            extra = {
+                "headers": list(out.headers),
+                "on_delivery": partial(self._on_failure_at, index),
+            }
         while True:
             try:
-                self._producer.produce(
-                    out.topic, value=out.value, key=out.key, headers=list(out.headers) or None
-                )
+                self._producer.produce(out.topic, value=out.value, key=out.key, **extra)
                 return
             except BufferError:  # the local queue is full: let deliveries drain
                 self._producer.flush(POLL_S)
@@ -127,26 +145,25 @@ class DeliveringProducer:
         return left
 
 
-def _headers(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes], ...]:
-    return tuple((name, value or b"") for name, value in headers or ())
-
-
 def match_failures(
     outputs: Sequence[Output],
     results: list[BaseException | None],
-    failures: Sequence[tuple[Identity, BaseException]],
+    failures: Sequence[Failure],
 ) -> list[BaseException | None]:
-    """``results`` with each reported failure set on a message it names (by topic, key,
-    value and headers: two dead letters of the same bytes differ in their source offset;
-    identical messages are told apart by count, which is all a resend needs)."""
+    """``results`` with each reported failure set on the message it names: by its position
+    (messages with headers), else by topic, key and value among the messages without
+    headers (identical ones told apart by count, which is all a resend needs)."""
     if not failures:
         return results
     pending: dict[Identity, list[BaseException]] = {}
-    for identity, exc in failures:
-        pending.setdefault(identity, []).append(exc)
+    for where, exc in failures:
+        if isinstance(where, int):
+            results[where] = exc
+        else:
+            pending.setdefault(where, []).append(exc)
     for i, out in enumerate(outputs):
-        identity = (out.topic, out.key, out.value, _headers(out.headers))
-        if results[i] is None and (excs := pending.get(identity)):
+        identity = (out.topic, out.key, out.value)
+        if results[i] is None and not out.headers and (excs := pending.get(identity)):
             results[i] = excs.pop()
     unmatched = sum(len(excs) for excs in pending.values())
     if unmatched:  # a report of a message not in this batch: should not happen; say so
