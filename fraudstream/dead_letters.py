@@ -38,16 +38,23 @@ def error_type_of(headers: Mapping[str, bytes | None]) -> str:
     return raw.decode(errors="replace") if raw else "unknown"
 
 
+#: The longest :data:`REDRIVEN_FROM` value taken (``topic:partition:offset``; a topic name
+#: has at most 249 characters): a longer one is not ours, and copied onto a decision or a
+#: dead letter it could make that message too large to send.
+MAX_REDRIVEN_FROM_BYTES = 512
+
+
 def redriven_from(
     headers: Sequence[tuple[str, bytes | None]] | Mapping[str, Any] | None,
 ) -> bytes | None:
-    """The :data:`REDRIVEN_FROM` header of a message's ``headers``, if it has one."""
+    """The :data:`REDRIVEN_FROM` header of a message's ``headers``, if it has one of at most
+    :data:`MAX_REDRIVEN_FROM_BYTES` (a longer one is ignored)."""
     if not headers:
         return None
     if isinstance(headers, Mapping):
         value = headers.get(REDRIVEN_FROM)
-        return value if isinstance(value, bytes) else None
-    for name, value in headers:
-        if name == REDRIVEN_FROM:
-            return value
+    else:
+        value = next((v for name, v in headers if name == REDRIVEN_FROM), None)
+    if isinstance(value, bytes) and len(value) <= MAX_REDRIVEN_FROM_BYTES:
+        return value
     return None

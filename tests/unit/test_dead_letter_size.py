@@ -162,3 +162,19 @@ def test_a_batch_whose_dead_letters_cannot_be_sent_is_not_counted() -> None:
     assert metrics.consumed.values.get((), 0.0) == 0.0
     assert not any(metrics.dead_letters.values.values())
     assert not any(metrics.batch_failures.values.values())
+
+
+def test_a_redriven_from_header_that_is_not_ours_is_ignored(producer: Producer) -> None:
+    """A message whose ``redriven_from`` is 1 MB (not a topic:partition:offset): its dead
+    letter must still fit, so the header is not taken."""
+    from fraudstream.dead_letters import MAX_REDRIVEN_FROM_BYTES, redriven_from
+
+    huge = b"x" * 1_000_000
+    assert redriven_from([("redriven_from", huge)]) is None
+    assert redriven_from({"redriven_from": huge}) is None
+    assert redriven_from([("redriven_from", b"dlq:3:17")]) == b"dlq:3:17"
+    assert redriven_from([("redriven_from", b"t" * MAX_REDRIVEN_FROM_BYTES)]) is not None
+    message = Incoming(
+        "tx", 0, 1, None, b"k", b"{", redriven_from=redriven_from([("redriven_from", huge)])
+    )
+    queue(producer, dead_letter(message, "x", "invalid_event", "dlq"))
