@@ -13,11 +13,12 @@ Layout (the namespace is the Feast project, so two deployments sharing a Redis k
   (:func:`~fraudstream.features.transaction_digests`) and the amount (float64): 24 bytes,
   read back in bulk with no per-entry parsing. Writes are idempotent: the same transaction
   is the same member (``ZADD NX``).
-* ``fraudstream:<namespace>:history-version:<customer_id>``: a counter raised by every write.
-  A new counter starts from Redis's clock in microseconds, not from 1, so a version never
-  comes back after the keys expired or Redis lost them (a flush, a restart without
-  persistence): a process that cached a state at some version never takes it for current
-  after another writer started the keys again.
+* ``fraudstream:<namespace>:history-version:<customer_id>``: a version every write raises to
+  Redis's clock in microseconds (or by one, if that is more), not a counter from 1, so a
+  version never comes back after the keys expired, Redis lost them (a flush, a restart
+  without persistence) or went back to older data (a restart from an older snapshot, a
+  failover to a replica behind): a process that cached a state at some version never takes
+  it for current after another writer wrote the keys again.
 
 Entries older than :data:`~fraudstream.features.CUSTOMER_STATE_MS` (the longest window and
 a margin for late events) before the customer's latest transaction are removed on write;
@@ -71,8 +72,8 @@ WARM_CHUNK = 500
 # ARGV: expire seconds, then per customer: n, prune bound (ms), r, then r members to remove
 # (a replayed transaction's earlier entry), then n x (ms, member).
 # Removes entries at or before the bound (the customer's latest new time minus
-# CUSTOMER_STATE_MS). A missing counter starts at the server's time in microseconds. Returns per
-# customer its version before the write (0: no counter) and after it.
+# CUSTOMER_STATE_MS). The new version is the server's time in microseconds, or the version
+# before plus one if that is more. Returns per customer its version before (0: none) and after.
 _APPEND_LUA = """
 local expire = tonumber(ARGV[1])
 local out, a = {}, 2
@@ -80,9 +81,11 @@ for k = 1, #KEYS, 2 do
   local zkey, vkey = KEYS[k], KEYS[k + 1]
   local n, bound, r = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
-  if r > 0 then
-    redis.call('ZREM', zkey, unpack(ARGV, a, a + r - 1))
-    a = a + r
+  local j = 0
+  while j < r do
+    local m = math.min(r - j, 1000)
+    redis.call('ZREM', zkey, unpack(ARGV, a, a + m - 1))
+    a, j = a + m, j + m
   end
   local i = 0
   while i < n do
@@ -92,16 +95,12 @@ for k = 1, #KEYS, 2 do
   end
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', bound)
   redis.call('EXPIRE', zkey, expire)
-  local before = redis.call('GET', vkey)
-  if before then
-    out[#out + 1] = tonumber(before)
-  else
-    local now = redis.call('TIME')
-    redis.call('SET', vkey, now[1] .. string.format('%06d', tonumber(now[2])))
-    out[#out + 1] = 0
-  end
-  out[#out + 1] = redis.call('INCR', vkey)
-  redis.call('EXPIRE', vkey, expire)
+  local before = tonumber(redis.call('GET', vkey) or '0')
+  local now = redis.call('TIME')
+  local version = math.max(before + 1, tonumber(now[1]) * 1000000 + tonumber(now[2]))
+  redis.call('SET', vkey, string.format('%.0f', version), 'EX', expire)
+  out[#out + 1] = before
+  out[#out + 1] = version
 end
 return out
 """

@@ -197,3 +197,61 @@ def test_a_state_cached_before_the_keys_were_lost_is_never_taken_for_current(
     (now,), _ = _read(api, [customer])  # the API's cached 3 transactions are out of date
     assert len(now) == 1 and api.reads == 2
     np.testing.assert_array_equal(now.ids, transaction_digests(["b-0"]))
+
+
+def test_a_state_cached_before_redis_went_back_to_older_data_is_read_again(
+    redis_url: str,
+) -> None:
+    """Redis restarted from an older snapshot (or a failover to a replica behind): the keys
+    hold an older version and older entries; the next write's version is still new."""
+    client = redis_client(redis_url, Settings())
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    api, worker = CustomerHistory(client, namespace), CustomerHistory(client, namespace)
+    customer = f"c-{uuid.uuid4().hex[:6]}"
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    (empty,), _ = _read(worker, [customer])
+    state = _write(worker, customer, empty, _events(customer, 2, start, "a"))
+    snapshot = (
+        client.get(worker._version_key(customer)),
+        client.zrange(worker._key(customer), 0, -1, withscores=True),
+    )
+    state = _write(worker, customer, state, _events(customer, 1, start + timedelta(hours=5), "w1"))
+    (seen,), _ = _read(api, [customer])
+    assert len(seen) == 3 and api.reads == 1  # cached with w1, at the version after w1
+
+    client.set(worker._version_key(customer), snapshot[0])  # back to the older data
+    client.delete(worker._key(customer))
+    client.zadd(worker._key(customer), dict(snapshot[1]))
+    other = CustomerHistory(client, namespace)
+    (old,), _ = _read(other, [customer])
+    _write(other, customer, old, _events(customer, 1, start + timedelta(hours=6), "w2"))
+
+    (now,), _ = _read(api, [customer])  # w1 is lost, w2 is there: read again
+    assert api.reads == 2 and len(now) == 3
+    assert transaction_digests(["w2-0"])[0] in now.ids
+    assert transaction_digests(["w1-0"])[0] not in now.ids
+
+
+def test_many_replaced_entries_are_removed_in_one_write(redis_url: str) -> None:
+    """More entries to remove than Lua's unpack takes at once (about 8,000)."""
+    client = redis_client(redis_url, Settings())
+    history = CustomerHistory(client, f"test-{uuid.uuid4().hex[:8]}")
+    customer = f"c-{uuid.uuid4().hex[:6]}"
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    events = _events(customer, 9000, start, "r")
+    events["timestamp"] = [start + timedelta(minutes=i) for i in range(9000)]
+    history.append(events)
+    (stored,), _ = _read(history, [customer])
+    assert len(stored) == 9000  # more than Lua unpacks at once
+    one = _events(customer, 1, datetime(2026, 11, 30, tzinfo=UTC), "n")
+    ms = np.asarray(one["timestamp"].astype("int64") // 1_000_000, dtype=np.int64)
+    command = history.append_command(
+        [customer],
+        np.zeros(1, np.int64),
+        ms,
+        transaction_digests(["n-0"]),
+        np.array([5.0]),
+        [stored],
+    )
+    execute(client, [command], SCRIPTS)
+    assert client.zcard(history._key(customer)) == 1
