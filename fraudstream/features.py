@@ -554,6 +554,17 @@ def terminal_features(
     return pd.DataFrame(out, index=events.index)
 
 
+def terminal_features_at(
+    ms: np.ndarray, labels: np.ndarray, anchor_ms: np.ndarray, delay_days: int = LABEL_DELAY_DAYS
+) -> dict[str, np.ndarray]:
+    """The terminal features of one terminal at each of ``anchor_ms`` (epoch ms), from its
+    transactions' times ``ms`` and ``labels``: :func:`terminal_features` at other anchors."""
+    ms = np.asarray(ms, dtype=np.int64)
+    anchor_ms = np.asarray(anchor_ms, dtype=np.int64)
+    one, at = np.zeros(len(ms), np.int64), np.zeros(len(anchor_ms), np.int64)
+    return _terminal_anchored(one, ms, np.asarray(labels), at, anchor_ms, delay_days)
+
+
 def terminal_snapshots(
     events: pd.DataFrame,
     anchors: Sequence[pd.Timestamp] | pd.DatetimeIndex,

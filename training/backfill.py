@@ -20,12 +20,15 @@ import pandas as pd
 from fraudstream.features import (
     CUSTOMER_VIEW,
     LABEL_DELAY_DAYS,
+    MS_PER_DAY,
     OFFLINE_FILES,
     TERMINAL_FEATURES,
     TERMINAL_VIEW,
     customer_features,
     terminal_features,
+    terminal_features_at,
     terminal_snapshots,
+    to_ms,
 )
 from fraudstream.schema import LABEL_COLUMN, InvalidEvents
 
@@ -97,38 +100,43 @@ def terminal_table(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _labels_as_known(events: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """``features`` (:func:`~fraudstream.features.terminal_features` of ``events``) with the
-    rows that a late-reported fraud changes recomputed from the labels known then.
+    """``features`` (:func:`~fraudstream.features.terminal_features` of ``events``) with each
+    label used only once known: a fraud reported after the label delay (``reported_at`` >
+    its time + the delay) counts at a transaction of its terminal only if reported by that
+    transaction's time (the handbook assumes every label known at its time + the delay).
 
-    A fraud whose label came after the delay (``reported_at`` > its time + the delay) is
-    unknown, so genuine, before the UTC day of its report is over: each row of a terminal
-    with such a fraud is recomputed from the labels reported before its own UTC day began,
-    as a daily ``features refresh`` at midnight would have served them (a day's worth
-    earlier than its report at most, never later). Only the days and terminals where a
-    late label was pending are recomputed."""
+    Recomputed: the transactions of a terminal with such a fraud that come between the fraud's
+    usable time and its report, per stretch between two of the terminal's late reports
+    (the labels known are the same within one); the others keep the handbook's values."""
     labels = events[LABEL_COLUMN].to_numpy()
+    ms = to_ms(events["timestamp"])
     reported = pd.to_datetime(events[REPORTED_AT], utc=True)
-    usable_from = events["timestamp"] + pd.Timedelta(days=LABEL_DELAY_DAYS)
-    late = (labels == 1) & (reported > usable_from).to_numpy()
+    known_at = np.full(len(events), np.iinfo(np.int64).min, dtype=np.int64)  # no report: known
+    have = reported.notna().to_numpy()
+    known_at[have] = to_ms(reported[have])
+    late = (labels == 1) & (known_at > ms + LABEL_DELAY_DAYS * MS_PER_DAY)
     if not late.any():
         return features
-    terminals = events["terminal_id"].to_numpy()
-    sub = events[pd.Series(terminals).isin(set(terminals[late])).to_numpy()]
-    sub_late = late[events.index.get_indexer(sub.index)]
-    sub_reported = reported.loc[sub.index]
-    pending_from = usable_from.loc[sub.index][sub_late].dt.floor("D")
-    pending_until = sub_reported[sub_late]
-    day = sub["timestamp"].dt.floor("D")
-    columns = [f.name for f in TERMINAL_FEATURES]
-    out = features.copy()
-    for start in day.unique():
-        if not ((pending_from <= start) & (pending_until > start)).any():
-            continue  # every label usable on this day was known: the handbook's values hold
-        known = np.where(sub_late & (sub_reported > start).to_numpy(), 0, sub[LABEL_COLUMN])
-        recomputed = terminal_features(sub.assign(**{LABEL_COLUMN: known}))
-        rows = sub.index[(day == start).to_numpy()]
-        out.loc[rows, columns] = recomputed.loc[rows, columns].to_numpy()
-    return out
+    codes = pd.factorize(events["terminal_id"])[0]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(codes.max() + 2))
+    names = [f.name for f in TERMINAL_FEATURES]
+    columns = {name: features[name].to_numpy(copy=True) for name in names}
+    for code in np.unique(codes[late]):
+        rows = order[bounds[code] : bounds[code + 1]]
+        t, own, late_here, known = ms[rows], labels[rows], late[rows], known_at[rows]
+        usable, reports = t[late_here] + LABEL_DELAY_DAYS * MS_PER_DAY, known[late_here]
+        pending = ((usable[None, :] <= t[:, None]) & (t[:, None] < reports[None, :])).any(axis=1)
+        if not pending.any():
+            continue
+        stretch = np.searchsorted(np.sort(reports), t, side="right")  # late reports by then
+        for k in np.unique(stretch[pending]):
+            anchors = np.flatnonzero(pending & (stretch == k))
+            unreported = late_here & (known > t[anchors[0]])
+            recomputed = terminal_features_at(t, np.where(unreported, 0, own), t[anchors])
+            for name in names:
+                columns[name][rows[anchors]] = recomputed[name]
+    return features.assign(**columns)
 
 
 def backfill(events: pd.DataFrame, repo_path: Path) -> BackfillResult:

@@ -21,10 +21,9 @@ Window layout (UTC days, counted back from the last day that has labelled transa
   model was trained and judged on values the stream never serves. The offline tables are
   built in a scratch copy of the repo (:func:`~fraudstream.feast_env.scratch_repo`): the
   live ones, with the terminal snapshots ``features refresh`` appended, are not written;
-* a fraud label reported after the terminal features' label delay counts in them only from
-  the day after its report on (:func:`training.backfill.terminal_table`), as a daily
-  ``features refresh`` served it: with the delay alone, the training set used it up to
-  weeks before the stream could;
+* a fraud label reported after the terminal features' label delay counts in them only at
+  transactions after its report (:func:`training.backfill.terminal_table`): with the delay
+  alone, the training set used it up to weeks before the stream could;
 * the challenger is promoted only when it is better by the margin
   (:class:`Margin`, settings ``model.promote_min_ap_gain`` and ``model.promote_max_auc_loss``):
   Average Precision at least ``min_ap_gain`` higher **and** AUC ROC at most ``max_auc_loss``
