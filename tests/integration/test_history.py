@@ -171,15 +171,21 @@ def _write(
     return after
 
 
+def _two_processes(redis_url: str) -> tuple[Any, str, CustomerHistory, CustomerHistory, str]:
+    """A Redis client, a namespace of the test's own, two processes' histories in it (an
+    API's, a worker's), and a customer id."""
+    client = redis_client(redis_url, Settings())
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    api, worker = CustomerHistory(client, namespace), CustomerHistory(client, namespace)
+    return client, namespace, api, worker, f"c-{uuid.uuid4().hex[:6]}"
+
+
 def test_a_state_cached_before_the_keys_were_lost_is_never_taken_for_current(
     redis_url: str,
 ) -> None:
     """The keys go (expiry after a quiet period, a flush, a restart without persistence) and
     another writer starts them again: a cached state is read again, whatever its version."""
-    client = redis_client(redis_url, Settings())
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    api, worker = CustomerHistory(client, namespace), CustomerHistory(client, namespace)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    client, namespace, api, worker, customer = _two_processes(redis_url)
     start = datetime(2026, 11, 1, tzinfo=UTC)
 
     (empty,), _ = _read(worker, [customer])
@@ -204,10 +210,7 @@ def test_a_state_cached_before_redis_went_back_to_older_data_is_read_again(
 ) -> None:
     """Redis restarted from an older snapshot (or a failover to a replica behind): the keys
     hold an older version and older entries; the next write's version is still new."""
-    client = redis_client(redis_url, Settings())
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    api, worker = CustomerHistory(client, namespace), CustomerHistory(client, namespace)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    client, namespace, api, worker, customer = _two_processes(redis_url)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     (empty,), _ = _read(worker, [customer])
     state = _write(worker, customer, empty, _events(customer, 2, start, "a"))
@@ -222,7 +225,7 @@ def test_a_state_cached_before_redis_went_back_to_older_data_is_read_again(
     client.set(worker._version_key(customer), snapshot[0])  # back to the older data
     client.delete(worker._key(customer))
     client.zadd(worker._key(customer), dict(snapshot[1]))
-    other = CustomerHistory(client, namespace)
+    other = CustomerHistory(client, namespace)  # a third process
     (old,), _ = _read(other, [customer])
     _write(other, customer, old, _events(customer, 1, start + timedelta(hours=6), "w2"))
 
