@@ -185,7 +185,7 @@ def test_a_state_cached_before_the_keys_were_lost_is_never_taken_for_current(
 ) -> None:
     """The keys go (expiry after a quiet period, a flush, a restart without persistence) and
     another writer starts them again: a cached state is read again, whatever its version."""
-    client, namespace, api, worker, customer = _two_processes(redis_url)
+    client, _, api, worker, customer = _two_processes(redis_url)
     start = datetime(2026, 11, 1, tzinfo=UTC)
 
     (empty,), _ = _read(worker, [customer])
