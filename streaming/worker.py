@@ -67,8 +67,9 @@ Per message:
   with the headers ``value_bytes`` / ``key_bytes`` (the full sizes), so it fits the
   producer's message limit (``message.max.bytes``, which counts all three). A dead letter
   the broker still refuses as too large (a topic with a smaller limit) is sent again with
-  the first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes, then none, of its value
-  (:meth:`BatchProcessor.produce`): it is never retried unchanged forever;
+  the first :data:`DEAD_LETTER_MAX_VALUE_BYTES` bytes, then none, of its value and key
+  (:meth:`BatchProcessor.produce`), and retried unchanged only once nothing is left to cut
+  (its headers alone are a few kB at most: ``redriven_from`` is taken only up to 512 bytes);
 * valid but unusual, scored as usual: extra fields are ignored; any finite amount > 0 is
   scored, however large; timestamps in the past (since 2000) and out-of-order events are
   scored at their own event time; an unknown customer or terminal is scored ``degraded``
