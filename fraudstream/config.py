@@ -432,13 +432,13 @@ def _prefixed(items: Mapping[str, str]) -> Iterator[str]:
             yield key.upper()
 
 
-def _dotenv_keys(path: Path) -> list[str]:
-    keys = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            keys.append(line.split("=", 1)[0].removeprefix("export ").strip())
-    return keys
+def _dotenv(path: Path | None) -> dict[str, str]:
+    """The entries of the ``.env`` file at ``path`` that have a value (none without a file)."""
+    if path is None or not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def load_settings(
@@ -449,10 +449,9 @@ def load_settings(
     ``environ`` defaults to the process environment; ``env_file`` is read when it exists.
     """
     env = dict(os.environ if environ is None else environ)
+    from_file = _dotenv(env_file)
     known = known_env_names() | DERIVED_ENV
-    sources: list[tuple[str, list[str]]] = [("environment", list(_prefixed(env)))]
-    if env_file is not None and env_file.is_file():
-        sources.append((str(env_file), [k.upper() for k in _dotenv_keys(env_file)]))
+    sources = [("environment", list(_prefixed(env))), (str(env_file), list(_prefixed(from_file)))]
     for where, keys in sources:
         unknown = sorted(k for k in keys if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
@@ -462,7 +461,7 @@ def load_settings(
             )
     values = {k: v for k, v in env.items() if k.upper() not in DERIVED_ENV}
     try:
-        return _settings_from(values, env_file)
+        return _settings_from(values, from_file)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     except SourceError as exc:  # a section given as JSON that is not (the value not shown)
@@ -473,19 +472,16 @@ def load_settings(
         raise SettingsError(f"invalid settings:\n  {name}: not valid JSON{at}") from None
 
 
-def _settings_from(env: Mapping[str, str], env_file: Path | None) -> Settings:
+def _settings_from(env: Mapping[str, str], dotenv: Mapping[str, str]) -> Settings:
     # pydantic-settings reads os.environ itself; hand it exactly the mapping we checked. The
-    # .env file's own FRAUDSTREAM_* entries come with it, below the environment's (as
-    # pydantic-settings ranks them): the file may hold other tools' variables (AWS_*, ...),
-    # which pydantic-settings would refuse as extra inputs.
-    from dotenv import dotenv_values
-
-    from_file: dict[str, str] = {}
-    if env_file is not None and env_file.is_file():
-        for key, value in dotenv_values(env_file).items():
-            upper = key.upper()
-            if upper.startswith(ENV_PREFIX) and upper not in DERIVED_ENV and value is not None:
-                from_file[key] = value
+    # .env file's own FRAUDSTREAM_* entries (``dotenv``) come with it, below the environment's
+    # (as pydantic-settings ranks them): the file may hold other tools' variables (AWS_*,
+    # ...), which pydantic-settings would refuse as extra inputs.
+    from_file = {
+        key: value
+        for key, value in dotenv.items()
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in DERIVED_ENV
+    }
     saved = dict(os.environ)
     try:
         os.environ.clear()
