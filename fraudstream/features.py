@@ -29,7 +29,7 @@ treats as missing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,6 +368,7 @@ def advance_customers(
     ms: np.ndarray,
     amount: np.ndarray,
     ids: np.ndarray,
+    latest: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], list[CustomerState]]:
     """The incremental path: features of new transactions given their customers' states.
 
@@ -379,21 +380,18 @@ def advance_customers(
     same id at a time the state already reaches, not after its latest transaction) is left
     out of its own history, so it scores as the first time. Returns the features of
     the new transactions (arrival order) and each customer's next state (pruned).
+    ``latest``: :func:`latest_ms` of ``states``, when the caller has it.
     """
     states = list(states)
-    latest = latest_ms(states)
-    # a replay has the time of an entry its customer keeps: only those events can be one
+    latest = latest_ms(states) if latest is None else latest
     dropped = False
-    for i in np.flatnonzero(ms <= latest[codes]):
+    for i, replayed in _replays(states, codes, ms, ids, latest):
+        # rare: drop the earlier copy of a replayed transaction
         state = states[codes[i]]
-        replayed = state.ids == ids[i]
-        if replayed.any():  # rare: drop the earlier copy of a replayed transaction
-            keep = ~replayed
-            big = None if state.big is None else state.big[keep]
-            states[codes[i]] = CustomerState(
-                state.ms[keep], state.amount[keep], state.ids[keep], big
-            )
-            dropped = True
+        keep = ~replayed
+        big = None if state.big is None else state.big[keep]
+        states[codes[i]] = CustomerState(state.ms[keep], state.amount[keep], state.ids[keep], big)
+        dropped = True
     if dropped:
         latest = latest_ms(states)
     sizes = np.array([len(s) for s in states], dtype=np.int64)
@@ -451,6 +449,23 @@ def advance_customers(
     return out, next_states
 
 
+def _replays(
+    states: Sequence[CustomerState],
+    codes: np.ndarray,
+    ms: np.ndarray,
+    ids: np.ndarray,
+    latest: np.ndarray,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The replays among new transactions: a replay has the time of an entry its customer
+    keeps (at or before ``latest``, the states' latest times) and an id its state holds.
+    Yields each one's position and the mask of its customer's entries with that id, read
+    from ``states`` as it is then (a caller may replace a state between two)."""
+    for i in np.flatnonzero(ms <= latest[codes]):
+        same = states[codes[i]].ids == ids[i]
+        if same.any():
+            yield int(i), same
+
+
 def replaced_entries(
     states: Sequence[CustomerState],
     codes: np.ndarray,
@@ -466,9 +481,9 @@ def replaced_entries(
     ``latest``: :func:`latest_ms` of ``states``, when the caller has it."""
     latest = latest_ms(states) if latest is None else latest
     out: list[CustomerState] | None = None
-    for i in np.flatnonzero(ms <= latest[codes]):
+    for i, same in _replays(states, codes, ms, ids, latest):
         state = states[codes[i]]
-        changed = (state.ids == ids[i]) & ((state.ms != ms[i]) | (state.amount != amount[i]))
+        changed = same & ((state.ms != ms[i]) | (state.amount != amount[i]))
         if changed.any():
             out = out or [CustomerState.empty() for _ in states]
             kept = out[codes[i]]

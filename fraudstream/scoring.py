@@ -472,7 +472,9 @@ class Scorer:
             for i in np.flatnonzero(batch.ms + LATE_MARGIN_MS < latest[codes]):
                 degraded[i].append(LATE_EVENT)
         ids = transaction_digests(batch.transaction_id)
-        customer, next_states = advance_customers(states, codes, batch.ms, batch.amount, ids)
+        customer, next_states = advance_customers(
+            states, codes, batch.ms, batch.amount, ids, latest
+        )
         prev = {w: customer[f"customer_prev_avg_amount_{w}d"] for w in PREVIOUS_WINDOWS}
         columns = {**customer, **request_feature_arrays(batch.ms, batch.amount, prev)}
         columns.update({c: terminal[:, j] for j, c in enumerate(self.terminal_features)})
