@@ -185,6 +185,8 @@ class RedisSettings(_Section):
         parts = urlsplit(value)
         if parts.password:  # first: the other messages show the URL
             raise ValueError("put the password in FRAUDSTREAM_REDIS__PASSWORD, not in the URL")
+        if parts.username:  # redis-py would log in as this user, Feast would not
+            raise ValueError("put the user in FRAUDSTREAM_REDIS__USERNAME, not in the URL")
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"{value!r} must start with redis:// or rediss://")
         try:
@@ -193,6 +195,17 @@ class RedisSettings(_Section):
             raise ValueError(f"{value!r} has an invalid port") from exc
         if not parts.hostname or port is None:
             raise ValueError(f"{value!r} needs a host and a port (redis://host:6379/0)")
+        if ":" in parts.hostname:  # Feast splits its "host:port" on ':'
+            raise ValueError(
+                f"{value!r}: Feast's Redis store cannot take an IPv6 address; use a host name"
+            )
+        if not re.fullmatch(r"/?(\d+)?", parts.path):
+            raise ValueError(f"{value!r}: the database must be a number (redis://host:6379/0)")
+        if parts.query or parts.fragment:  # redis-py would read them, Feast would not
+            raise ValueError(
+                f"{value!r} must not carry options after the database: use the "
+                "FRAUDSTREAM_REDIS__ settings"
+            )
         return value
 
     @field_validator("username", "password")

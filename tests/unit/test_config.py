@@ -82,6 +82,29 @@ def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> N
     assert "Traceback" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis://app@cache:6379/0", "FRAUDSTREAM_REDIS__USERNAME"),
+        ("redis://[::1]:6379/0", "IPv6"),
+        ("redis://cache:6379/zero", "database must be a number"),
+        ("redis://cache:6379/0?max_connections=2", "must not carry options"),
+    ],
+)
+def test_a_redis_url_that_feast_would_read_otherwise_is_refused(url: str, why: str) -> None:
+    """redis-py would use the URL's user, IPv6 host or options; Feast's connection string
+    (``feast_connection_string``) cannot carry them, so the two clients would differ."""
+    with pytest.raises(SettingsError) as err:
+        load_settings({"FRAUDSTREAM_REDIS__URL": url}, env_file=None)
+    assert why in str(err.value)
+    assert "FRAUDSTREAM_REDIS__URL" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["redis://cache:6379", "redis://cache:6379/", "rediss://c:1/15"])
+def test_a_redis_url_without_or_with_a_database_is_taken(url: str) -> None:
+    assert load_settings({"FRAUDSTREAM_REDIS__URL": url}, env_file=None).redis.url == url
+
+
 def test_unknown_variable_is_rejected() -> None:
     with pytest.raises(SettingsError, match=r"FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVER\b"):
         load_settings({"FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVER": "h:1"}, env_file=None)
