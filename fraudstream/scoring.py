@@ -30,7 +30,9 @@ For a batch of validated events (:class:`Batch`, columns without a DataFrame):
 Missing or stale features (documented policy):
 
 * customer history unavailable (Redis unreachable): features from the batch alone,
-  ``degraded`` with ``customer history unavailable``;
+  ``degraded`` with ``customer history unavailable``; with ``update``, the events are not
+  added to their customers' histories, and the decision also says
+  ``customer history not updated``;
 * terminal features absent (a new terminal) or older than the terminal view's TTL at the
   transaction's time (the age Feast's point-in-time join also refuses, so online and
   offline agree; a row newer than the transaction, possible in a replay, counts as age 0
@@ -88,6 +90,8 @@ log = logging.getLogger(__name__)
 TOP_REASONS = 3
 #: The degraded reason of an event too late for its customer's kept history.
 LATE_EVENT = "late event: customer history cut"
+#: The degraded reason of an event scored with ``update`` whose state could not be written.
+NOT_UPDATED = "customer history not updated"
 PREVIOUS_WINDOWS = CUSTOMER_PREVIOUS_WINDOWS_DAYS
 Action = Literal["approve", "review", "decline"]
 
@@ -467,6 +471,9 @@ class Scorer:
         history_ok = states is not None
         if states is None:
             states = [CustomerState.empty() for _ in customers]
+            if update:  # the writes below need the stored state: the caller must know
+                for marks in degraded:
+                    marks.append(NOT_UPDATED)
         latest = latest_ms(states)
         if history_ok:  # (an empty state's latest is the smallest int64: never late)
             for i in np.flatnonzero(batch.ms + LATE_MARGIN_MS < latest[codes]):

@@ -459,6 +459,11 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         errors[401] = {"model": ErrorBody, "description": f"missing or wrong {API_KEY_HEADER}"}
     scoring_errors = {
         **errors,
+        503: {
+            "model": ErrorBody,
+            "description": "with `update=true`: Redis failed while saving the customer state "
+            "(resend: it is idempotent)",
+        },
         500: {
             "model": ScoringErrorBody,
             "description": "a customer's stored history is corrupt (names the transactions), "
@@ -511,12 +516,31 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
         )
         return _json({"detail": detail, "transaction_ids": held}, 500)
 
+    def unsaved(route: str, exc: redis.RedisError) -> Response:
+        """The 503 of an ``update`` whose state writes Redis failed after it had answered the
+        reads (an unreachable Redis at the reads scores ``degraded`` instead)."""
+        log.warning("%s: the state writes failed: %s: %s", route, type(exc).__name__, exc)
+        metrics.errors.inc(route)
+        detail = (
+            f"Redis failed while saving the customer state ({type(exc).__name__}); no decision "
+            "is returned and the writes may or may not have been applied: resending the same "
+            "request is safe (a transaction id already stored is a replay)"
+        )
+        return Response(
+            orjson.dumps({"detail": detail}),
+            503,
+            headers={"Retry-After": "1"},
+            media_type="application/json",
+        )
+
     async def score(request: Request) -> Response:
         event, update = await _inputs(request, TransactionEvent, max_ahead_s)
         try:
             records = await service.score([event], update, single=True)
         except CorruptStateError as exc:
             return unscorable("/v1/score", [event], exc)
+        except redis.RedisError as exc:
+            return unsaved("/v1/score", exc)
         (decision,) = encoded(request, records)
         return Response(decision, media_type="application/json")
 
@@ -526,6 +550,8 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
             records = await service.score(body.transactions, update)
         except CorruptStateError as exc:
             return unscorable("/v1/score/batch", body.transactions, exc)
+        except redis.RedisError as exc:
+            return unsaved("/v1/score/batch", exc)
         decisions = encoded(request, records)
         return Response(
             b'{"decisions":[' + b",".join(decisions) + b"]}", media_type="application/json"

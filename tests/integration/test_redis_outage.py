@@ -119,6 +119,8 @@ def test_worker_decides_through_a_redis_outage_and_recovers(
         + str([(d["transaction_id"], d["decided_at"], d["latency_ms"]) for d in normal[:3]])
     )
     assert all("customer history unavailable" in d["degraded_reasons"] for d in during), during[0]
+    # and says that the transaction is missing from its customer's history
+    assert all("customer history not updated" in d["degraded_reasons"] for d in during), during[0]
     limit = settings.scoring.degraded_max_approve_amount
     assert not [d for d in during if d["action"] == "approve" and d["amount"] > limit]
     # back to normal within RECOVERY_S of Redis returning, without a restart

@@ -31,6 +31,7 @@ import orjson
 import pandas as pd
 import psutil
 import pytest
+import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -367,6 +368,64 @@ def test_ready_follows_a_private_redis_without_restart(world: World, tmp_path: P
             info = start_redis(port, tmp_path / "redis")  # same port, same app
             body = poll_ready(client, 200)
             assert body["model_version"] == world.model.version
+    finally:
+        stack.stop_process(info)
+
+
+def test_update_says_when_redis_did_not_save_the_state(world: World, tmp_path: Path) -> None:
+    """``?update=true`` against a private Redis: a write Redis refuses after it answered the
+    reads is a 503 that says a resend is safe, and the resend is then saved; with Redis down,
+    the degraded decision says that the history was not updated."""
+    port = stack.free_port()
+    info = start_redis(port, tmp_path / "redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        settings = world.settings.model_copy(
+            update={
+                "redis": world.settings.redis.model_copy(
+                    update={"url": url, "socket_timeout_s": 1.0}
+                )
+            }
+        )
+        at = pd.Timestamp(world.new["timestamp"].max()) + timedelta(minutes=1)
+        body = {
+            "transaction_id": f"unsaved-{uuid.uuid4().hex[:8]}",
+            "timestamp": at.isoformat(),
+            "customer_id": str(world.new["customer_id"].iloc[0]),
+            "terminal_id": str(world.new["terminal_id"].iloc[0]),
+            "amount": 80.0,
+        }
+        probe = redis.Redis.from_url(url)
+        scorer = build_scorer(settings, resolve_endpoints(settings))
+        app = create_app(settings, scorer, redis_url=url)
+        with TestClient(app) as client:
+            # reads answered, writes refused (NOREPLICAS): a real Redis failing mid-request
+            probe.config_set("min-replicas-to-write", 1)
+            r = client.post("/v1/score", json=body, params={"update": "true"})
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert "resending the same request is safe" in r.json()["detail"]
+            assert "Traceback" not in r.text
+            r = client.post(
+                "/v1/score/batch", json={"transactions": [body]}, params={"update": "true"}
+            )
+            assert r.status_code == 503, r.text
+            probe.config_set("min-replicas-to-write", 0)
+            r = client.post("/v1/score", json=body, params={"update": "true"})
+            assert r.status_code == 200, r.text
+            # (degraded: this Redis holds no terminal features, the history is read)
+            assert "customer history unavailable" not in r.json()["degraded_reasons"]
+            # the resend stored it, once
+            assert probe.zcard(scorer.history._key(body["customer_id"])) == 1
+            stack.stop_process(info)
+            later = {**body, "transaction_id": f"down-{uuid.uuid4().hex[:8]}"}
+            r = client.post("/v1/score", json=later, params={"update": "true"})
+            assert r.status_code == 200, r.text
+            reasons = r.json()["degraded_reasons"]
+            assert "customer history unavailable" in reasons
+            assert "customer history not updated" in reasons
+            r = client.post("/v1/score", json=later)  # a what-if writes nothing anyway
+            assert "customer history not updated" not in r.json()["degraded_reasons"]
     finally:
         stack.stop_process(info)
 
