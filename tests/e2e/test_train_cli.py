@@ -89,9 +89,12 @@ def test_simulate_then_train(
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match="fraudstream:fraudstream:history:*", count=1000))
     assert len(keys) > 700
+    stored = sum(client.zcard(k) for k in keys)
+    assert 0 < stored <= manifest["data"]["rows"]  # once per transaction, pruned
     again = cli(["features", "load-history", "--transactions", str(data)], tmp_path, env)
     assert again.returncode == 0
-    assert sum(client.zcard(k) for k in keys) <= manifest["data"]["rows"]  # idempotent, pruned
+    assert sum(client.zcard(k) for k in keys) == stored  # idempotent: the same entries
+    assert len(list(client.scan_iter(match="fraudstream:fraudstream:history:*"))) == len(keys)
 
     # a tampered model is refused
     (out / "model.ubj").write_bytes((out / "model.ubj").read_bytes() + b"\0")

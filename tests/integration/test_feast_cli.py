@@ -29,7 +29,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_plain_feast_cli_apply_and_materialize(
-    tmp_path: Path, kafka_bootstrap: str, redis_url: str, feature_repo_copy: Path
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+    feature_repo_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = datetime.now(UTC)
     start = (now - pd.Timedelta(days=20)).date().isoformat()
@@ -67,7 +71,9 @@ def test_plain_feast_cli_apply_and_materialize(
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
-    os.environ.update({k: v for k, v in feast_env.items() if k.startswith("FRAUDSTREAM_FEAST")})
+    for key, value in feast_env.items():  # for this test only (FeatureStore reads them)
+        if key.startswith("FRAUDSTREAM_FEAST"):
+            monkeypatch.setenv(key, value)
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(feature_repo_copy))

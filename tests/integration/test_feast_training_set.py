@@ -78,8 +78,11 @@ def test_feast_training_set_ignores_the_future(
     cut = events["timestamp"].min() + pd.Timedelta(days=35)
     past = events[events["timestamp"] <= cut]
     sample = past.sample(2000, random_state=0).sort_values("timestamp")
+    later = events[events["timestamp"] > cut + pd.Timedelta(days=2)]
+    control = later.sample(500, random_state=0).sort_values("timestamp")
     store = applied_store(repo_settings, events)
     before = historical_features(store, sample, MODEL_FEATURES)
+    control_before = historical_features(store, control, MODEL_FEATURES)
     changed = events.copy()
     future = changed["timestamp"] > cut
     changed.loc[future, "amount"] = changed.loc[future, "amount"] * 7
@@ -87,6 +90,12 @@ def test_feast_training_set_ignores_the_future(
     store = applied_store(repo_settings, changed)
     after = historical_features(store, sample, MODEL_FEATURES)
     pd.testing.assert_frame_equal(before, after)
+    # the control: the changed rows did reach the store (rows after the cut see them)
+    control_after = historical_features(store, control, MODEL_FEATURES)
+    moved = ~np.isclose(
+        control_before.to_numpy(float), control_after.to_numpy(float), equal_nan=True
+    ).all(axis=1)
+    assert moved.mean() > 0.9, moved.mean()
 
 
 def test_asof_path_equals_feast(repo_settings: Settings, events: pd.DataFrame) -> None:

@@ -28,6 +28,8 @@ from fraudstream.redrive import (
 )
 from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter, decision_message
 
+pytestmark = pytest.mark.unit
+
 EVENT = b'{"transaction_id":"t","timestamp":"2026-11-21T10:00:00Z","customer_id":"c"}'
 
 

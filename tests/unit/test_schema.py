@@ -102,10 +102,9 @@ def test_frame_is_canonical() -> None:
     ]
     assert str(out["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert out["timestamp"].is_monotonic_increasing
-    assert out["customer_id"].tolist() == ["10", "11", "10"] or set(out["customer_id"]) == {
-        "10",
-        "11",
-    }
+    # in time order: 01:00+02:00 is 23:00 UTC the day before, the earliest
+    assert out["transaction_id"].tolist() == ["2", "1", "3"]
+    assert out["customer_id"].tolist() == ["11", "10", "10"]
 
 
 @pytest.mark.parametrize(

@@ -212,11 +212,17 @@ def test_invalid_arguments_raise(kwargs: dict[str, object], message: str) -> Non
 
 
 @pytest.mark.unit
-def test_tiny_and_empty_simulations_keep_schema() -> None:
-    df = simulate(customers=1, terminals=1, days=1, seed=0)
-    assert len(df) == 0  # this seed puts the only terminal out of the customer's reach
+@pytest.mark.parametrize(
+    ("customers", "terminals", "days"),
+    [(1, 1, 1), (10, 50, 3)],  # (no terminal in reach: no rows), a tiny world with rows
+)
+def test_tiny_and_empty_simulations_keep_schema(customers: int, terminals: int, days: int) -> None:
+    df = simulate(customers=customers, terminals=terminals, days=days, seed=0)
     assert tuple(df.columns) == TRANSACTION_COLUMNS
     assert {k: str(v) for k, v in df.dtypes.items()} == DTYPES
+    if customers > 1:
+        assert len(df) > 0
+        assert df["customer_id"].nunique() <= customers
 
 
 @pytest.mark.unit

@@ -16,6 +16,8 @@ import redis
 from fraudstream.scoring import Scorer
 from streaming.worker import warm_up
 
+pytestmark = pytest.mark.unit
+
 
 class StubScorer:
     """Records :meth:`Scorer.warm` calls; may fail, or run until cancelled."""
