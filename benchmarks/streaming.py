@@ -729,8 +729,9 @@ def transport_floor(
 def stage_profile(world: dict[str, Any], events: pd.DataFrame, batch: int) -> dict[str, Any]:
     """The worker's per-batch work, in this process, timed by stage (µs per event)."""
     from fraudstream.publish import encode, event_payloads
+    from fraudstream.schema import decode_event as decode
     from fraudstream.scoring import Batch
-    from streaming.worker import Incoming, decision_message, decode
+    from streaming.worker import Incoming, decision_message
 
     scorer = world["scorer"]
     values = [encode(e) for e in event_payloads(events)]

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from fraudstream.errors import FraudstreamError
-from fraudstream.schema import LABEL_COLUMN
+from fraudstream.schema import LABEL_COLUMN, MAX_FUTURE_S, decode_event
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -292,10 +292,23 @@ def _decision_row(value: bytes) -> dict[str, Any]:
     return row
 
 
-def _transaction_row(value: bytes) -> dict[str, Any]:
-    from fraudstream.schema import TransactionEvent
+class _Refused(ValueError):
+    """A transaction the worker refuses too; its message is the worker's ``error``."""
 
-    return TransactionEvent.model_validate_json(value).model_dump()
+
+def _transaction_row(value: bytes, now_s: float, whose: str, max_ahead_s: float) -> dict[str, Any]:
+    """The worker's rule (:func:`~fraudstream.schema.decode_event`), with ``now_s`` for the
+    worker's clock: what the worker dead-letters is ``rejected`` here, with the same reason."""
+    verdict = decode_event(value, now_s, max_ahead_s, whose)
+    if isinstance(verdict, str):
+        raise _Refused(verdict)
+    return verdict.model_dump()
+
+
+def _kafka_time_s(msg: Message) -> float | None:
+    """The message's Kafka timestamp in seconds (None when the broker gives none)."""
+    kind, ms = msg.timestamp()
+    return ms / 1000 if kind and ms >= 0 else None
 
 
 def _label_row(value: bytes) -> dict[str, Any]:
@@ -305,6 +318,8 @@ def _label_row(value: bytes) -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, _Refused):
+        return str(exc)
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
@@ -334,16 +349,22 @@ class ArchiveStats:
 
 
 def archive_batch(
-    archive: Archive, kinds: dict[str, str], messages: Sequence[Message]
+    archive: Archive,
+    kinds: dict[str, str],
+    messages: Sequence[Message],
+    max_ahead_s: float = MAX_FUTURE_S,
 ) -> dict[str, int]:
     """Parse ``messages`` (topic name -> kind in ``kinds``) and append one part per kind.
 
     A message that is not valid for its kind goes to ``rejected`` with the reason and its
-    original bytes. Returns the rows written per kind.
+    original bytes. A transaction is valid as the worker decides
+    (:func:`~fraudstream.schema.decode_event`: the size limit, the schema, and a time at most
+    ``max_ahead_s`` after the message's Kafka timestamp, which stands for the worker's clock
+    when it read the message; so a later or repeated run decides the same). Returns the rows
+    written per kind.
     """
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     parsers: dict[str, Callable[[bytes], dict[str, Any]]] = {
-        "transactions": _transaction_row,
         "decisions": _decision_row,
         "labels": _label_row,
     }
@@ -355,7 +376,16 @@ def archive_batch(
         try:
             if value is None:
                 raise ValueError("empty value (a tombstone)")
-            rows[kind].append(parsers[kind](value))
+            if kind == "transactions":
+                sent_s = _kafka_time_s(msg)
+                clock, whose = (
+                    (now.timestamp(), "the archive's clock")
+                    if sent_s is None
+                    else (sent_s, "its Kafka timestamp")
+                )
+                rows[kind].append(_transaction_row(value, clock, whose, max_ahead_s))
+            else:
+                rows[kind].append(parsers[kind](value))
         except (ValidationError, ValueError) as exc:
             rows["rejected"].append(
                 {
@@ -458,7 +488,7 @@ def run_archive(
                 else:
                     log.warning("archive consumer: %s", err.str())
             if data:
-                written = archive_batch(archive, kinds, data)
+                written = archive_batch(archive, kinds, data, settings.scoring.max_event_ahead_s)
                 offsets: dict[tuple[str, int], int] = {}
                 for msg in data:
                     key = (msg.topic() or "", msg.partition() or 0)

@@ -7,8 +7,9 @@ optional ``.env`` file in the working directory. Entry points call
 :func:`load_settings` once and pass the result down; nothing else reads the
 environment.
 
-Unknown ``FRAUDSTREAM_*`` variables, malformed values and unknown keys in
-``.env`` are rejected with a :class:`SettingsError` that names the variable.
+Unknown ``FRAUDSTREAM_*`` variables (in the environment or ``.env``; other keys of ``.env``
+are left alone) and malformed values are rejected with a :class:`SettingsError` that names
+the variable.
 """
 
 from __future__ import annotations
@@ -470,7 +471,8 @@ def load_settings(
         if unknown:
             raise SettingsError(
                 f"unknown setting {', '.join(unknown)} (in the {where}); "
-                "`fraudstream config show` lists the valid names"
+                "`fraudstream config show` lists the sections and fields: "
+                "FRAUDSTREAM_<SECTION>__<FIELD>"
             )
     values = {k: v for k, v in env.items() if k.upper() not in DERIVED_ENV}
     try:

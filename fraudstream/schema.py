@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from fraudstream.errors import FraudstreamError
 
@@ -139,16 +140,67 @@ def ahead_of_clock(
     event: TransactionEvent, now_s: float, max_ahead_s: float, whose: str
 ) -> str | None:
     """Why ``event`` is refused for its time, or ``None``: timed more than ``max_ahead_s``
-    after ``whose`` clock, which reads ``now_s`` (``scoring.max_event_ahead_s``). The worker
-    and the API both refuse such an event: stored, it would become the customer's latest
-    transaction and prune the history before it."""
+    after ``whose`` time (``"the worker's clock"``), which reads ``now_s``
+    (``scoring.max_event_ahead_s``). The worker and the API both refuse such an event: stored,
+    it would become the customer's latest transaction and prune the history before it."""
     if event.timestamp.timestamp() <= now_s + max_ahead_s:
         return None
     clock = datetime.fromtimestamp(now_s, UTC).isoformat()
     return (
         f"timestamp: {event.timestamp.isoformat()} is more than "
-        f"{max_ahead_s / 3600:g} h after {whose} clock ({clock})"
+        f"{max_ahead_s / 3600:g} h after {whose} ({clock})"
     )
+
+
+#: A message value over this size is refused unparsed (Kafka's default limit is ~1 MB).
+MAX_MESSAGE_BYTES = 1_000_000
+#: A live event may be timed at most this far after the reader's clock (clock skew); the
+#: default of ``scoring.max_event_ahead_s``.
+MAX_FUTURE_S = 86_400.0
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``field: message; ...`` from pydantic's errors, without URLs or input echoes."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def decode_event(
+    value: bytes | None,
+    now_s: float | None = None,
+    max_ahead_s: float = MAX_FUTURE_S,
+    whose: str = "the worker's clock",
+) -> TransactionEvent | str:
+    """The event in a Kafka message's ``value``, or a one-line description of what is wrong
+    with it: the one rule the worker (which dead-letters what it refuses) and the archive
+    (which keeps it apart as ``rejected``) apply to the transactions topic.
+
+    Never raises. ``now_s`` (default: the clock), read as ``whose`` clock, bounds the event
+    time from above (:func:`ahead_of_clock`).
+    """
+    if value is None:
+        return "message: empty value (tombstone)"
+    if len(value) > MAX_MESSAGE_BYTES:
+        return f"message: {len(value):,} bytes, over the {MAX_MESSAGE_BYTES:,}-byte limit"
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"message: not UTF-8 ({exc})"
+    try:
+        event = TransactionEvent.model_validate_json(text)
+    except ValidationError as exc:
+        return _one_line(describe_validation_error(exc))
+    except Exception as exc:  # a validator bug must not stop the reader
+        return _one_line(f"message: {type(exc).__name__}: {exc}")
+    now_s = time.time() if now_s is None else now_s
+    return ahead_of_clock(event, now_s, max_ahead_s, whose) or event
 
 
 def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:

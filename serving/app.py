@@ -344,7 +344,7 @@ def _ahead(body: BaseModel, max_ahead_s: float) -> list[dict[str, Any]]:
     now_s = time.time()
     errors = []
     for place, event in placed:
-        why = ahead_of_clock(event, now_s, max_ahead_s, "the server's")
+        why = ahead_of_clock(event, now_s, max_ahead_s, "the server's clock")
         if why is not None:
             errors.append({"loc": ("body", *place, "timestamp"), "msg": why, "type": "value_error"})
     return errors

@@ -53,8 +53,9 @@ a model promoted in the registry (:class:`~fraudstream.registry.HotReload`, at m
 
 Per message:
 
-* over :data:`MAX_MESSAGE_BYTES` (checked before parsing), not UTF-8, not JSON, or not a
-  valid :class:`~fraudstream.schema.TransactionEvent` (missing or wrongly typed fields,
+* refused by :func:`~fraudstream.schema.decode_event` (the archive applies the same rule):
+  over :data:`~fraudstream.schema.MAX_MESSAGE_BYTES` (checked before parsing), not UTF-8,
+  not JSON, or not a valid :class:`~fraudstream.schema.TransactionEvent` (missing or wrongly typed fields,
   amount not finite and > 0, timestamp without offset or before 2000-01-01Z), or a timestamp
   more than ``settings.scoring.max_event_ahead_s`` (default 1 day) after the worker's clock:
   a dead letter on ``settings.topics.dead_letter`` with the original key and bytes and the headers ``error`` (what is wrong, without traceback), ``error_type``
@@ -111,7 +112,6 @@ from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, KafkaException
-from pydantic import ValidationError
 
 from fraudstream.config import Settings
 from fraudstream.dead_letters import (
@@ -128,7 +128,7 @@ from fraudstream.dead_letters import (
 from fraudstream.decision import encode_record
 from fraudstream.metrics import AFTER_DELIVERY, BEFORE_DELIVERY, WorkerMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
-from fraudstream.schema import TransactionEvent, ahead_of_clock
+from fraudstream.schema import TransactionEvent, decode_event
 from fraudstream.scoring import PendingUpdate, Scorer, warm_caches
 from fraudstream.stack import Endpoints
 from fraudstream.startup import StartupSignals
@@ -142,15 +142,11 @@ AGENT_NAME = "score_transactions"
 RETRY_PAUSE_S = 0.5
 RETRY_PAUSE_MAX_S = 10.0
 MAX_ERROR_LENGTH = 2000
-#: A message value over this size is dead-lettered unparsed (Kafka's default limit is ~1 MB).
-MAX_MESSAGE_BYTES = 1_000_000
 #: The largest dead letter (key + value + header names and values) sent whole: librdkafka's
 #: ``message.max.bytes`` (default 1,000,000) counts all three, plus a little framing.
 DEAD_LETTER_MAX_BYTES = 990_000
 #: A larger dead letter keeps this many bytes of its value (and of its key).
 DEAD_LETTER_MAX_VALUE_BYTES = 65_536
-#: A live event may be timed at most this far after the worker's clock (clock skew).
-MAX_FUTURE_S = 86_400.0
 #: Tries to have a batch's state writes confirmed by Redis (the first wait, then re-sends).
 SETTLE_ATTEMPTS = 3
 
@@ -179,44 +175,6 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: Headers
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """``field: message; ...`` from pydantic's errors, without URLs or input echoes."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def decode(
-    value: bytes | None, now_s: float | None = None, max_ahead_s: float = MAX_FUTURE_S
-) -> TransactionEvent | str:
-    """The event in ``value``, or a one-line description of what is wrong with it.
-
-    Never raises. ``now_s`` (default: the clock) bounds the event time from above.
-    """
-    if value is None:
-        return "message: empty value (tombstone)"
-    if len(value) > MAX_MESSAGE_BYTES:
-        return f"message: {len(value):,} bytes, over the {MAX_MESSAGE_BYTES:,}-byte limit"
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"message: not UTF-8 ({exc})"
-    try:
-        event = TransactionEvent.model_validate_json(text)
-    except ValidationError as exc:
-        return _one_line(describe_validation_error(exc))
-    except Exception as exc:  # a validator bug must not stop the worker
-        return _one_line(f"message: {type(exc).__name__}: {exc}")
-    now_s = time.time() if now_s is None else now_s
-    return ahead_of_clock(event, now_s, max_ahead_s, "the worker's") or event
 
 
 def dead_letter(message: Incoming, error: str, error_type: str, topic: str) -> Outgoing:
@@ -349,7 +307,7 @@ class BatchProcessor:
         outputs: list[Outgoing] = []
         valid: list[tuple[Incoming, TransactionEvent]] = []
         for message in batch:
-            result = decode(message.value, max_ahead_s=self.max_ahead_s)
+            result = decode_event(message.value, max_ahead_s=self.max_ahead_s)
             if isinstance(result, str):
                 log.warning(
                     "dead letter %s[%d]@%d: %s",

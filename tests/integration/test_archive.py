@@ -108,7 +108,13 @@ def test_archive_consumer_once_commits_after_write(
         topics["transactions"],
         [encode(e) for e in event_payloads(events)],
     )
-    bad = [(b"k1", b"{not json"), (b"k2", b'{"transaction_id": "x", "amount": 3}')]
+    ahead = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    far = {"transaction_id": "far", "timestamp": ahead, "customer_id": "c", "terminal_id": "t"}
+    bad = [
+        (b"k1", b"{not json"),
+        (b"k2", b'{"transaction_id": "x", "amount": 3}'),
+        (b"k3", orjson.dumps({**far, "amount": 3.0})),  # valid, but the worker refuses it
+    ]
     _send(settings, kafka_bootstrap, topics["transactions"], bad)
     ids = events["transaction_id"].tolist()
     _send(
@@ -128,8 +134,8 @@ def test_archive_consumer_once_commits_after_write(
     archive = Archive(settings.monitoring.archive_dir)  # type: ignore[arg-type]
 
     first = run_archive(settings, kafka_bootstrap, archive, once=True)
-    assert first.messages == 42 + 41 + 22
-    assert dict(first.rows) == {"transactions": 40, "decisions": 41, "labels": 21, "rejected": 3}
+    assert first.messages == 43 + 41 + 22
+    assert dict(first.rows) == {"transactions": 40, "decisions": 41, "labels": 21, "rejected": 4}
     assert archive.read("transactions")["transaction_id"].tolist() == ids
     assert len(archive.read("decisions")) == 40
     labels = archive.read("labels").set_index("transaction_id")["label"]
@@ -140,6 +146,8 @@ def test_archive_consumer_once_commits_after_write(
     )
     reasons = " ".join(rejected["reason"])
     assert "timestamp" in reasons and "label" in reasons and "message" in reasons
+    # the worker's own words for the event timed ahead (decode_event), its clock the message's
+    assert "is more than 24 h after its Kafka timestamp" in reasons
     joined = labelled_transactions(archive)
     assert len(joined) == 20 and joined["is_fraud"].sum() == 3
 
@@ -172,7 +180,7 @@ def test_archive_consumer_once_commits_after_write(
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["messages"] == 42 + 41 + 22 + 5
+    assert summary["messages"] == 43 + 41 + 22 + 5
     assert len(archive.read("transactions", dedup=False)) == 90
     assert len(archive.read("transactions")) == 45
     assert len(archive.read("decisions")) == 40

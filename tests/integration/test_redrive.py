@@ -22,7 +22,8 @@ import pytest
 
 from fraudstream.dead_letters import INVALID_EVENT, REDRIVEN_FROM, SCORING_FAILED, WORKER_ERROR
 from fraudstream.redrive import RedriveError, redrive
-from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter
+from fraudstream.schema import MAX_MESSAGE_BYTES
+from streaming.worker import Incoming, dead_letter
 
 from .kafka_io import KAFKA, produce_raw, read_all
 

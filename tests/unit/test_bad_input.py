@@ -16,15 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fraudstream.schema import MIN_TIMESTAMP, TransactionEvent
-from streaming.worker import (
-    DEAD_LETTER_MAX_VALUE_BYTES,
-    MAX_FUTURE_S,
-    MAX_MESSAGE_BYTES,
-    Incoming,
-    dead_letter,
-    decode,
-)
+from fraudstream.schema import MAX_FUTURE_S, MAX_MESSAGE_BYTES, MIN_TIMESTAMP, TransactionEvent
+from fraudstream.schema import decode_event as decode
+from streaming.worker import DEAD_LETTER_MAX_VALUE_BYTES, Incoming, dead_letter
 
 pytestmark = pytest.mark.unit
 

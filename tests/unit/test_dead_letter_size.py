@@ -15,10 +15,10 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from fraudstream.config import Settings
 from fraudstream.metrics import WorkerMetrics
+from fraudstream.schema import MAX_MESSAGE_BYTES
 from streaming.worker import (
     DEAD_LETTER_MAX_BYTES,
     DEAD_LETTER_MAX_VALUE_BYTES,
-    MAX_MESSAGE_BYTES,
     BatchProcessor,
     Incoming,
     Outgoing,

@@ -26,7 +26,8 @@ from fraudstream.redrive import (
     RedriveResult,
     passed_over,
 )
-from streaming.worker import MAX_MESSAGE_BYTES, Incoming, dead_letter, decision_message
+from fraudstream.schema import MAX_MESSAGE_BYTES
+from streaming.worker import Incoming, dead_letter, decision_message
 
 pytestmark = pytest.mark.unit
 

@@ -27,11 +27,11 @@ from fraudstream.config import Settings
 from fraudstream.decision import Decision, Reason
 from fraudstream.history import CorruptStateError
 from fraudstream.schema import TransactionEvent
+from fraudstream.schema import decode_event as decode
 from fraudstream.scoring import Scorer
 from fraudstream.stack import free_port
 from serving.app import API_KEY_HEADER, create_app
 from serving.batching import ScoringQueue
-from streaming.worker import decode
 
 pytestmark = pytest.mark.unit
 
