@@ -143,6 +143,24 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
+def check_periods(train_df: pd.DataFrame, test_df: pd.DataFrame, split: Split) -> None:
+    """Raise ``ValueError`` unless both periods of ``split`` hold frauds and genuine
+    transactions (else there is nothing to learn, or AUC and AP are undefined)."""
+    b = split.bounds()
+    for name, part in (("train", train_df), ("test", test_df)):
+        last = (b[f"{name}_end"] - pd.Timedelta(days=1)).date()
+        period = f"{name} period ({b[f'{name}_start'].date()} to {last})"
+        if len(part) == 0:
+            raise ValueError(f"no transactions in the {period}")
+        frauds = int(part[LABEL_COLUMN].sum())
+        if frauds == 0 or frauds == len(part):
+            which = "no fraud" if frauds == 0 else "only frauds"
+            raise ValueError(
+                f"the {period} holds {which} ({len(part):,} transactions): "
+                "a model cannot be trained and judged on one class"
+            )
+
+
 def train(
     events: pd.DataFrame,
     split: Split,
@@ -158,14 +176,15 @@ def train(
     features = features or MODEL_FEATURES
     names = [f.name for f in features]
     timings: dict[str, float] = {}
+    # checked before the backfill rewrites the offline store: a run that cannot train
+    # leaves the store as it was
+    train_df, test_df = train_test_split(events, split)
+    check_periods(train_df, test_df, split)
     t0 = time.perf_counter()
     if backfill_first:
         backfill(events, Path(store.repo_path))
     timings["backfill_s"] = time.perf_counter() - t0
 
-    train_df, test_df = train_test_split(events, split)
-    if len(train_df) == 0 or len(test_df) == 0:
-        raise ValueError(f"no transactions in the train or test period of {split}")
     retrieve = historical_features if retrieval == "feast" else asof_features
     t1 = time.perf_counter()
     both = pd.concat([train_df, test_df], ignore_index=True)

@@ -78,6 +78,20 @@ def test_simulate_then_train(
     assert all(":" in f["feast_reference"] for f in manifest["features"])
     assert manifest["thresholds"]["review"] <= manifest["thresholds"]["decline"]
     assert manifest["data"]["rows"] > 10_000
+
+    # a run that cannot train (a split after the data) fails by name and leaves the offline
+    # store the successful run wrote as it was
+    tables = sorted((feature_repo_copy / "data").glob("*.parquet"))
+    assert tables
+    before = {p.name: sha256_file(p) for p in tables}
+    failed = cli(
+        ["train", "--transactions", str(data), "--train-start", "2030-01-01"], tmp_path, env
+    )
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "no transactions in the train period" in failed.stderr + failed.stdout
+    assert "Traceback" not in failed.stderr
+    after = {p.name: sha256_file(p) for p in sorted((feature_repo_copy / "data").glob("*.parquet"))}
+    assert after == before
     artifact = load_artifact(out)
     assert artifact.version == last["model_version"]
 

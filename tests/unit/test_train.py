@@ -4,9 +4,11 @@ models fitted as the served one is."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from training.train import DECLINE_PRECISION, choose_thresholds, out_of_fold
+from training.evaluate import Split
+from training.train import DECLINE_PRECISION, check_periods, choose_thresholds, out_of_fold
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +44,31 @@ def test_out_of_fold_models_use_the_given_parameters() -> None:
     # one stump per fold: at most two distinct scores per fold model
     assert len(np.unique(np.round(stumps, 6))) <= 2 * 4
     assert len(np.unique(np.round(out_of_fold(x, y, groups, names), 6))) > 100
+
+
+def _labels(*values: int) -> pd.DataFrame:
+    return pd.DataFrame({"is_fraud": list(values)})
+
+
+SPLIT = Split(pd.Timestamp("2026-01-01").date(), 7, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "message"),
+    [
+        ((), (0, 1), "no transactions in the train period"),
+        ((0, 1), (), "no transactions in the test period"),
+        ((0, 0, 0), (0, 1), "the train period .* holds no fraud"),
+        ((0, 1), (0, 0), "the test period .* holds no fraud"),
+        ((1, 1), (0, 1), "the train period .* holds only frauds"),
+    ],
+)
+def test_periods_that_cannot_train_or_judge_are_refused(
+    train: tuple[int, ...], test: tuple[int, ...], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_periods(_labels(*train), _labels(*test), SPLIT)
+
+
+def test_periods_with_both_classes_pass() -> None:
+    check_periods(_labels(0, 1, 0), _labels(1, 0), SPLIT)
