@@ -14,7 +14,10 @@ the variable.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -37,6 +40,8 @@ from pydantic_settings import SettingsError as SourceError
 
 from fraudstream.errors import FraudstreamError
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "FRAUDSTREAM_"
 NESTED_DELIMITER = "__"
 #: Environment variable that ``feature_repo/feature_store.yaml`` expands for the
@@ -54,6 +59,15 @@ class SettingsError(FraudstreamError, ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _not_nan(cls, value: Any) -> Any:
+        # every comparison with NaN is false: a NaN margin or limit would silently never
+        # (or always) apply
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError("must be a number, not NaN")
+        return value
 
 
 class KafkaSettings(_Section):
@@ -149,6 +163,14 @@ class TopicSettings(_Section):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
             raise ValueError(f"{value!r} is not a valid Kafka topic name")
         return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicSettings:
+        names = [self.transactions, self.decisions, self.dead_letter, self.labels]
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:  # the worker would read its own decisions, or labels as transactions
+            raise ValueError(f"the topics must differ: {', '.join(shared)} is used twice")
+        return self
 
     def all(self) -> list[str]:
         return [self.transactions, self.decisions, self.dead_letter, self.labels]
@@ -447,12 +469,32 @@ def _prefixed(items: Mapping[str, str]) -> Iterator[str]:
 
 
 def _dotenv(path: Path | None) -> dict[str, str]:
-    """The entries of the ``.env`` file at ``path`` that have a value (none without a file)."""
+    """The entries of the ``.env`` file at ``path`` that have a value (none without a file).
+
+    A line that reads as a ``FRAUDSTREAM_*`` setting but is not ``NAME=VALUE`` is a
+    :class:`SettingsError` naming the file and line (python-dotenv would skip it with a
+    warning, and the default would apply); other unreadable lines are logged and skipped, as
+    the file may be another tool's too. Values are never shown: they may be secrets.
+    """
     if path is None or not path.is_file():
         return {}
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if not binding.error:
+            continue
+        line = binding.original.line
+        words = binding.original.string.strip().removeprefix("export ").lstrip()
+        if words.upper().startswith(ENV_PREFIX):
+            raise SettingsError(f"{path}: line {line} is not NAME=VALUE")
+        log.warning("%s: line %d is not NAME=VALUE; skipped", path, line)
+    values = dotenv_values(stream=io.StringIO(text))
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def load_settings(

@@ -183,3 +183,45 @@ def test_dotenv_entries_of_other_tools_are_left_alone(tmp_path: Path) -> None:
     settings = load_settings({"FRAUDSTREAM_REDIS__URL": "redis://from-env:6379/0"}, env_file)
     assert settings.kafka.partitions == 7
     assert settings.redis.url == "redis://from-env:6379/0"  # the environment wins
+
+
+def test_a_malformed_setting_line_in_dotenv_names_the_file_and_line(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTHER_TOOL=1\nFRAUDSTREAM_KAFKA__PARTITIONS s3cret-ish\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings({}, env_file=env_file)
+    assert f"{env_file}: line 2 is not NAME=VALUE" in str(err.value)
+    assert "s3cret-ish" not in str(err.value)  # a value may be a secret
+
+
+def test_another_tools_unreadable_dotenv_line_is_skipped(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("some tool's line\nFRAUDSTREAM_KAFKA__PARTITIONS=3\n")
+    assert load_settings({}, env_file=env_file).kafka.partitions == 3
+
+
+def test_a_dotenv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(b"FRAUDSTREAM_KAFKA__PARTITIONS=\xff\n")
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings({}, env_file=env_file)
+
+
+def test_topics_must_differ() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"FRAUDSTREAM_TOPICS__TRANSACTIONS": "decisions"}, env_file=None)
+    assert "FRAUDSTREAM_TOPICS" in str(err.value) and "decisions is used twice" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FRAUDSTREAM_MODEL__PROMOTE_MIN_AP_GAIN",
+        "FRAUDSTREAM_MODEL__PROMOTE_MAX_AUC_LOSS",
+        "FRAUDSTREAM_SCORING__DEGRADED_MAX_APPROVE_AMOUNT",
+    ],
+)
+def test_nan_is_refused_by_name(name: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({name: "nan"}, env_file=None)
+    assert name in str(err.value)  # (a bounded field's bound refuses it too)
