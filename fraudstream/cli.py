@@ -198,14 +198,17 @@ def demo(
 
 
 def _events(path: Path) -> pd.DataFrame:
+    """The canonical table of the user's Parquet file at ``path``; bad input exits 2."""
     from fraudstream.schema import read_transactions
 
+    if path.is_dir():
+        raise fail(f"{path}: a directory, not a Parquet file")
     if not path.is_file():
         raise fail(f"{path}: no such file")
     try:
-        events = read_transactions(path)
+        events = read_transactions(path)  # its errors name the path
     except FraudstreamError as exc:
-        raise fail(f"{path}: {exc}") from None
+        raise fail(str(exc)) from None
     for kind, count in events.attrs.get("repairs", {}).items():
         if count:
             typer.echo(f"repaired {count} row(s): {kind}", err=True)
@@ -255,7 +258,11 @@ def features_backfill(
     from training.backfill import backfill
 
     settings = _settings(ctx)
-    result = backfill(_events(transactions), settings.feast.repo_path)
+    events = _events(transactions)
+    try:
+        result = backfill(events, settings.feast.repo_path)
+    except (FraudstreamError, ValueError) as exc:
+        raise fail(f"{transactions}: {exc}") from None
     typer.echo(
         f"customer_features: {result.customer_rows:,} rows -> {result.customer_path}\n"
         f"terminal_features: {result.terminal_rows:,} rows -> {result.terminal_path}\n"

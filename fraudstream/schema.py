@@ -3,10 +3,10 @@
 One event (a Kafka message value, JSON) is validated by :class:`TransactionEvent`;
 a table of events (Parquet, a DataFrame) by :func:`validate_frame`, with the same
 rules, vectorised. Identifiers may arrive as strings or integers and are stored as
-strings; timestamps must carry an offset and are stored in UTC. A single event's timestamp
-must also be on or after :data:`MIN_TIMESTAMP` (2000-01-01Z; tables are not checked against
-it); the worker adds an upper bound for live messages. The JSON Schema in
-``docs/transaction.schema.json`` is generated from :class:`TransactionEvent`.
+strings; timestamps must carry an offset and are stored in UTC, on or after
+:data:`MIN_TIMESTAMP` (2000-01-01Z), for one event and for a table; the worker adds an upper
+bound for live messages. A table's label column, when present, holds 0 or 1 in every row.
+The JSON Schema in ``docs/transaction.schema.json`` is generated from :class:`TransactionEvent`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ EVENT_COLUMNS = ["transaction_id", "timestamp", "customer_id", "terminal_id", "a
 OPTIONAL_COLUMNS = ["currency"]
 LABEL_COLUMN = "is_fraud"
 MAX_ID_LENGTH = 128
-#: The earliest timestamp a single event may carry (simulated and handbook data start in 2018).
+#: The earliest timestamp an event or a table's row may carry (simulated and handbook data
+#: start in 2018; an epoch number read as nanoseconds lands in 1970).
 MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -211,6 +212,8 @@ def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
 
 
 ID_DTYPE = "string[pyarrow]"
+#: A timestamp's text ends in an offset (``Z``, ``+02:00``, ``-0530``).
+OFFSET_PATTERN = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 def _ids(series: pd.Series, column: str) -> pd.Series:
@@ -238,6 +241,9 @@ def _ids(series: pd.Series, column: str) -> pd.Series:
 
 def _utc(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
+        missing = series.isna().to_numpy()
+        if missing.any():
+            raise InvalidEvents(f"column 'timestamp': missing values in {_rows(missing)}")
         return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     if pd.api.types.is_datetime64_dtype(series):
         raise InvalidEvents(
@@ -249,17 +255,44 @@ def _utc(series: pd.Series) -> pd.Series:
     unparsable = parsed.isna().to_numpy()
     if unparsable.any():
         raise InvalidEvents(f"column 'timestamp': unparsable timestamps in {_rows(unparsable)}")
-    naive = ~text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).to_numpy()
+    naive = ~text.str.contains(OFFSET_PATTERN, regex=True).fillna(False).to_numpy()
     if naive.any():
         raise InvalidEvents(f"column 'timestamp': no UTC offset in {_rows(naive)}")
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def _not_early(stamps: pd.Series) -> None:
+    early = (stamps < MIN_TIMESTAMP).to_numpy()
+    if early.any():
+        raise InvalidEvents(
+            f"column 'timestamp': before {MIN_TIMESTAMP.isoformat()} in {_rows(early)}, "
+            f"e.g. {stamps[early].iloc[0].isoformat()}"
+        )
+
+
+def _labels(series: pd.Series) -> np.ndarray:
+    """The label column as int8, or :class:`InvalidEvents` naming rows not 0 or 1."""
+    missing = series.isna().to_numpy()
+    if missing.any():
+        raise InvalidEvents(f"column {LABEL_COLUMN!r}: missing values in {_rows(missing)}")
+    if pd.api.types.is_numeric_dtype(series):  # booleans included
+        values = series.to_numpy(dtype="float64")
+    else:  # text is not a label, even "1"
+        text = series.map(lambda v: isinstance(v, str | bytes)).to_numpy(bool)
+        numbers = pd.to_numeric(series.where(~text), errors="coerce")
+        values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        raise InvalidEvents(f"column {LABEL_COLUMN!r}: values other than 0 and 1 in {_rows(bad)}")
+    return values.astype("int8")
 
 
 def validate_frame(df: pd.DataFrame, *, keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return the canonical table for ``df`` or raise :class:`InvalidEvents` naming what is wrong.
 
     Output columns: :data:`EVENT_COLUMNS`, ``currency`` when present, and the extra columns
-    named in ``keep`` (for example the label). Rows are sorted by timestamp (stable).
+    named in ``keep`` (for example the label, then checked: 0 or 1 in every row, as int8).
+    Rows are sorted by timestamp (stable); errors name rows by their position in ``df``.
     """
     missing = [c for c in EVENT_COLUMNS if c not in df.columns]
     if missing:
@@ -271,6 +304,7 @@ def validate_frame(df: pd.DataFrame, *, keep: tuple[str, ...] = ()) -> pd.DataFr
     for column in ("transaction_id", "customer_id", "terminal_id"):
         out[column] = _ids(df[column].reset_index(drop=True), column).array
     out["timestamp"] = _utc(df["timestamp"].reset_index(drop=True)).array
+    _not_early(out["timestamp"])
     amount = pd.to_numeric(df["amount"].reset_index(drop=True), errors="coerce").astype("float64")
     bad_amount = ~np.isfinite(amount.to_numpy()) | (amount.to_numpy() <= 0)
     if bad_amount.any():
@@ -281,7 +315,8 @@ def validate_frame(df: pd.DataFrame, *, keep: tuple[str, ...] = ()) -> pd.DataFr
     if "currency" in df.columns:
         out["currency"] = df["currency"].reset_index(drop=True).astype("string").to_numpy()
     for column in keep:
-        out[column] = df[column].reset_index(drop=True).to_numpy()
+        kept = df[column].reset_index(drop=True)
+        out[column] = _labels(kept) if column == LABEL_COLUMN else kept.to_numpy()
     duplicated = out["transaction_id"].duplicated(keep=False).to_numpy()
     if duplicated.any():
         raise InvalidEvents(f"column 'transaction_id': duplicate ids in {_rows(duplicated)}")
@@ -306,8 +341,37 @@ HANDBOOK_COLUMNS = {
 HANDBOOK_MIN_AMOUNT = 0.01
 
 
+def _handbook_times(stamps: pd.Series) -> pd.Series:
+    """``TX_DATETIME`` as UTC times: naive ones are UTC (the handbook's), ones with an offset
+    are converted; unparsable or missing ones are refused, naming their rows."""
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        return stamps
+    if pd.api.types.is_datetime64_dtype(stamps):
+        return stamps.dt.tz_localize("UTC")
+    if pd.api.types.is_numeric_dtype(stamps) and not pd.api.types.is_bool_dtype(stamps):
+        # nanoseconds, as pandas reads numbers; epoch seconds land in 1970 and are refused
+        parsed = pd.to_datetime(stamps, utc=True, errors="coerce")
+    else:
+        text = stamps.astype("string")
+        # apart: pandas reads a naive time after one with an offset in that offset
+        aware = text.str.contains(OFFSET_PATTERN, regex=True).fillna(False).to_numpy(bool)
+        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        for part in (aware, ~aware):
+            if part.any():
+                parsed[part] = pd.to_datetime(
+                    text[part], utc=True, errors="coerce", format="ISO8601"
+                )
+    unparsable = parsed.isna().to_numpy()
+    if unparsable.any():
+        raise InvalidEvents(
+            f"column 'TX_DATETIME': unparsable or missing times in {_rows(unparsable)}"
+        )
+    return parsed
+
+
 def from_handbook(df: pd.DataFrame) -> pd.DataFrame:
-    """Canonical table from the handbook's columns (its naive ``TX_DATETIME`` is UTC).
+    """Canonical table from the handbook's columns (its naive ``TX_DATETIME`` is UTC; times
+    with an offset are converted).
 
     Documented repair: amounts of exactly 0.00 become :data:`HANDBOOK_MIN_AMOUNT`; the count
     is logged and kept in ``attrs["repairs"]["zero_amount_to_0.01"]``. Anything else invalid
@@ -317,9 +381,7 @@ def from_handbook(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise InvalidEvents(f"not a handbook table: missing column(s) {missing}")
     renamed = df.rename(columns=HANDBOOK_COLUMNS)
-    stamps = renamed["timestamp"]
-    if not isinstance(stamps.dtype, pd.DatetimeTZDtype):
-        renamed["timestamp"] = pd.to_datetime(stamps).dt.tz_localize("UTC")
+    renamed["timestamp"] = _handbook_times(renamed["timestamp"])
     zero = renamed["amount"] == 0
     if zero.any():
         renamed.loc[zero, "amount"] = HANDBOOK_MIN_AMOUNT
@@ -336,10 +398,28 @@ def is_handbook(columns: list[str]) -> bool:
     return "TX_DATETIME" in columns and "TX_AMOUNT" in columns
 
 
+def _read_parquet(path: str | Any) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise InvalidEvents(f"{path}: no such file") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidEvents(f"{path}: not a Parquet file ({_one_line(str(exc))})") from None
+
+
 def read_transactions(path: str | Any) -> pd.DataFrame:
-    """Read a Parquet file in canonical or handbook columns into the canonical table."""
-    df = pd.read_parquet(path)
-    if is_handbook(list(df.columns)):
-        return from_handbook(df)
-    keep = tuple(c for c in (LABEL_COLUMN, "fraud_scenario") if c in df.columns)
-    return validate_frame(df, keep=keep)
+    """Read a Parquet file in canonical or handbook columns into the canonical table.
+
+    Raises :class:`InvalidEvents` naming ``path``: not a Parquet file, no rows, or a table
+    that :func:`validate_frame` (or :func:`from_handbook`) refuses.
+    """
+    df = _read_parquet(path)
+    if len(df) == 0:
+        raise InvalidEvents(f"{path}: no rows")
+    try:
+        if is_handbook(list(df.columns)):
+            return from_handbook(df)
+        keep = tuple(c for c in (LABEL_COLUMN, "fraud_scenario") if c in df.columns)
+        return validate_frame(df, keep=keep)
+    except InvalidEvents as exc:
+        raise InvalidEvents(f"{path}: {exc}") from None

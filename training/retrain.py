@@ -169,8 +169,10 @@ def retrain(
     the registry, the artifact in ``fallback_dir`` (what the worker serves without a
     registry) is registered first and is the champion.
     """
-    if LABEL_COLUMN not in events.columns or len(events) == 0:
+    if LABEL_COLUMN not in events.columns:
         raise ValueError(f"retrain needs labelled transactions (a {LABEL_COLUMN!r} column)")
+    if len(events) == 0:
+        raise ValueError("retrain needs labelled transactions (the table has no rows)")
     known = events.drop(columns=[LABELLED], errors="ignore")
     rows = known.drop(columns=[REPORTED_AT], errors="ignore")
     if LABELLED in events.columns:

@@ -172,3 +172,102 @@ def test_decision_schema_file_is_current() -> None:
 
     path = Path(__file__).resolve().parents[2] / "docs" / "decision.schema.json"
     assert json.loads(path.read_text()) == Decision.model_json_schema()
+
+
+def _handbook(**overrides: object) -> pd.DataFrame:
+    base = {
+        "TRANSACTION_ID": [0, 1],
+        "TX_DATETIME": ["2018-04-01 00:00:31", "2018-04-01 00:02:10"],
+        "CUSTOMER_ID": [596, 4961],
+        "TERMINAL_ID": [3156, 3412],
+        "TX_AMOUNT": [57.16, 3.0],
+        "TX_FRAUD": [0, 1],
+    }
+    base.update(overrides)  # type: ignore[arg-type]
+    return pd.DataFrame(base)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"not a Parquet file \(.*0 bytes"),
+        (b"transaction_id,amount\n1,2.5\n", r"not a Parquet file \(.*magic bytes"),
+        (None, "no such file"),
+    ],
+)
+def test_a_file_that_is_not_parquet_is_named(tmp_path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "events.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidEvents, match=f"^{path}: {message}"):
+        read_transactions(path)
+
+
+def test_a_table_without_rows_is_refused(tmp_path) -> None:
+    path = tmp_path / "empty.parquet"
+    frame(is_fraud=[0, 1, 0]).iloc[:0].to_parquet(path)
+    with pytest.raises(InvalidEvents, match=f"^{path}: no rows$"):
+        read_transactions(path)
+
+
+def test_table_errors_name_the_file(tmp_path) -> None:
+    path = tmp_path / "bad.parquet"
+    frame(amount=[1.0, -1.0, 3.0]).to_parquet(path)
+    with pytest.raises(InvalidEvents, match=f"^{path}: column 'amount'.*positions 1"):
+        read_transactions(path)
+
+
+def test_handbook_times_as_text_naive_are_utc_offsets_converted() -> None:
+    out = from_handbook(_handbook(TX_DATETIME=["2018-04-01 02:00:00+02:00", "2018-04-01 01:00:00"]))
+    assert out["timestamp"].tolist() == [
+        pd.Timestamp("2018-04-01T00:00:00Z"),
+        pd.Timestamp("2018-04-01T01:00:00Z"),
+    ]
+    aware = from_handbook(_handbook(TX_DATETIME=["2018-04-01T02:00:00+02:00"] * 2))
+    assert aware["timestamp"].iloc[0] == pd.Timestamp("2018-04-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("bad", ["garbage", None])
+def test_unparsable_handbook_times_name_the_rows(bad: str | None) -> None:
+    with pytest.raises(InvalidEvents, match=r"'TX_DATETIME'.*1 row\(s\) \(positions 1\)"):
+        from_handbook(_handbook(TX_DATETIME=["2018-04-01 00:00:31", bad]))
+
+
+def test_rows_before_the_earliest_timestamp_are_refused() -> None:
+    # epoch seconds are read as nanoseconds: 1970
+    with pytest.raises(
+        InvalidEvents, match=r"'timestamp': before 2000-01-01.*positions 0, 1.*1970"
+    ):
+        from_handbook(_handbook(TX_DATETIME=[1522540800, 1522540930]))
+    stamps = pd.to_datetime(["2026-01-01 00:00", "1999-12-31 23:59", "2026-01-02 00:00"], utc=True)
+    with pytest.raises(InvalidEvents, match=r"'timestamp': before 2000-01-01.*positions 1\)"):
+        validate_frame(frame(timestamp=stamps))
+    with pytest.raises(InvalidEvents, match=r"'timestamp': missing values.*positions 1\)"):
+        validate_frame(frame(timestamp=stamps.where([True, False, True])))
+    edge = frame(
+        timestamp=["2000-01-01T00:00:00Z", "2000-01-01T01:00:00+01:00", "2026-01-01T00:00:00Z"]
+    )
+    assert len(validate_frame(edge)) == 3
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["yes", "0", "1"], r"values other than 0 and 1 in 3 row\(s\)"),
+        ([0, 3, 1], r"values other than 0 and 1 in 1 row\(s\) \(positions 1\)"),
+        ([0.0, 0.5, 1.0], r"values other than 0 and 1 in 1 row\(s\) \(positions 1\)"),
+        ([0, np.nan, 1], r"missing values in 1 row\(s\) \(positions 1\)"),
+    ],
+)
+def test_bad_labels_name_the_column_and_rows(labels: list, message: str) -> None:
+    with pytest.raises(InvalidEvents, match=f"column 'is_fraud': {message}"):
+        validate_frame(frame(is_fraud=labels), keep=("is_fraud",))
+    with pytest.raises(InvalidEvents, match="column 'is_fraud'"):
+        from_handbook(_handbook(TX_FRAUD=labels[:2]))
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 0], [0.0, 1.0, 0.0], [False, True, False]])
+def test_labels_are_0_or_1_as_int8(labels: list) -> None:
+    out = validate_frame(frame(is_fraud=labels), keep=("is_fraud",))
+    assert str(out["is_fraud"].dtype) == "int8"
+    assert out.set_index("transaction_id")["is_fraud"].to_dict() == {"1": 0, "2": 1, "3": 0}
