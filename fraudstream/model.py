@@ -11,16 +11,18 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import xgboost as xgb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fraudstream.errors import FraudstreamError
+from fraudstream.errors import FraudstreamError, describe_validation
 from fraudstream.trees import WALK_MAX_ROWS, TreeWalk, learner_of
 from fraudstream.treeshap import LeafShap
 
@@ -33,6 +35,68 @@ MANIFEST_SCHEMA_VERSION = 1
 
 class ModelError(FraudstreamError):
     """A model artifact is missing, tampered with, or inconsistent."""
+
+
+class _ManifestPart(BaseModel):
+    """Strict types (no string for a number); keys the code does not read are kept."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+
+class ManifestFeature(_ManifestPart):
+    name: str = Field(min_length=1)
+
+
+class ManifestThresholds(_ManifestPart):
+    """Scores are probabilities; training caps ``review`` at ``decline``."""
+
+    review: float = Field(ge=0, le=1)
+    decline: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _review_not_above_decline(self) -> Self:
+        if self.review > self.decline:
+            raise ValueError(f"review {self.review} is above decline {self.decline}")
+        return self
+
+
+class ManifestMetrics(_ManifestPart):
+    test: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_ManifestPart):
+    """The fields of ``manifest.json`` that loading, scoring and ``models list`` read."""
+
+    model_version: str = Field(min_length=1)
+    model_file: str = Field(min_length=1)
+    model_sha256: str = Field(min_length=1)
+    features: list[ManifestFeature] = Field(min_length=1)
+    thresholds: ManifestThresholds
+    created_at: str | None = None
+    metrics: ManifestMetrics | None = None
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], Manifest]:
+    """The manifest at ``path`` as written and as checked; :class:`ModelError` naming the
+    file and the field when it is not one."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    try:
+        return data, Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: {describe_validation(exc)}") from None
+
+
+def _xgboost_message(exc: xgb.core.XGBoostError) -> str:
+    """XGBoost's first line without its time and source file (and no C++ frames)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", first)
 
 
 def sha256_file(path: Path) -> str:
@@ -240,15 +304,9 @@ def load_artifact(path: Path) -> ModelArtifact:
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModelError(f"{manifest_path}: no model manifest (train one with `fraudstream train`)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
-    for key in ("model_version", "model_file", "model_sha256", "features", "thresholds"):
-        if key not in manifest:
-            raise ModelError(f"{manifest_path}: missing key {key!r}")
-    model_path = path / manifest["model_file"]
-    if Path(manifest["model_file"]).name != manifest["model_file"] or model_path.suffix not in (
+    manifest, checked = read_manifest(manifest_path)
+    model_path = path / checked.model_file
+    if Path(checked.model_file).name != checked.model_file or model_path.suffix not in (
         ".ubj",
         ".json",
     ):
@@ -256,18 +314,26 @@ def load_artifact(path: Path) -> ModelArtifact:
     if not model_path.is_file():
         raise ModelError(f"{model_path}: model file missing")
     actual = sha256_file(model_path)
-    if actual != manifest["model_sha256"]:
+    if actual != checked.model_sha256:
         raise ModelError(
             f"{model_path}: SHA-256 {actual} does not match the manifest's "
-            f"{manifest['model_sha256']}; refusing to load"
+            f"{checked.model_sha256}; refusing to load"
         )
     booster = xgb.Booster()
-    booster.load_model(str(model_path))
+    try:
+        booster.load_model(str(model_path))
+    except xgb.core.XGBoostError as exc:
+        raise ModelError(f"{model_path}: not an XGBoost model ({_xgboost_message(exc)})") from None
     booster.set_param({"nthread": 1})
-    names = [f["name"] for f in manifest["features"]]
+    names = [f.name for f in checked.features]
     if booster.feature_names is not None and list(booster.feature_names) != names:
         raise ModelError(
             f"{model_path}: model features {booster.feature_names} != manifest {names}"
+        )
+    if booster.num_features() != len(names):
+        raise ModelError(
+            f"{model_path}: the model reads {booster.num_features()} features, "
+            f"the manifest names {len(names)}"
         )
     log.info("loaded model %s from %s", manifest["model_version"], path)
     learner = learner_of(booster)  # parsed once for both

@@ -36,8 +36,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fraudstream.errors import FraudstreamError
-from fraudstream.model import MANIFEST_FILE, ModelArtifact, ModelError, load_artifact
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fraudstream.errors import FraudstreamError, describe_validation
+from fraudstream.model import (
+    MANIFEST_FILE,
+    Manifest,
+    ModelArtifact,
+    ModelError,
+    load_artifact,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +71,27 @@ def _now() -> str:
 
 def _empty() -> dict[str, Any]:
     return {"champion": None, "shadow": None, "lineage": [], "history": []}
+
+
+class _HistoryEntry(BaseModel):
+    """One action of ``history``; actions add their own keys (``previous``)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    at: str
+    action: str
+    version: str | None
+
+
+class _RegistryDocument(BaseModel):
+    """The shape of ``registry.json`` (:func:`_empty`), checked before anything reads it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    champion: str | None
+    shadow: str | None
+    lineage: list[str]
+    history: list[_HistoryEntry]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -96,9 +126,15 @@ class ModelRegistry:
         if not self.file.is_file():
             return _empty()
         try:
-            data: dict[str, Any] = json.loads(self.file.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(self.file.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{self.file}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{self.file}: not a JSON object")
+        try:
+            _RegistryDocument.model_validate(data)
+        except ValidationError as exc:
+            raise RegistryError(f"{self.file}: {describe_validation(exc)}") from None
         return data
 
     def champion(self) -> str | None:
@@ -127,13 +163,21 @@ class ModelRegistry:
         )
 
     def manifest(self, version: str) -> dict[str, Any]:
+        """The manifest of ``version`` as written, once checked."""
+        return self._manifest(version)[0]
+
+    def _manifest(self, version: str) -> tuple[dict[str, Any], Manifest]:
+        """``version``'s manifest as written and as checked (:class:`RegistryError` naming
+        the file when it is not one)."""
         path = self.path(version) / MANIFEST_FILE
         if not path.is_file():
             raise RegistryError(
                 f"unknown model version {version!r} (see `fraudstream models list`)"
             )
-        manifest: dict[str, Any] = json.loads(path.read_text())
-        return manifest
+        try:
+            return read_manifest(path)
+        except ModelError as exc:
+            raise RegistryError(str(exc)) from None
 
     def load(self, version: str) -> ModelArtifact:
         """The verified artifact of ``version`` (raises :class:`ModelError` when tampered)."""
@@ -146,8 +190,8 @@ class ModelRegistry:
         registered = {h["version"]: h["at"] for h in state["history"] if h["action"] == "register"}
         rows = []
         for version in self.versions():
-            manifest = self.manifest(version)
-            metrics = manifest.get("metrics", {}).get("test", {})
+            manifest = self._manifest(version)[1]
+            metrics = {} if manifest.metrics is None else manifest.metrics.test
             role = (
                 "champion"
                 if version == state["champion"]
@@ -159,7 +203,7 @@ class ModelRegistry:
                 {
                     "version": version,
                     "role": role,
-                    "created_at": manifest.get("created_at"),
+                    "created_at": manifest.created_at,
                     "registered_at": registered.get(version),
                     "auc_roc": metrics.get("auc_roc"),
                     "average_precision": metrics.get("average_precision"),

@@ -50,3 +50,42 @@ def test_models_commands(
     tamper(registry.path("v2"))
     assert "SHA-256" in run("promote", "v2", code=2)
     assert registry.champion() == "v1"
+
+
+def _fails_naming(args: list[str], path: Path, words: str) -> None:
+    result = CliRunner().invoke(app, ["models", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {path}: ") and words in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["list"], ["list", "--json"], ["rollback"], ["promote", "v1"], ["shadow", "--off"]]
+)
+def test_models_commands_name_a_registry_json_of_the_wrong_shape(
+    clean_env: Callable[[], Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_MODEL__REGISTRY_DIR", str(tmp_path / "reg"))
+    registry = ModelRegistry(tmp_path / "reg")
+    registry.register(make_artifact(tmp_path, "v1"))
+    registry.file.write_text("{}")
+    _fails_naming(args, registry.file, "lineage: Field required")
+
+
+@pytest.mark.parametrize("args", [["list"], ["promote", "v2"]])
+def test_models_commands_name_a_manifest_that_is_not_json(
+    clean_env: Callable[[], Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_MODEL__REGISTRY_DIR", str(tmp_path / "reg"))
+    registry = ModelRegistry(tmp_path / "reg")
+    for version in ("v1", "v2"):
+        registry.register(make_artifact(tmp_path, version))
+    manifest = registry.path("v2") / "manifest.json"
+    manifest.write_text("{bad")
+    _fails_naming(args, manifest, "not valid JSON")

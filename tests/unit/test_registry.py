@@ -231,3 +231,78 @@ def test_rollback_to_the_shadow_clears_the_shadow(registry: ModelRegistry, tmp_p
     assert registry.rollback() == "a"
     assert (registry.champion(), registry.shadow()) == ("a", None)
     assert load_serving(registry, tmp_path / "unused").key == ("a", None)
+
+
+GOOD_DOCUMENT = {"champion": "v1", "shadow": None, "lineage": ["v1"], "history": []}
+
+
+@pytest.mark.parametrize(
+    ("document", "match"),
+    [
+        ({}, "champion: Field required; shadow: Field required; lineage: Field required"),
+        ([], "not a JSON object"),
+        ("v1", "not a JSON object"),
+        ({**GOOD_DOCUMENT, "champion": 1}, "champion: Input should be a valid string"),
+        ({**GOOD_DOCUMENT, "lineage": "v1"}, "lineage: Input should be a valid list"),
+        ({**GOOD_DOCUMENT, "history": {}}, "history: Input should be a valid list"),
+        ({**GOOD_DOCUMENT, "history": [{"at": "now"}]}, r"history\.0\.action: Field required"),
+        ({**GOOD_DOCUMENT, "championn": "v1"}, "championn: Extra inputs are not permitted"),
+    ],
+)
+@pytest.mark.parametrize("action", ["list", "rollback", "promote", "shadow off"])
+def test_a_registry_document_of_the_wrong_shape_is_refused_naming_it(
+    registry: ModelRegistry, tmp_path: Path, document: object, match: str, action: str
+) -> None:
+    registry.register(make_artifact(tmp_path, "v1"))
+    registry.file.write_text(json.dumps(document))
+    run = {
+        "list": registry.list,
+        "rollback": registry.rollback,
+        "promote": lambda: registry.promote("v1"),
+        "shadow off": lambda: registry.set_shadow(None),
+    }[action]
+    with pytest.raises(RegistryError, match=match) as caught:
+        run()
+    assert str(caught.value).startswith(f"{registry.file}: ")
+    assert json.loads(registry.file.read_text()) == document  # nothing written over it
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"{bad", "not valid JSON"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"model_version": "v1"}', "model_file: Field required"),
+    ],
+)
+@pytest.mark.parametrize("action", ["list", "promote", "manifest"])
+def test_a_version_whose_manifest_is_no_manifest_is_refused_naming_it(
+    registry: ModelRegistry, tmp_path: Path, content: bytes, match: str, action: str
+) -> None:
+    registry.register(make_artifact(tmp_path, "v1"))
+    registry.register(make_artifact(tmp_path, "v2"))
+    path = registry.path("v2") / "manifest.json"
+    path.write_bytes(content)
+    run = {
+        "list": registry.list,
+        "promote": lambda: registry.promote("v2"),
+        "manifest": lambda: registry.manifest("v2"),
+    }[action]
+    with pytest.raises(RegistryError, match=match) as caught:
+        run()
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+    assert registry.champion() == "v1"
+
+
+@pytest.mark.parametrize(
+    "metrics", ["n/a", {"test": "n/a"}, {"test": [1]}], ids=["metrics", "test", "list"]
+)
+def test_models_list_refuses_metrics_of_the_wrong_shape(
+    registry: ModelRegistry, tmp_path: Path, metrics: object
+) -> None:
+    registry.register(make_artifact(tmp_path, "v1"))
+    path = registry.path("v1") / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "metrics": metrics}))
+    with pytest.raises(RegistryError, match=r"metrics(\.test)?: Input should be a valid"):
+        registry.list()

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from fraudstream.model import MANIFEST_FILE, MODEL_FILE, ModelError, load_artifact, save_artifact
+from fraudstream.model import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ModelError,
+    load_artifact,
+    save_artifact,
+    sha256_file,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -246,3 +253,90 @@ def test_a_manifest_cannot_point_at_another_file(artifact: Path, model_file: str
     (artifact / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"\.ubj or \.json file beside it"):
         load_artifact(artifact)
+
+
+def _rewrite_manifest(artifact: Path, **fields: object) -> Path:
+    path = artifact / MANIFEST_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    return path
+
+
+def _refused_in_one_line(artifact: Path, named: Path, match: str) -> None:
+    with pytest.raises(ModelError, match=match) as caught:
+        load_artifact(artifact)
+    message = str(caught.value)
+    assert message.startswith(f"{named}: ") and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"model_file": None}, "model_file: Input should be a valid string"),
+        ({"model_version": 7}, "model_version: Input should be a valid string"),
+        ({"model_sha256": None}, "model_sha256: Input should be a valid string"),
+        ({"features": [{"source": "x"}]}, r"features\.0\.name: Field required"),
+        ({"features": "a,b"}, "features: Input should be a valid list"),
+        ({"features": []}, "features: List should have at least 1 item"),
+        ({"thresholds": "high"}, "thresholds: Input should be a valid dictionary"),
+        ({"thresholds": {"review": "0.5", "decline": 0.9}}, r"thresholds\.review: .*number"),
+        ({"thresholds": {"review": 0.5}}, r"thresholds\.decline: Field required"),
+        ({"thresholds": {"review": float("nan"), "decline": 0.9}}, r"review: .*finite"),
+        ({"thresholds": {"review": 0.5, "decline": 1.5}}, r"decline: .*less than or equal to 1"),
+        ({"thresholds": {"review": 0.95, "decline": 0.9}}, "review 0.95 is above decline 0.9"),
+        ({"metrics": "n/a"}, "metrics: Input should be a valid dictionary"),
+    ],
+)
+def test_a_manifest_with_a_wrong_field_is_refused_naming_it(
+    artifact: Path, fields: dict[str, object], match: str
+) -> None:
+    path = _rewrite_manifest(artifact, **fields)
+    _refused_in_one_line(artifact, path, match)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"\xff\xfe\x00binary", "not valid JSON"),
+        (b"{bad", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"null", "not a JSON object"),
+    ],
+)
+def test_a_manifest_that_is_no_json_object_is_refused(
+    artifact: Path, content: bytes, match: str
+) -> None:
+    (artifact / MANIFEST_FILE).write_bytes(content)
+    _refused_in_one_line(artifact, artifact / MANIFEST_FILE, match)
+
+
+def test_a_foreign_model_file_with_a_matching_sha256_is_refused_in_one_line(
+    artifact: Path,
+) -> None:
+    (artifact / MODEL_FILE).unlink()
+    foreign = artifact / "model.json"
+    foreign.write_text('{"hello": "world"}')
+    _rewrite_manifest(artifact, model_file="model.json", model_sha256=sha256_file(foreign))
+    _refused_in_one_line(artifact, foreign, r"not an XGBoost model \(.*\)$")
+
+
+def test_a_model_reading_another_number_of_features_is_refused(tmp_path: Path) -> None:
+    rows = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [0.5, 0.5, 1.0], [0.2, 0.9, 0.0]])
+    matrix = xgb.DMatrix(rows, label=[0, 1, 1, 0])  # no feature names to compare
+    booster = xgb.train({"objective": "binary:logistic", "nthread": 1}, matrix, 2)
+    manifest = {
+        "model_version": "three-columns",
+        "features": [{"name": "a"}, {"name": "b"}],
+        "thresholds": {"review": 0.5, "decline": 0.9},
+    }
+    out = save_artifact(tmp_path / "model", booster, manifest)
+    _refused_in_one_line(out, out / MODEL_FILE, "reads 3 features, the manifest names 2")
+
+
+def test_integer_thresholds_and_keys_the_code_does_not_read_are_accepted(
+    artifact: Path,
+) -> None:
+    """Checked, not rewritten: the manifest stays as written for its other readers."""
+    _rewrite_manifest(artifact, thresholds={"review": 0, "decline": 1, "rule": "by hand"})
+    loaded = load_artifact(artifact)
+    assert (loaded.thresholds.review, loaded.thresholds.decline) == (0.0, 1.0)
+    assert loaded.manifest["thresholds"]["rule"] == "by hand"  # kept as written
