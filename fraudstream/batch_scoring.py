@@ -47,6 +47,7 @@ from fraudstream.features import (
     TERMINAL_VIEW,
 )
 from fraudstream.model import ModelArtifact
+from fraudstream.outputs import write_atomically
 from fraudstream.scoring import choose_actions, explain
 
 if TYPE_CHECKING:
@@ -255,11 +256,6 @@ def score_file(
 def write_decisions(frame: pd.DataFrame, out: Path) -> Path:
     """Parquet, or CSV when ``out`` ends in ``.csv``; written to a temporary name first."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix.lower() == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
-    return out
+        return write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
+    return write_atomically(out, lambda tmp: frame.to_parquet(tmp, index=False))

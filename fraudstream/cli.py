@@ -17,7 +17,7 @@ from fraudstream.feast_env import feast_environment, run_feast
 from fraudstream.startup import StartupSignals, StoppedBeforeStart
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import pandas as pd
     from fastapi import FastAPI
@@ -215,9 +215,25 @@ def _events(path: Path) -> pd.DataFrame:
     return events
 
 
+def output_file(
+    path: Path, option: str, *, inputs: Sequence[Path | None] = (), force: bool = False
+) -> Path:
+    """``path``, refused (exit code 2) before any work when it is a directory, one of
+    ``inputs``, or exists without ``--force`` (:func:`fraudstream.outputs.check_output_file`)."""
+    from fraudstream.outputs import check_output_file
+
+    try:
+        return check_output_file(path, option, inputs=inputs, force=force)
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+
+
+_FORCE = typer.Option("--force", help="replace an existing output file")
+
+
 @app.command("simulate")
 def simulate_cmd(
-    out: Annotated[Path, typer.Option(help="Parquet file to write")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write (.parquet)")],
     customers: Annotated[int, typer.Option(min=1)] = 5000,
     terminals: Annotated[int, typer.Option(min=1)] = 10000,
     days: Annotated[int, typer.Option(min=1)] = 183,
@@ -227,10 +243,14 @@ def simulate_cmd(
         int | None,
         typer.Option(min=0, help="from this day on, a new fraud pattern (scenario 4); off unset"),
     ] = None,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Simulate labelled card transactions (the handbook's generative process)."""
     from fraudstream.simulate import simulate, write_parquet
 
+    output_file(out, "--out", force=force)
+    if out.suffix.lower() != ".parquet":
+        raise fail(f"--out {out}: simulate writes Parquet; give a name ending in .parquet")
     try:
         df = simulate(
             customers=customers,
@@ -240,9 +260,9 @@ def simulate_cmd(
             seed=seed,
             pattern_change_day=pattern_change_day,
         )
+        write_parquet(df, out)
     except (FraudstreamError, ValueError) as exc:
         raise fail(str(exc)) from None
-    write_parquet(df, out)
     typer.echo(
         f"wrote {len(df):,} transactions ({df['is_fraud'].mean():.3%} fraud, "
         f"{len(df) / days:,.0f}/day) to {out}"
@@ -294,6 +314,18 @@ def features_load_history(
     )
 
 
+def _artifact_out(out: Path | None, settings: Settings, transactions: Path | None) -> Path:
+    """``train``'s artifact directory, refused (exit code 2) before any work unless it is
+    missing, empty or a model artifact, and does not hold the input."""
+    from fraudstream.model import check_artifact_dir
+
+    option = "--out" if out is not None else "FRAUDSTREAM_MODEL__DIR"
+    try:
+        return check_artifact_dir(out or settings.model.dir, option, inputs=[transactions])
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
@@ -333,6 +365,7 @@ def train_cmd(
     settings = _settings(ctx)
     if retrieval not in ("feast", "asof"):
         raise fail("--retrieval must be feast or asof")
+    out_dir = _artifact_out(out, settings, transactions)
     try:
         endpoints = local_stack.resolve_endpoints(settings)
     except FraudstreamError as exc:
@@ -358,7 +391,7 @@ def train_cmd(
         raise fail("feast apply failed (see above)")
     store = open_store(settings, endpoints)
     try:
-        result = train(events, split, out or settings.model.dir, store, retrieval=retrieval)
+        result = train(events, split, out_dir, store, retrieval=retrieval)
     except (FraudstreamError, ValueError) as exc:
         raise fail(str(exc)) from None
     m = result.metrics
@@ -443,6 +476,9 @@ def publish_cmd(
     labels_out: Annotated[
         Path | None, typer.Option(help="write transaction_id -> is_fraud of the sent events")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing --labels-out file")
+    ] = False,
 ) -> None:
     """Publish transactions to the transactions topic (labels are never sent).
 
@@ -461,6 +497,8 @@ def publish_cmd(
         raise fail("--limit is for --transactions; use --count with --simulate")
     if transactions is not None and count is not None:
         raise fail("--count is for --simulate; use --limit with --transactions")
+    if labels_out is not None:
+        output_file(labels_out, "--labels-out", inputs=[transactions], force=force)
     bootstrap = _kafka_bootstrap(settings)
     topic = settings.topics.transactions
     try:

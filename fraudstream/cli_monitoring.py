@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudstream.cli import _events, _kafka_bootstrap, _settings, fail, with_progress
+from fraudstream.cli import (
+    _FORCE,
+    _events,
+    _kafka_bootstrap,
+    _settings,
+    fail,
+    output_file,
+    with_progress,
+)
 from fraudstream.errors import FraudstreamError
 
 if TYPE_CHECKING:
@@ -97,9 +105,14 @@ def report_cmd(
     against the training baseline), from the archive: a table on stdout, report.json,
     quality.png and drift.png."""
     from fraudstream.archive import Archive, archive_root
+    from fraudstream.outputs import check_output_dir
     from fraudstream.quality import format_table, write_report
 
     settings = _settings(ctx)
+    try:
+        check_output_dir(out, "--out")
+    except FraudstreamError as exc:
+        raise fail(str(exc)) from None
     archive = Archive(archive_root(settings))
     past = _events(history) if history is not None else None
     try:
@@ -128,6 +141,7 @@ def score_batch_cmd(
         Path | None,
         typer.Option(help="earlier transactions of the same customers (besides the archive's)"),
     ] = None,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Score a historical file as the stream would: features from the offline store (Feast
     historical features, on a scratch copy: the live store is only read), the serving model
@@ -140,14 +154,15 @@ def score_batch_cmd(
     from fraudstream.batch_scoring import score_file, write_decisions
 
     settings = _settings(ctx)
+    output_file(out, "--out", inputs=[transactions, history], force=force)
     events = _events(transactions)
     past = _events(history) if history is not None else None
     started = time.perf_counter()
     try:
         decisions = score_file(settings, events, history=past)
+        write_decisions(decisions, out)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
-    write_decisions(decisions, out)
     summary = {
         "rows": len(decisions),
         "actions": decisions["action"].value_counts().to_dict(),

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -23,6 +24,7 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fraudstream.errors import FraudstreamError, describe_validation
+from fraudstream.outputs import check_output_dir
 from fraudstream.trees import WALK_MAX_ROWS, TreeWalk, learner_of
 from fraudstream.treeshap import LeafShap
 
@@ -257,14 +259,63 @@ class ModelInput:
         return self._dmatrix
 
 
+def is_artifact(path: Path) -> bool:
+    """Whether ``path`` holds a model artifact: a ``manifest.json`` with a ``model_version``."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "model_version" in manifest
+
+
+def check_artifact_dir(
+    out_dir: Path, option: str = "--out", inputs: Iterable[Path | None] = ()
+) -> Path:
+    """Refuse ``out_dir`` (named ``option`` in messages) unless it is missing, an empty
+    directory or a model artifact (what :func:`save_artifact` may replace), and does not
+    hold one of ``inputs``."""
+    check_output_dir(out_dir, option, inputs=inputs)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_artifact(out_dir):
+        raise ModelError(
+            f"{option} {out_dir} exists and is not a model artifact (no {MANIFEST_FILE} with a "
+            "model_version); refusing to replace it: give a new or empty directory"
+        )
+    return out_dir
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Rename ``staging`` to ``out_dir``. A previous ``out_dir`` is moved aside under a fresh
+    temporary name, removed after the swap, and put back when the swap fails."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        staging.rename(out_dir)
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.replaced.", dir=out_dir.parent))
+    backup = holder / out_dir.name
+    try:
+        out_dir.rename(backup)
+    except BaseException:
+        holder.rmdir()
+        raise
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        backup.rename(out_dir)  # the previous artifact stays in place
+        holder.rmdir()
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+
+
 def save_artifact(
     out_dir: Path,
     booster: xgb.Booster,
     manifest: dict[str, Any],
     extra_files: dict[str, Path] | None = None,
 ) -> Path:
-    """Write the model, its manifest and ``extra_files`` (reports) into ``out_dir``, atomically."""
-    out_dir = Path(out_dir)
+    """Write the model, its manifest and ``extra_files`` (reports) into ``out_dir``, atomically.
+
+    ``out_dir`` may be missing, an empty directory or a model artifact (which is replaced);
+    anything else is refused (:func:`check_artifact_dir`)."""
+    out_dir = check_artifact_dir(Path(out_dir), "model directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -280,18 +331,7 @@ def save_artifact(
         for name, source in (extra_files or {}).items():
             shutil.copy2(source, staging / name)
         (staging / MANIFEST_FILE).write_text(json.dumps(full, indent=2, default=str))
-        if out_dir.exists():
-            backup = out_dir.with_name(out_dir.name + ".old")
-            shutil.rmtree(backup, ignore_errors=True)
-            out_dir.rename(backup)
-            try:
-                staging.rename(out_dir)
-            except BaseException:
-                backup.rename(out_dir)  # the previous artifact stays in place
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(out_dir)
+        _swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

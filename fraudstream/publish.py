@@ -39,6 +39,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fraudstream.config import KafkaSettings
 from fraudstream.errors import FraudstreamError
+from fraudstream.outputs import check_output_file, write_atomically
 from fraudstream.schema import LABEL_COLUMN, TransactionEvent, validate_frame
 
 #: Progress callback: called with the number of events sent so far.
@@ -214,9 +215,8 @@ def label_table(events: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def write_labels(labels: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels.to_parquet(path, index=False)
-    return path
+    """Write ``labels`` to Parquet at ``path`` through a temporary file."""
+    return write_atomically(path, lambda tmp: labels.to_parquet(tmp, index=False))
 
 
 def publish_events(
@@ -248,6 +248,8 @@ def publish_events(
         raise PublishError(f"limit must be >= 0, got {limit}")
     if labels_out is not None and LABEL_COLUMN not in events.columns:
         raise PublishError(f"--labels-out needs a {LABEL_COLUMN!r} column; the table has none")
+    if labels_out is not None:  # before sending: a path that cannot be written is refused
+        check_output_file(labels_out, "--labels-out", force=True)
     if limit is not None:
         events = events.iloc[:limit]
     conf = dict(producer_conf or producer_config(kafka, bootstrap))

@@ -283,7 +283,9 @@ def write_report(
     """``fraudstream report``: quality per day and drift of the last ``days`` days into
     ``out`` (``report.json``, ``quality.png``, ``drift.png``); returns the report."""
     from fraudstream.errors import FraudstreamError
+    from fraudstream.outputs import check_output_dir
 
+    check_output_dir(out, "report directory")
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     start = now.floor("D") - pd.Timedelta(days=days - 1)
     quality = archive_quality(archive, days, now)

@@ -48,6 +48,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from fraudstream.errors import FraudstreamError
+from fraudstream.outputs import write_atomically
+from fraudstream.schema import MIN_TIMESTAMP
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,21 @@ def _parse_start(start: date | datetime | str) -> pd.Timestamp:
     if ts is pd.NaT:
         raise SimulationError(f"start {start!r} is not a valid date")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts < MIN_TIMESTAMP:
+        raise SimulationError(f"start {start!r} is before {MIN_TIMESTAMP.date()}")
     return ts.floor("D")
+
+
+def _check_end(start: pd.Timestamp, days: int) -> None:
+    """Refuse a simulation that would run past the last day a timestamp holds."""
+    last = (pd.Timestamp.max.tz_localize("UTC") - pd.Timedelta(days=1)).date()
+    room = (last - start.date()).days + 1
+    if room < 1:
+        raise SimulationError(f"start {start.date()} is after {last}")
+    if days > room:
+        raise SimulationError(
+            f"days {days} from start {start.date()} run past {last} (at most {room} from it)"
+        )
 
 
 def terminals_within_radius(
@@ -195,7 +211,8 @@ def simulate_with_profiles(
     """Simulate transactions and return them with the customer/terminal tables and compromises.
 
     Raises ``SimulationError`` (a ``ValueError``) for non-integer or non-positive counts,
-    ``days < 1``, a negative seed, an unparsable ``start`` or a ``pattern_change_day``
+    ``days < 1``, a negative seed, an unparsable ``start``, a ``start`` before 2000-01-01
+    or ``days`` that run past 2262-04-10 (pandas' last day) or a ``pattern_change_day``
     outside ``[0, days)``.
     """
     n_cust = _check_count("customers", customers, 1)
@@ -209,6 +226,7 @@ def simulate_with_profiles(
                 f"pattern_change_day must be < days ({n_days}), got {pattern_change_day}"
             )
     start_ts = _parse_start(start)
+    _check_end(start_ts, n_days)
     rng = np.random.Generator(np.random.PCG64(seed))
 
     # Profiles.
@@ -392,9 +410,8 @@ def simulate(
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to Parquet at ``path`` (parent directories created); return the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out, index=False)
+    """Write ``df`` to Parquet at ``path`` through a temporary file (parent directories
+    created); return the path."""
+    out = write_atomically(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
     logger.info("wrote %d rows to %s", len(df), out)
     return out

@@ -107,7 +107,7 @@ def test_a_failed_replacement_leaves_the_previous_artifact_in_place(
     real_rename = Path.rename
 
     def rename(self: Path, target: Path) -> Path:  # the staging directory's rename fails
-        if Path(target) == out and self.name != out.name + ".old":
+        if Path(target) == out and self.name != out.name:  # (the moved-aside one is "current")
             raise OSError(5, "Input/output error")
         return real_rename(self, target)
 
@@ -117,6 +117,33 @@ def test_a_failed_replacement_leaves_the_previous_artifact_in_place(
     monkeypatch.undo()
     assert load_artifact(out).version == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]
+
+
+def test_replacing_an_artifact_leaves_a_sibling_old_directory_alone(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    out = tmp_path / "current"
+    save_artifact(out, artifact.booster, {**artifact.manifest, "model_version": "old"})
+    (tmp_path / "current.old").mkdir()
+    (tmp_path / "current.old" / "notes.txt").write_text("mine")
+    save_artifact(out, artifact.booster, {**artifact.manifest, "model_version": "new"})
+    assert load_artifact(out).version == "new"
+    assert (tmp_path / "current.old" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "current.old"]
+
+
+def test_a_directory_that_is_not_an_artifact_is_never_replaced(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    out = tmp_path / "registry"
+    (out / "versions").mkdir(parents=True)
+    (out / "registry.json").write_text("{}")
+    with pytest.raises(ModelError, match="is not a model artifact"):
+        save_artifact(out, artifact.booster, artifact.manifest)
+    assert sorted(p.name for p in out.iterdir()) == ["registry.json", "versions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
+    (tmp_path / "empty").mkdir()  # an empty directory (a fresh volume) is written into
+    assert load_artifact(save_artifact(tmp_path / "empty", artifact.booster, artifact.manifest))
 
 
 @pytest.mark.parametrize("rows", [1, WALK_MAX_ROWS + 1])

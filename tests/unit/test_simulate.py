@@ -202,6 +202,9 @@ def test_start_variants_and_utc() -> None:
         ({"seed": -1}, "seed must be >= 0"),
         ({"start": "not a date"}, "start 'not a date' is not a valid date"),
         ({"start": 20180401}, "start must be a date"),
+        ({"start": "1500-01-01"}, "start '1500-01-01' is before 2000-01-01"),
+        ({"start": "3000-01-01"}, "start 3000-01-01 is after 2262-04-10"),
+        ({"start": "2262-04-01", "days": 11}, "days 11 from start 2262-04-01 run past 2262-04-10"),
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict[str, object], message: str) -> None:
