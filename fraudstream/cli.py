@@ -129,7 +129,7 @@ def env(
     """
     settings = _settings(ctx)
     try:
-        endpoints = local_stack.resolve_endpoints(settings)
+        endpoints = local_stack.redis_endpoints(settings)  # Feast needs no Kafka
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     if settings.redis.password is not None and not reveal_secrets:
@@ -151,7 +151,7 @@ def feast_cli(ctx: typer.Context) -> None:
     """Run the ``feast`` CLI on the feature repo with the Redis connection from settings."""
     settings = _settings(ctx)
     try:
-        endpoints = local_stack.resolve_endpoints(settings)
+        endpoints = local_stack.redis_endpoints(settings)  # Feast needs no Kafka
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(run_feast(settings, endpoints, list(ctx.args)))
@@ -301,8 +301,8 @@ def features_load_history(
 
     settings = _settings(ctx)
     try:
-        endpoints = local_stack.resolve_endpoints(settings)
-        local_stack.check_endpoints(settings, endpoints)
+        endpoints = local_stack.redis_endpoints(settings)  # Redis only
+        local_stack.check_redis(endpoints.redis_url, settings)
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     events = _events(transactions)
@@ -320,8 +320,15 @@ def _artifact_out(out: Path | None, settings: Settings, transactions: Path | Non
     from fraudstream.model import check_artifact_dir
 
     option = "--out" if out is not None else "FRAUDSTREAM_MODEL__DIR"
+    target = out or settings.model.dir
+    registry = settings.model.registry_path.resolve()
+    if target.resolve() == registry or registry in target.resolve().parents:
+        raise fail(
+            f"{option} {target} is inside the model registry ({registry}), whose versions are "
+            "never overwritten: train into another directory (train registers its model)"
+        )
     try:
-        return check_artifact_dir(out or settings.model.dir, option, inputs=[transactions])
+        return check_artifact_dir(target, option, inputs=[transactions])
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
 
@@ -367,7 +374,7 @@ def train_cmd(
         raise fail("--retrieval must be feast or asof")
     out_dir = _artifact_out(out, settings, transactions)
     try:
-        endpoints = local_stack.resolve_endpoints(settings)
+        endpoints = local_stack.redis_endpoints(settings)  # Feast and Redis only
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
     if transactions is not None:
@@ -860,10 +867,10 @@ def _prepare_api(settings: Settings, workers: int) -> FastAPI | str:
     :class:`~fraudstream.startup.StoppedBeforeStart`."""
     from fraudstream.model import ModelError
     from fraudstream.scoring import build_scorer
-    from serving.app import api_endpoints, create_app
+    from serving.app import create_app
 
     try:
-        endpoints = api_endpoints(settings)  # Redis only: the API needs no Kafka
+        endpoints = local_stack.redis_endpoints(settings)  # the API needs no Kafka
         local_stack.check_redis(endpoints.redis_url, settings)
         scorer = build_scorer(settings, endpoints)
     except ModelError as exc:

@@ -524,6 +524,29 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
     )
 
 
+def redis_endpoints(settings: Settings) -> Endpoints:
+    """Where Redis is, for what needs no Kafka (the API, ``feast``, ``env``, ``train``,
+    ``features load-history``): Redis from settings when named there, else from the running
+    local stack. Kafka's address is filled in when known (else empty), never required."""
+    url, kafka = settings.redis.url, settings.kafka.bootstrap_servers
+    state = read_state(settings) if url is None or kafka is None else None
+    if url is None:
+        if not _alive(state, "redis") or state is None or state.redis_url is None:
+            raise StackError(
+                f"no Redis: set {env_name('redis', 'url')} "
+                "or start the local stack with `fraudstream stack up`"
+            )
+        url = state.redis_url
+    if kafka is None and state is not None and _alive(state, "kafka"):
+        kafka = state.kafka_bootstrap
+    return Endpoints(
+        kafka_bootstrap=kafka or "",
+        redis_url=url,
+        kafka_external=settings.kafka.bootstrap_servers is not None,
+        redis_external=settings.redis.url is not None,
+    )
+
+
 def check_endpoints(settings: Settings, endpoints: Endpoints) -> None:
     """Fail fast, naming the setting, when Kafka or Redis does not answer."""
     check_kafka(settings.kafka, endpoints.kafka_bootstrap)

@@ -63,7 +63,7 @@ from fraudstream.metrics import CONTENT_TYPE, ApiMetrics, track_gc_pauses
 from fraudstream.registry import HotReload, hot_reload
 from fraudstream.schema import TransactionEvent, ahead_of_clock
 from fraudstream.scoring import Scorer, warm_caches, watch_keys
-from fraudstream.stack import Endpoints, resolve_endpoints
+from fraudstream.stack import redis_endpoints
 from serving.batching import ScoringQueue
 
 log = logging.getLogger(__name__)
@@ -661,19 +661,6 @@ def _secret(settings: Settings) -> str | None:
     return None if key is None else key.get_secret_value()
 
 
-def api_endpoints(settings: Settings) -> Endpoints:
-    """Where Redis is; the API needs no Kafka, so a configured Redis URL is enough."""
-    if settings.redis.url is None:
-        return resolve_endpoints(settings)  # the local stack
-    kafka = settings.kafka.bootstrap_servers
-    return Endpoints(
-        kafka_bootstrap=kafka or "",
-        redis_url=settings.redis.url,
-        kafka_external=kafka is not None,
-        redis_external=True,
-    )
-
-
 def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` (one call per worker process): settings read once
     here, the process's entry point; the model verified and the scorer built."""
@@ -684,6 +671,6 @@ def app_from_environment() -> FastAPI:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    endpoints = api_endpoints(settings)
+    endpoints = redis_endpoints(settings)  # the API needs no Kafka
     scorer = build_scorer(settings, endpoints)
     return create_app(settings, scorer, redis_url=endpoints.redis_url)

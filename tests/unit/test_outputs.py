@@ -60,6 +60,23 @@ def test_train_refuses_a_directory_that_is_not_a_model_artifact(
     assert (mine / "notes.txt").read_text() == "mine" and (tmp_path / "models.old").is_dir()
 
 
+def test_train_refuses_a_directory_inside_the_registry(
+    tx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train
+
+    monkeypatch.setattr(training.train, "train", never)
+    version = tmp_path / "reg" / "versions" / "v1"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text('{"model_version": "v1"}')  # an artifact
+    monkeypatch.setenv("FRAUDSTREAM_MODEL__REGISTRY_DIR", str(tmp_path / "reg"))
+    for out in (version, tmp_path / "reg"):
+        refused(
+            ["train", "--out", str(out), "--transactions", str(tx)], "inside the model registry"
+        )
+    assert (version / "manifest.json").read_text() == '{"model_version": "v1"}'
+
+
 def test_score_batch_refuses_its_input_an_existing_file_and_a_directory(
     tx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -389,3 +389,22 @@ def test_a_connection_dropped_before_the_first_request_names_tls_settings_over_t
     over_tls = _settings_to_check(line, tls=True)
     assert over_tls[0] == "FRAUDSTREAM_KAFKA__SECURITY_PROTOCOL"
     assert {"FRAUDSTREAM_KAFKA__SSL_CAFILE", "FRAUDSTREAM_KAFKA__SSL_CERTFILE"} <= set(over_tls)
+
+
+def test_commands_that_need_only_redis_do_not_ask_for_kafka(tmp_path: Path) -> None:
+    """``env``, ``feast`` and ``features load-history`` talk to Redis (and Feast) only."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = {
+        **base,
+        "FRAUDSTREAM_REDIS__URL": "redis://127.0.0.1:1/0",  # nothing listens there
+        "FRAUDSTREAM_STACK__DIR": str(tmp_path / "no-stack"),
+    }
+    shown = _run(["env"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("export FRAUDSTREAM_FEAST_REDIS_CONNECTION=")
+    assert "127.0.0.1:1,db=0" in shown.stdout
+    table = tmp_path / "tx.parquet"
+    table.write_bytes(b"")  # never read: Redis is checked first
+    loaded = _run(["features", "load-history", "--transactions", str(table)], env, tmp_path)
+    assert loaded.returncode == 2
+    assert "Kafka" not in loaded.stderr and "FRAUDSTREAM_REDIS__URL" in loaded.stderr, loaded.stderr
