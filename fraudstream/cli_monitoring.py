@@ -113,7 +113,13 @@ def report_cmd(
         check_output_dir(out, "--out")
     except FraudstreamError as exc:
         raise fail(str(exc)) from None
-    archive = Archive(archive_root(settings))
+    root = archive_root(settings)
+    if not root.is_dir():  # a wrong path, or no archive yet: not an empty report
+        raise fail(
+            f"no archive at {root} (FRAUDSTREAM_MONITORING__ARCHIVE_DIR; `fraudstream archive` "
+            "writes it)"
+        )
+    archive = Archive(root)
     past = _events(history) if history is not None else None
     try:
         report = write_report(settings, archive, out, days, past)

@@ -164,12 +164,18 @@ def test_publish_events_refuses_a_directory_for_labels_before_sending(
         )
 
 
-def test_report_refuses_an_existing_file(tx: Path, tmp_path: Path) -> None:
+def test_report_refuses_an_existing_file(
+    tx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fraudstream.archive import Archive
     from fraudstream.quality import write_report
 
     (tmp_path / "notes.txt").write_text("mine")
     refused(["report", "--out", "notes.txt"], "--out notes.txt exists and is not a directory")
+    missing = tmp_path / "no" / "archive"
+    monkeypatch.setenv("FRAUDSTREAM_MONITORING__ARCHIVE_DIR", str(missing))
+    refused(["report", "--out", "r"], "no archive at")
+    assert not (tmp_path / "r").exists()
     with pytest.raises(OutputError, match="is not a directory"):
         write_report(Settings(), Archive(tmp_path / "archive"), tmp_path / "notes.txt", days=1)
     assert (tmp_path / "notes.txt").read_text() == "mine"
