@@ -508,20 +508,22 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
                 "or start the local stack with `fraudstream stack up`"
             )
         kafka = state.kafka_bootstrap
-    url = settings.redis.url
-    if url is None:
-        if not _alive(state, "redis") or state is None or state.redis_url is None:
-            raise StackError(
-                f"no Redis: set {env_name('redis', 'url')} "
-                "or start the local stack with `fraudstream stack up`"
-            )
-        url = state.redis_url
     return Endpoints(
         kafka_bootstrap=kafka,
-        redis_url=url,
+        redis_url=settings.redis.url or _stack_redis(state),
         kafka_external=settings.kafka.bootstrap_servers is not None,
         redis_external=settings.redis.url is not None,
     )
+
+
+def _stack_redis(state: StackState | None) -> str:
+    """The running local stack's Redis URL, or :class:`StackError` naming the setting."""
+    if not _alive(state, "redis") or state is None or state.redis_url is None:
+        raise StackError(
+            f"no Redis: set {env_name('redis', 'url')} "
+            "or start the local stack with `fraudstream stack up`"
+        )
+    return state.redis_url
 
 
 def redis_endpoints(settings: Settings) -> Endpoints:
@@ -530,18 +532,11 @@ def redis_endpoints(settings: Settings) -> Endpoints:
     local stack. Kafka's address is filled in when known (else empty), never required."""
     url, kafka = settings.redis.url, settings.kafka.bootstrap_servers
     state = read_state(settings) if url is None or kafka is None else None
-    if url is None:
-        if not _alive(state, "redis") or state is None or state.redis_url is None:
-            raise StackError(
-                f"no Redis: set {env_name('redis', 'url')} "
-                "or start the local stack with `fraudstream stack up`"
-            )
-        url = state.redis_url
     if kafka is None and state is not None and _alive(state, "kafka"):
         kafka = state.kafka_bootstrap
     return Endpoints(
         kafka_bootstrap=kafka or "",
-        redis_url=url,
+        redis_url=url or _stack_redis(state),
         kafka_external=settings.kafka.bootstrap_servers is not None,
         redis_external=settings.redis.url is not None,
     )
