@@ -1,6 +1,6 @@
 """REST API latency at a fixed request rate, side by side with Feast's own feature server.
 
-    .venv/bin/python benchmarks/serving.py [--rate 200] [--duration 60] [--phases 2]
+    .venv/bin/python benchmarks/serving.py [--rate 200] [--duration 60] [--phases 6]
 
 Starts ONE private local stack (Tansu + Redis on loopback, temporary directory,
 ``benchmarks/workspace.py``) and builds ONE world the way ``tests/integration/world.py``
@@ -27,7 +27,10 @@ open-loop: request i is due at t0 + i / rate whatever the earlier answers did, a
 latency counts from when it was due, so a slow answer cannot hide later ones. The
 measured time is split into ``--phases`` halves run A B B A (ours, Feast, Feast, ours, ...),
 each target ``--duration`` seconds in all, so that a change in the machine's load hits both
-(``--feast-first``: B A A B). The generator's heap is frozen before the measured phases, so
+(``--feast-first``: B A A B). The default, 6 (twelve 10 s phases), is finer than the 2 (four
+30 s phases) used until 2026-12-05: on this shared host one slow 30 s stretch moved a run's
+p99 by more than the two servers differ (``benchmarks/RESULTS.md``, REST API), and shorter
+alternating phases spread such a stretch over both servers. The generator's heap is frozen before the measured phases, so
 that its own garbage collector cannot stall it (its pauses are reported per phase, as is the
 CPU the idle server used meanwhile). Any answer other than 200 with the expected body is an
 error. Last, where our time goes: the API's own ``/metrics`` (server-side latency,
@@ -755,7 +758,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="measured s per target")
-    parser.add_argument("--phases", type=int, default=2, help="measured parts per target (ABBA)")
+    parser.add_argument("--phases", type=int, default=6, help="measured parts per target (ABBA)")
     parser.add_argument(
         "--feast-first", action="store_true", help="measure Feast first (B A A B ...)"
     )
