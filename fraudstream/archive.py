@@ -447,6 +447,7 @@ def run_archive(
     from fraudstream.kafka import consumer_config, ensure_topics
 
     topics = settings.topics
+    topics.require_distinct("transactions", "decisions", "labels")
     kinds = {
         topics.transactions: "transactions",
         topics.decisions: "decisions",

@@ -780,6 +780,7 @@ def _prepare_worker(settings: Settings, app_id: str, startup: StartupSignals) ->
     from streaming.worker import Worker, build_worker_app
 
     try:
+        settings.topics.require_distinct("transactions", "decisions", "dead_letter")
         endpoints = local_stack.resolve_endpoints(settings)
         local_stack.check_endpoints(settings, endpoints)
     except FraudstreamError as exc:

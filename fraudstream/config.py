@@ -164,13 +164,19 @@ class TopicSettings(_Section):
             raise ValueError(f"{value!r} is not a valid Kafka topic name")
         return value
 
-    @model_validator(mode="after")
-    def _distinct(self) -> TopicSettings:
-        names = [self.transactions, self.decisions, self.dead_letter, self.labels]
-        shared = sorted({n for n in names if names.count(n) > 1})
-        if shared:  # the worker would read its own decisions, or labels as transactions
-            raise ValueError(f"the topics must differ: {', '.join(shared)} is used twice")
-        return self
+    def require_distinct(self, *roles: str) -> None:
+        """Raise :class:`SettingsError` naming the variables when two of ``roles``
+        (``"transactions"``, ...) are one topic: the worker would read its own decisions,
+        the archive its labels as transactions. (Other commands, such as a reader of one
+        topic, may point several names at one topic.)"""
+        names = {role: getattr(self, role) for role in roles}
+        for role, name in names.items():
+            same = [r for r in roles if r != role and names[r] == name]
+            if same:
+                raise SettingsError(
+                    f"{env_name('topics', role)} and {env_name('topics', same[0])} are both "
+                    f"{name!r}: they must be different topics"
+                )
 
     def all(self) -> list[str]:
         return [self.transactions, self.decisions, self.dead_letter, self.labels]

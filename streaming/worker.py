@@ -653,6 +653,8 @@ def build_worker_app(
     SHA-256 check or reads a feature the store does not define.
     """
     from fraudstream.kafka import ensure_topics
+
+    settings.topics.require_distinct("transactions", "decisions", "dead_letter")
     from fraudstream.scoring import build_scorer
     from streaming.app import create_app
 
