@@ -316,14 +316,19 @@ def _fresh(world) -> Scorer:  # type: ignore[no-untyped-def]
 def test_an_event_later_than_the_margin_is_degraded(world) -> None:  # type: ignore[no-untyped-def]
     """Its customer's state keeps 7 days more than the longest window: an event up to that
     late is scored on its whole history; a later one may miss pruned history, and says so."""
-    past = world["past"]
+    past, scorer = world["past"], world["scorer"]
     customer = past["customer_id"].value_counts().index[0]
     mine = past[past["customer_id"] == customer]
-    latest = mine["timestamp"].max()
+    # the latest stored transaction, which the check compares with: the tests before this one
+    # may have written later ones of this customer (update=True), so not the past's latest
+    key = scorer.history._key(str(customer))
+    stored = unpack_entries(scorer.history.client.zrange(key, 0, -1))
+    latest = pd.Timestamp(int(stored.ms.max()), unit="ms", tz="UTC")
+    assert latest >= mine["timestamp"].max()
     probe = mine.iloc[[-1, -1]].copy()
     probe["transaction_id"] = pd.array(["late-6d", "late-8d"], dtype="string[pyarrow]")
     probe["timestamp"] = [latest - pd.Timedelta(days=6), latest - pd.Timedelta(days=8)]
-    within, beyond = world["scorer"].score(probe.drop(columns=["is_fraud"]), update=False).decisions
+    within, beyond = scorer.score(probe.drop(columns=["is_fraud"]), update=False).decisions
     assert LATE_EVENT not in within.degraded_reasons
     assert beyond.degraded and LATE_EVENT in beyond.degraded_reasons
     # a customer without history (its state's latest time is the smallest int64) is never late
