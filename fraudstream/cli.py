@@ -483,9 +483,7 @@ def publish_cmd(
     labels_out: Annotated[
         Path | None, typer.Option(help="write transaction_id -> is_fraud of the sent events")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="replace an existing --labels-out file")
-    ] = False,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Publish transactions to the transactions topic (labels are never sent).
 

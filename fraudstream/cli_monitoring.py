@@ -53,10 +53,6 @@ def archive_cmd(
     if once and follow:
         raise fail("give --once or --follow, not both")
     settings = _settings(ctx)
-    try:
-        settings.topics.require_distinct("transactions", "decisions", "labels")
-    except FraudstreamError as exc:
-        raise fail(str(exc)) from None
     bootstrap = _kafka_bootstrap(settings)
     archive = Archive(archive_root(settings))
     monitor = _quality_monitor(settings, archive, metrics_port)

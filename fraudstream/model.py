@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 import xgboost as xgb
@@ -37,6 +37,9 @@ MANIFEST_SCHEMA_VERSION = 1
 
 class ModelError(FraudstreamError):
     """A model artifact is missing, tampered with, or inconsistent."""
+
+
+Checked = TypeVar("Checked", bound=BaseModel)
 
 
 class _ManifestPart(BaseModel):
@@ -78,21 +81,31 @@ class Manifest(_ManifestPart):
     metrics: ManifestMetrics | None = None
 
 
+def read_checked_json(
+    path: Path, schema: type[Checked], error: type[FraudstreamError]
+) -> tuple[dict[str, Any], Checked]:
+    """The JSON object in the file at ``path``, as written and as ``schema`` checks it;
+    ``error`` naming the file (and the field) when it is not one. (The manifest here, the
+    registry's ``registry.json`` in :mod:`fraudstream.registry`.)"""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: not a JSON object")
+    try:
+        return data, schema.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{path}: {describe_validation(exc)}") from None
+
+
 def read_manifest(path: Path) -> tuple[dict[str, Any], Manifest]:
     """The manifest at ``path`` as written and as checked; :class:`ModelError` naming the
     file and the field when it is not one."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+        return read_checked_json(path, Manifest, ModelError)
     except OSError as exc:
         raise ModelError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    try:
-        return data, Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise ModelError(f"{path}: {describe_validation(exc)}") from None
 
 
 def _xgboost_message(exc: xgb.core.XGBoostError) -> str:

@@ -36,15 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from fraudstream.errors import FraudstreamError, describe_validation
+from fraudstream.errors import FraudstreamError
 from fraudstream.model import (
     MANIFEST_FILE,
     Manifest,
     ModelArtifact,
     ModelError,
     load_artifact,
+    read_checked_json,
     read_manifest,
 )
 
@@ -125,17 +126,7 @@ class ModelRegistry:
         """The registry document (an empty one when there is no registry yet)."""
         if not self.file.is_file():
             return _empty()
-        try:
-            data = json.loads(self.file.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{self.file}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise RegistryError(f"{self.file}: not a JSON object")
-        try:
-            _RegistryDocument.model_validate(data)
-        except ValidationError as exc:
-            raise RegistryError(f"{self.file}: {describe_validation(exc)}") from None
-        return data
+        return read_checked_json(self.file, _RegistryDocument, RegistryError)[0]
 
     def champion(self) -> str | None:
         champion: str | None = self.state()["champion"]

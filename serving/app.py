@@ -128,8 +128,8 @@ class ReadyBody(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="why not ready")
 
 
-def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code, media_type="application/json")
+def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code, headers, media_type="application/json")
 
 
 def _too_large(limit: int) -> str:
@@ -526,12 +526,7 @@ def create_app(settings: Settings, scorer: Scorer, *, redis_url: str) -> FastAPI
             "is returned and the writes may or may not have been applied: resending the same "
             "request is safe (a transaction id already stored is a replay)"
         )
-        return Response(
-            orjson.dumps({"detail": detail}),
-            503,
-            headers={"Retry-After": "1"},
-            media_type="application/json",
-        )
+        return _json({"detail": detail}, 503, {"Retry-After": "1"})
 
     async def score(request: Request) -> Response:
         event, update = await _inputs(request, TransactionEvent, max_ahead_s)
